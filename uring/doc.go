@@ -1,0 +1,65 @@
+//go:build linux
+
+// Package uring runs file I/O requests in batches: on a native io_uring
+// ring built on golang.org/x/sys/unix raw syscalls (no cgo, no linkname),
+// on synchronous syscalls (psync) where io_uring is blocked, or, in builds
+// with the iouringgo tag, on github.com/iceber/iouring-go.
+//
+// # Basics
+//
+// A caller fills a []Request and calls Backend.Submit, which returns when
+// every request is complete; each Request carries its own N and Err. The
+// native ring writes all of one call's requests as SQEs and submits them
+// with one io_uring_enter (several only when the call holds more requests
+// than the submission queue has room for). Concurrent callers with single
+// requests share enters: whoever is submitting flushes every queued SQE,
+// its own and the others'. Stats().SQEsPerEnter shows how well that works.
+//
+// Short reads and writes are resumed until the request is complete; a read
+// that returns 0 bytes ends at end of file (N < length, Err nil). A
+// completion of -EINTR, or -EAGAIN without RWF_NOWAIT, is resubmitted, at
+// most maxRetries times in a row. io_uring_enter failing with EINTR is
+// retried; EAGAIN/EBUSY reap completions, back off and retry, and past
+// maxBusyRetries break the ring. SQEs once published are never taken back.
+//
+// # Invariants
+//
+//   - At most len(slots) requests are in flight (the CQ size by default),
+//     so the completion queue cannot overflow; if the kernel still reports
+//     dropped CQEs, the ring is marked broken and the affected requests
+//     fail with ErrBroken (EIO) once an IO_DRAIN NOP proves the kernel is
+//     done with them. Nothing hangs and no completion is invented.
+//   - A request's user_data is its slot index and the slot's generation, so
+//     a stale completion can never be applied to a reused slot.
+//   - No allocation per request in steady state: slots, waiters and their
+//     wake channels are allocated once and reused.
+//
+// # Lock order
+//
+//	Ring.cqMu        completion leader (CQ head, waiting in the kernel)
+//	  Ring.sqMu      submitter (SQEs, SQ tail)
+//	    Ring.mu      slots, pending queue, waiter list, state
+//
+// cqMu and sqMu are taken with TryLock on the hot paths; only a broken
+// ring's drain and Close block on them, in the order above.
+//
+// # Memory ownership
+//
+// Buffers named by a Request (Buf, Vecs) belong to the kernel from Submit
+// until Submit returns: the caller must not read, write or reuse them in
+// that time. The ring keeps the Request (and so the buffers) reachable from
+// its slot until the CQE arrives, and Go's heap does not move objects, so
+// the address in the SQE stays valid; a buffer on the caller's stack escapes
+// to the heap because Submit stores a pointer to it. Registered buffers
+// (RegisterBuffers) must stay mapped until UnregisterBuffers or Close; use
+// mmap'd memory. If the kernel never completes a request (a broken kernel),
+// the request is failed after drainDeadline and kept reachable forever
+// rather than risk a use after free.
+//
+// # Limits
+//
+// Entries is capped at MaxEntries; one read or write moves at most
+// 0x7ffff000 bytes per SQE and at most 1024 iovecs (larger requests are
+// resumed in pieces); a registered buffer is at most 1 GiB; a wait in the
+// kernel lasts at most waitTimeout before the leader re-checks the ring.
+package uring

@@ -1,0 +1,231 @@
+//go:build linux
+
+package uring
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// psync runs each request with the equivalent synchronous syscall in the
+// calling goroutine. It is the fallback where io_uring is blocked and the
+// reference the native ring is tested against.
+type psync struct {
+	inj    Injector
+	reason string
+	c      counters
+	closed atomic.Bool
+
+	mu sync.RWMutex
+	// files is the registered file table. +checklocks:mu
+	files []int32
+}
+
+var _ Backend = (*psync)(nil)
+
+func newPsync(opts Options, reason string) *psync {
+	return &psync{inj: opts.Injector, reason: reason}
+}
+
+func (p *psync) Name() string { return BackendPsync }
+
+func (p *psync) Submit(reqs []Request) error {
+	p.c.submits.Add(1)
+	p.c.requests.Add(uint64(len(reqs)))
+	if p.closed.Load() {
+		failAll(reqs, ErrClosed)
+		return ErrClosed
+	}
+	var iov []unix.Iovec
+	for i := range reqs {
+		iov = p.run(&reqs[i], iov)
+	}
+	return nil
+}
+
+// failAll sets err on every request.
+func failAll(reqs []Request, err error) {
+	for i := range reqs {
+		reqs[i].N, reqs[i].Err = 0, err
+	}
+}
+
+func (p *psync) run(r *Request, iov []unix.Iovec) []unix.Iovec {
+	r.N, r.Err = 0, nil
+	if errno := r.validate(); errno != 0 {
+		finish(r, 0, errno, &p.c)
+		return iov
+	}
+	if (r.Op.IsRead() || r.Op.IsWrite()) && r.length() == 0 {
+		return iov
+	}
+	var pr progress
+	for {
+		var res int32
+		iov, res = p.once(r, &pr, iov)
+		p.c.completions.Add(1)
+		if settle(r, &pr, res, &p.c) {
+			return iov
+		}
+	}
+}
+
+// once makes one attempt at the remainder of r and returns its result as
+// the kernel would report it in a CQE.
+func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, int32) {
+	if p.inj != nil {
+		if errno := p.inj.Enter(); errno != 0 {
+			return iov, -int32(errno)
+		}
+		if res, fail := p.inj.Issue(r); fail {
+			return iov, res
+		}
+	}
+	fd, errno := p.fd(r)
+	if errno != 0 {
+		return iov, -int32(errno)
+	}
+	p.c.enters.Add(1)
+	var n int
+	var err error
+	off := r.Off + int64(pr.done)
+	flags := int(r.Flags)
+	switch r.Op {
+	case OpNop, OpCancel:
+	case OpRead, OpReadFixed:
+		b := chunk(r.Buf, pr.done)
+		if flags != 0 {
+			iov = append(iov[:0], unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+			n, err = rwv(true, fd, iov, off, flags)
+		} else {
+			n, err = unix.Pread(fd, b, off)
+		}
+	case OpWrite, OpWriteFixed:
+		b := chunk(r.Buf, pr.done)
+		if flags != 0 {
+			iov = append(iov[:0], unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+			n, err = rwv(false, fd, iov, off, flags)
+		} else {
+			n, err = unix.Pwrite(fd, b, off)
+		}
+	case OpReadv, OpWritev:
+		iov = fillIovecs(iov, r.Vecs, pr.done)
+		n, err = rwv(r.Op == OpReadv, fd, iov, off, flags)
+	case OpFsync:
+		if r.Flags&FsyncDatasync != 0 {
+			err = unix.Fdatasync(fd)
+		} else {
+			err = unix.Fsync(fd)
+		}
+	case OpFallocate:
+		err = unix.Fallocate(fd, r.Flags, r.Off, r.Len)
+	case OpSyncFileRange:
+		err = unix.SyncFileRange(fd, r.Off, r.Len, int(r.Flags))
+	}
+	res := int32(n)
+	if err != nil {
+		res = -int32(errnoOf(err))
+	}
+	if p.inj != nil {
+		res = p.inj.Complete(r, res)
+	}
+	return iov, res
+}
+
+// rwv is preadv2/pwritev2 on prepared iovecs (x/sys takes [][]byte and
+// would allocate its own).
+func rwv(read bool, fd int, iov []unix.Iovec, off int64, flags int) (int, error) {
+	trap := uintptr(unix.SYS_PWRITEV2)
+	if read {
+		trap = unix.SYS_PREADV2
+	}
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)),
+		uintptr(off), 0, uintptr(flags))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// fd resolves the descriptor of r, through the registered table when
+// r.Fixed is set.
+func (p *psync) fd(r *Request) (int, syscall.Errno) {
+	if !r.Fixed {
+		return int(r.Fd), 0
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if int(r.Fd) >= len(p.files) || p.files[r.Fd] < 0 {
+		return -1, syscall.EBADF
+	}
+	return int(p.files[r.Fd]), 0
+}
+
+func (p *psync) RegisterBuffers(bufs [][]byte) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return nil // psync reads and writes the memory directly
+}
+
+func (p *psync) UnregisterBuffers() error { return nil }
+
+func (p *psync) RegisterFiles(fds []int32) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.files = append([]int32(nil), fds...)
+	return nil
+}
+
+func (p *psync) UpdateFiles(off int, fds []int32) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if off < 0 || off+len(fds) > len(p.files) {
+		return syscall.EINVAL
+	}
+	copy(p.files[off:], fds)
+	return nil
+}
+
+func (p *psync) UnregisterFiles() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.files == nil {
+		return syscall.ENXIO
+	}
+	p.files = nil
+	return nil
+}
+
+func (p *psync) Supports(op Op) bool { return op < numOps }
+
+func (p *psync) Stats() Stats {
+	s := Stats{Backend: BackendPsync, FallbackReason: p.reason}
+	p.c.snapshot(&s)
+	return s
+}
+
+func (p *psync) Close() error {
+	if p.closed.Swap(true) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// errnoOf extracts the errno from a syscall error.
+func errnoOf(err error) syscall.Errno {
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	return syscall.EIO
+}

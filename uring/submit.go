@@ -1,0 +1,624 @@
+//go:build linux
+
+package uring
+
+import (
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Submission and completion.
+//
+// A Submit call takes free slots for its requests (blocking only when every
+// slot is in use), puts them on the pending queue and then tries to flush
+// the queue: whoever holds sqMu writes every pending SQE, its own and other
+// callers', and submits them with one io_uring_enter. Callers that find
+// sqMu taken leave their requests to the holder, which re-checks the queue
+// before it lets go; this is how concurrent single requests share enters.
+//
+// Completions are reaped by one leader at a time (cqMu). The leader delivers
+// every CQE it finds, waking the callers whose requests are all done, and
+// waits in the kernel only while its own requests are outstanding. When it
+// is done and requests remain in flight, it hands leadership to the oldest
+// waiting caller by a token on that caller's wake channel. Every caller with
+// outstanding requests is thus either the leader, or parked with a leader
+// (or a token) on the way.
+
+// Submit runs reqs and returns when every one is complete.
+func (r *Ring) Submit(reqs []Request) error {
+	r.c.submits.Add(1)
+	r.c.requests.Add(uint64(len(reqs)))
+	var w *waiter
+	var err error
+	for i := 0; i < len(reqs); {
+		var queued int
+		w, queued, i, err = r.enqueue(w, reqs, i)
+		if err != nil {
+			failAll(reqs[i:], err)
+			break
+		}
+		if queued == 0 {
+			continue
+		}
+		r.flush()
+		r.await(w)
+	}
+	if w != nil {
+		r.releaseWaiter(w)
+	}
+	if err == nil {
+		for i := range reqs {
+			if be, ok := reqs[i].Err.(*BackendError); ok {
+				return be
+			}
+		}
+	}
+	return err
+}
+
+// enqueue puts requests from reqs[i:] on the pending queue, as many as
+// there are free slots (waiting for at least one), and returns the waiter,
+// how many were queued and the index of the first request not queued.
+// Requests that fail validation complete at once without a slot.
+func (r *Ring) enqueue(w *waiter, reqs []Request, i int) (*waiter, int, int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.free) == 0 && r.state == ringOpen {
+		r.freeCond.Wait()
+	}
+	switch r.state {
+	case ringClosed:
+		return w, 0, i, ErrClosed
+	case ringBroken:
+		return w, 0, i, ErrBroken
+	}
+	if w == nil {
+		w = r.takeWaiter()
+	}
+	queued := 0
+	for ; i < len(reqs) && len(r.free) > 0; i++ {
+		req := &reqs[i]
+		req.N, req.Err = 0, nil
+		if errno := req.validate(); errno != 0 {
+			finish(req, 0, errno, &r.c)
+			continue
+		}
+		if (req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0 {
+			continue
+		}
+		idx := r.free[len(r.free)-1]
+		r.free = r.free[:len(r.free)-1]
+		s := &r.slots[idx]
+		s.req, s.w, s.prog = req, w, progress{}
+		s.gen++
+		r.pushPending(idx)
+		queued++
+	}
+	if queued > 0 {
+		r.used += queued
+		w.remaining.Add(int32(queued))
+		r.c.addInflight(queued)
+		if !w.listed {
+			r.listWaiter(w)
+		}
+	}
+	return w, queued, i, nil
+}
+
+// pushPending appends a slot to the pending queue.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) pushPending(idx uint32) {
+	r.pend[(r.pendHead+r.pendLn)%len(r.pend)] = idx
+	r.pendLn++
+	r.pendingN.Store(int32(r.pendLn))
+}
+
+// popPending removes the oldest slot from the pending queue.
+//
+// Preconditions: r.mu is held; r.pendLn > 0.
+func (r *Ring) popPending() uint32 {
+	idx := r.pend[r.pendHead]
+	r.pendHead = (r.pendHead + 1) % len(r.pend)
+	r.pendLn--
+	r.pendingN.Store(int32(r.pendLn))
+	return idx
+}
+
+// flush submits the pending queue unless another goroutine is already
+// doing so; that goroutine re-checks the queue before it stops, so the
+// requests are never stranded.
+func (r *Ring) flush() {
+	for r.pendingN.Load() > 0 && r.sqMu.TryLock() {
+		r.submitLocked()
+		r.sqMu.Unlock()
+	}
+}
+
+// submitLocked writes pending requests as SQEs and enters the kernel until
+// the queue is empty (several enters only when it exceeds the SQ space).
+//
+// Preconditions: r.sqMu is held.
+func (r *Ring) submitLocked() {
+	for {
+		r.fillSQ()
+		unsubmitted := r.sqTailLocal - atomic.LoadUint32(r.sqHead)
+		if unsubmitted == 0 {
+			if r.pendingN.Load() == 0 {
+				return
+			}
+			continue // every pending request failed at issue
+		}
+		if !r.enterSubmit(unsubmitted) {
+			return
+		}
+		if r.pendingN.Load() == 0 && r.sqTailLocal == atomic.LoadUint32(r.sqHead) {
+			return
+		}
+	}
+}
+
+// fillSQ moves pending requests into free SQ entries and publishes them.
+//
+// Preconditions: r.sqMu is held.
+func (r *Ring) fillSQ() {
+	space := r.sqEntries - (r.sqTailLocal - atomic.LoadUint32(r.sqHead))
+	if space == 0 {
+		return
+	}
+	r.mu.Lock()
+	var woken wakeList
+	for space > 0 && r.pendLn > 0 {
+		idx := r.popPending()
+		s := &r.slots[idx]
+		if r.inj != nil {
+			if res, fail := r.inj.Issue(s.req); fail {
+				r.completeLocked(idx, s.gen, res, &woken)
+				continue
+			}
+		}
+		r.prepSQE(&r.sqes[r.sqTailLocal&r.sqMask], idx, s)
+		r.sqTailLocal++
+		space--
+	}
+	r.mu.Unlock()
+	woken.wake()
+	// The SQEs must be visible before the tail that publishes them; the
+	// atomic store orders them.
+	atomic.StoreUint32(r.sqTail, r.sqTailLocal)
+}
+
+// prepSQE writes the SQE for the remainder of slot s.
+//
+// Preconditions: r.mu and r.sqMu are held.
+func (r *Ring) prepSQE(e *sqe, idx uint32, s *slot) {
+	req := s.req
+	*e = sqe{opcode: kernelOp[req.Op], fd: req.Fd, userData: uint64(s.gen)<<32 | uint64(idx)}
+	if req.Fixed {
+		e.flags |= sqeFixedFile
+	}
+	done := s.prog.done
+	switch req.Op {
+	case OpRead, OpWrite, OpReadFixed, OpWriteFixed:
+		b := chunk(req.Buf, done)
+		e.addr = uint64(uintptr(unsafe.Pointer(&b[0])))
+		e.len = uint32(len(b))
+		e.off = uint64(req.Off + int64(done))
+		e.opFlags = req.Flags
+		e.bufIndex = req.BufIndex
+	case OpReadv, OpWritev:
+		s.iov = fillIovecs(s.iov, req.Vecs, done)
+		e.addr = uint64(uintptr(unsafe.Pointer(&s.iov[0])))
+		e.len = uint32(len(s.iov))
+		e.off = uint64(req.Off + int64(done))
+		e.opFlags = req.Flags
+	case OpFsync:
+		e.opFlags = req.Flags & FsyncDatasync
+		if req.Len > 0 && req.Len <= 1<<32-1 {
+			e.off, e.len = uint64(req.Off), uint32(req.Len)
+		}
+	case OpFallocate:
+		e.off, e.addr, e.len = uint64(req.Off), uint64(req.Len), req.Flags
+	case OpSyncFileRange:
+		e.off, e.opFlags = uint64(req.Off), req.Flags
+		if req.Len <= 1<<32-1 {
+			e.len = uint32(req.Len) // longer ranges sync to end of file
+		}
+	case OpCancel:
+		e.opFlags = cancelFD | cancelAll
+		if req.Fixed {
+			e.flags &^= sqeFixedFile
+			e.opFlags |= 1 << 3 // IORING_ASYNC_CANCEL_FD_FIXED
+		}
+	}
+}
+
+// enterSubmit submits n published SQEs. It returns false when the ring
+// broke and nothing more can be submitted.
+//
+// Preconditions: r.sqMu is held.
+func (r *Ring) enterSubmit(n uint32) bool {
+	for attempt := 0; ; attempt++ {
+		var flags uint32
+		if r.sqpoll {
+			// The poll thread consumes the SQ; enter only to wake it or,
+			// when the SQ is full, to wait for space.
+			switch {
+			case atomic.LoadUint32(r.sqFlags)&sqNeedWakeup != 0:
+				flags = enterSQWakeup
+			case r.sqTailLocal-atomic.LoadUint32(r.sqHead) == r.sqEntries:
+				flags = enterSQWait
+			default:
+				return true
+			}
+		}
+		_, errno := r.enter(n, 0, flags, nil)
+		switch errno {
+		case 0:
+			return true
+		case syscall.EINTR:
+			r.c.retryEnterEINTR.Add(1)
+		case syscall.EAGAIN, syscall.EBUSY:
+			r.c.retryEnterBusy.Add(1)
+			if attempt >= maxBusyRetries {
+				r.breakRing("io_uring_enter keeps failing", errno)
+				return false
+			}
+			if r.cqMu.TryLock() {
+				r.reap(nil)
+				r.cqMu.Unlock()
+			}
+			backoff(attempt)
+		default:
+			r.breakRing("io_uring_enter", errno)
+			return false
+		}
+		n = r.sqTailLocal - atomic.LoadUint32(r.sqHead)
+		if n == 0 && !r.sqpoll {
+			return true
+		}
+	}
+}
+
+// maxBusyRetries bounds consecutive EAGAIN/EBUSY answers from
+// io_uring_enter (with backoff, about ten seconds) before the ring is
+// declared broken.
+const maxBusyRetries = 1000
+
+// backoff sleeps a little longer on each attempt, up to 10ms.
+func backoff(attempt int) {
+	if attempt < 4 {
+		runtime.Gosched()
+		return
+	}
+	d := time.Duration(attempt) * 50 * time.Microsecond
+	if d > 10*time.Millisecond {
+		d = 10 * time.Millisecond
+	}
+	time.Sleep(d)
+}
+
+// enter calls io_uring_enter, through the injector when one is set. A wait
+// is bounded by waitTimeout when the kernel supports EXT_ARG.
+func (r *Ring) enter(toSubmit, minComplete, flags uint32, ts *unix.Timespec) (int, syscall.Errno) {
+	r.c.enters.Add(1)
+	if minComplete > 0 {
+		r.c.waits.Add(1)
+	}
+	if r.inj != nil {
+		if errno := r.inj.Enter(); errno != 0 {
+			return 0, errno
+		}
+	}
+	var arg unsafe.Pointer
+	var argSize uintptr
+	var ext getEventsArg
+	if ts != nil && r.features&FeatExtArg != 0 {
+		ext.ts = uint64(uintptr(unsafe.Pointer(ts)))
+		arg, argSize = unsafe.Pointer(&ext), unsafe.Sizeof(ext)
+		flags |= enterExtArg
+	}
+	n, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit),
+		uintptr(minComplete), uintptr(flags), uintptr(arg), argSize)
+	runtime.KeepAlive(ts)
+	if e != 0 {
+		return 0, e
+	}
+	if toSubmit > 0 {
+		r.c.sqes.Add(uint64(n))
+	}
+	return int(n), 0
+}
+
+// await returns when every request of w is complete.
+func (r *Ring) await(w *waiter) {
+	for w.remaining.Load() > 0 {
+		if r.cqMu.TryLock() {
+			r.lead(w)
+			r.cqMu.Unlock()
+			r.handoff()
+			continue
+		}
+		<-w.wake
+	}
+}
+
+// lead reaps completions until every request of w is complete, waiting in
+// the kernel when none are ready.
+//
+// Preconditions: r.cqMu is held.
+func (r *Ring) lead(w *waiter) {
+	ts := unix.NsecToTimespec(int64(waitTimeout))
+	for {
+		r.reap(w)
+		if w.remaining.Load() == 0 {
+			return
+		}
+		r.flush()
+		if w.remaining.Load() == 0 {
+			return
+		}
+		if r.isBroken() {
+			r.finishBroken()
+		}
+		if atomic.LoadUint32(r.cqTail) != atomic.LoadUint32(r.cqHead) {
+			continue
+		}
+		if w.remaining.Load() == 0 {
+			return
+		}
+		_, errno := r.enter(0, 1, enterGetEvents, &ts)
+		switch errno {
+		case 0, syscall.ETIME:
+		case syscall.EINTR:
+			r.c.retryEnterEINTR.Add(1)
+		case syscall.EAGAIN, syscall.EBUSY:
+			r.c.retryEnterBusy.Add(1)
+			backoff(8)
+		default:
+			r.breakRing("io_uring_enter wait", errno)
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// stateErr is the error for work refused in the ring's current state.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) stateErr() error {
+	if r.state == ringClosed {
+		return ErrClosed
+	}
+	return ErrBroken
+}
+
+// handoff passes completion leadership to the oldest caller still waiting,
+// when requests remain in flight.
+func (r *Ring) handoff() {
+	r.mu.Lock()
+	if r.used > 0 {
+		for w := r.waitHead; w != nil; w = w.next {
+			if w.remaining.Load() > 0 {
+				select {
+				case w.wake <- struct{}{}:
+				default: // already has a token
+				}
+				break
+			}
+		}
+	}
+	r.mu.Unlock()
+}
+
+// reap consumes every ready CQE. self is the leader's own waiter (nil when
+// reaping from the submit side); it is never sent a token.
+//
+// Preconditions: r.cqMu is held.
+func (r *Ring) reap(self *waiter) {
+	var batch [64]cqe
+	for {
+		head := atomic.LoadUint32(r.cqHead)
+		tail := atomic.LoadUint32(r.cqTail)
+		n := 0
+		for ; head != tail && n < len(batch); head++ {
+			batch[n] = r.cqes[head&r.cqMask]
+			n++
+		}
+		if n == 0 {
+			break
+		}
+		atomic.StoreUint32(r.cqHead, head)
+		r.c.completions.Add(uint64(n))
+		r.deliver(batch[:n], self)
+	}
+	r.checkOverflow()
+}
+
+// deliver applies completions to their slots and wakes finished callers.
+//
+// Preconditions: r.cqMu is held.
+func (r *Ring) deliver(batch []cqe, self *waiter) {
+	if r.inj != nil {
+		r.injectCompletions(batch)
+	}
+	var woken wakeList
+	resubmit := false
+	r.mu.Lock()
+	for i := range batch {
+		c := &batch[i]
+		if r.testDrop.Load() > 0 && c.userData != drainUserData {
+			r.testDrop.Add(-1)
+			r.dropped++
+			continue
+		}
+		switch c.userData {
+		case drainUserData:
+			r.failInflightLocked(&woken)
+			continue
+		case cancelUserData:
+			continue
+		}
+		if !r.completeLocked(uint32(c.userData), uint32(c.userData>>32), c.res, &woken) {
+			resubmit = true
+		}
+	}
+	r.mu.Unlock()
+	woken.wakeExcept(self)
+	if resubmit {
+		r.flush()
+	}
+}
+
+// injectCompletions lets the injector rewrite results. It runs without
+// r.mu held because the injector may sleep.
+//
+// Preconditions: r.cqMu is held.
+func (r *Ring) injectCompletions(batch []cqe) {
+	var reqs [64]*Request
+	r.mu.Lock()
+	for i := range batch {
+		idx, gen := uint32(batch[i].userData), uint32(batch[i].userData>>32)
+		if int(idx) < len(r.slots) && r.slots[idx].gen == gen {
+			reqs[i] = r.slots[idx].req
+		}
+	}
+	r.mu.Unlock()
+	for i := range batch {
+		if reqs[i] != nil {
+			batch[i].res = r.inj.Complete(reqs[i], batch[i].res)
+		}
+	}
+}
+
+// completeLocked applies one result to a slot. It returns false when the
+// request was queued again for its remainder.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) completeLocked(idx, gen uint32, res int32, woken *wakeList) bool {
+	if int(idx) >= len(r.slots) || r.slots[idx].gen != gen || r.slots[idx].req == nil {
+		r.log.Error("ringfs: completion for unknown request", "user_data", uint64(gen)<<32|uint64(idx))
+		return true
+	}
+	s := &r.slots[idx]
+	if !settle(s.req, &s.prog, res, &r.c) {
+		if r.state == ringOpen {
+			r.pushPending(idx)
+			return false
+		}
+		// A broken or closing ring submits nothing more.
+		s.req.N, s.req.Err = s.prog.done, r.stateErr()
+		r.c.errors.Add(1)
+	}
+	r.releaseSlotLocked(idx, woken)
+	return true
+}
+
+// releaseSlotLocked frees a finished slot and counts it off its waiter.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) releaseSlotLocked(idx uint32, woken *wakeList) {
+	s := &r.slots[idx]
+	w := s.w
+	s.req, s.w = nil, nil
+	r.free = append(r.free, idx)
+	r.used--
+	r.c.addInflight(-1)
+	r.freeCond.Signal()
+	if w.remaining.Add(-1) == 0 {
+		woken.add(w)
+	}
+}
+
+// wakeList collects waiters to wake after r.mu is released.
+type wakeList struct {
+	n     int
+	ws    [32]*waiter
+	extra []*waiter
+}
+
+func (l *wakeList) add(w *waiter) {
+	if l.n < len(l.ws) {
+		l.ws[l.n] = w
+		l.n++
+		return
+	}
+	l.extra = append(l.extra, w)
+}
+
+func (l *wakeList) wake() { l.wakeExcept(nil) }
+
+func (l *wakeList) wakeExcept(self *waiter) {
+	for _, w := range l.ws[:l.n] {
+		if w != self {
+			w.signal()
+		}
+	}
+	for _, w := range l.extra {
+		if w != self {
+			w.signal()
+		}
+	}
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeWaiter returns an idle waiter.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) takeWaiter() *waiter {
+	if n := len(r.spare); n > 0 {
+		w := r.spare[n-1]
+		r.spare = r.spare[:n-1]
+		return w
+	}
+	return &waiter{wake: make(chan struct{}, 1)}
+}
+
+// listWaiter appends w to the waiter list.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) listWaiter(w *waiter) {
+	w.listed = true
+	w.next = nil
+	if r.waitHead == nil {
+		w.prev = nil
+		r.waitHead, r.waitTail = w, w
+		return
+	}
+	r.waitTail.next, w.prev = w, r.waitTail
+	r.waitTail = w
+}
+
+// releaseWaiter unlists w and keeps it for reuse.
+func (r *Ring) releaseWaiter(w *waiter) {
+	r.mu.Lock()
+	if w.listed {
+		if w.prev != nil {
+			w.prev.next = w.next
+		} else {
+			r.waitHead = w.next
+		}
+		if w.next != nil {
+			w.next.prev = w.prev
+		} else {
+			r.waitTail = w.prev
+		}
+		w.prev, w.next, w.listed = nil, nil, false
+	}
+	select {
+	case <-w.wake: // a stale token
+	default:
+	}
+	r.spare = append(r.spare, w)
+	r.mu.Unlock()
+}
