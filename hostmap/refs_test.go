@@ -225,7 +225,10 @@ func TestRefErrors(t *testing.T) {
 		{"DecRef underflow in the second chunk only", func(m *Mapper, _ *Mapping) error { return m.DecRef(Range{0, 2*mib + 2*p}) }, syscall.EINVAL},
 		{"DecRef cannot take a Mapping's references", func(m *Mapper, _ *Mapping) error { return m.DecRef(Range{6 * mib, 6*mib + p}) }, syscall.EINVAL},
 		{"DecRef negative", func(m *Mapper, _ *Mapping) error { return m.DecRef(Range{-4096, 0}) }, syscall.EINVAL},
-		{"MapInternal unreferenced", func(m *Mapper, _ *Mapping) error { _, err := m.MapInternal(Range{4 * mib, 4*mib + 1}, false); return err }, syscall.EINVAL},
+		{"MapInternal unreferenced", func(m *Mapper, _ *Mapping) error {
+			_, err := m.MapInternal(Range{4 * mib, 4*mib + 1}, false)
+			return err
+		}, syscall.EINVAL},
 		{"MapInternal invalid", func(m *Mapper, _ *Mapping) error { _, err := m.MapInternal(Range{5, 4}, false); return err }, syscall.EINVAL},
 		{"ReadAt unreferenced", func(m *Mapper, _ *Mapping) error { _, err := m.ReadAt(make([]byte, 10), 4*mib); return err }, syscall.EINVAL},
 		{"ReadAt negative offset", func(m *Mapper, _ *Mapping) error { _, err := m.ReadAt(make([]byte, 10), -1); return err }, syscall.EINVAL},
