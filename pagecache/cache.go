@@ -1,0 +1,354 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// PageSize is the cache's unit: frames, fills and dirty tracking are in
+// 4 KiB pages.
+const PageSize = 4096
+
+const pageShift = 12
+
+// MaxReadahead is the most a fill reads beyond what was asked for.
+const MaxReadahead = 64 << 10
+
+// DefaultMaxWrite is the largest write writeback coalesces dirty pages into.
+const DefaultMaxWrite = 1 << 20
+
+// MinCapacity is the smallest cache: 16 pages.
+const MinCapacity = 16 * PageSize
+
+// maxBatch bounds the requests handed to the backend in one Submit.
+const maxBatch = 1024
+
+// evictBatch is how many frames an eviction that must write back frees at
+// once, so that one fdatasync covers many pages.
+const evictBatch = 64
+
+// Options configures a Cache.
+type Options struct {
+	// Capacity is the cache memory in bytes, rounded down to pages; it is a
+	// hard bound. At least MinCapacity.
+	Capacity int64
+	// Readahead caps how far a fill reads past what was asked for; 0 means
+	// MaxReadahead, larger values are clamped to it, smaller than a page
+	// are raised to a page.
+	Readahead int64
+	// MaxWrite caps one coalesced writeback write (0 = DefaultMaxWrite).
+	MaxWrite int64
+	// Backend runs every fill and writeback.
+	Backend uring.Backend
+	// NoRegister skips registering the arena as fixed buffers.
+	NoRegister bool
+	// Logger receives registration and writeback failures; nil discards.
+	Logger *slog.Logger
+}
+
+// Cache is a page cache shared by many files.
+//
+// Lock order (outermost first):
+//
+//	File.wbMu   one writeback, truncate or allocate of the file at a time
+//	  File.mu   the file's index, page states and size
+//	    Cache.mu  free frames, replacement policy, frame ownership
+type Cache struct {
+	be        uring.Backend
+	log       *slog.Logger
+	arena     []byte // nil after Close
+	nframes   int32
+	fixed     bool // arena registered: fixed reads/writes may be used
+	readahead int64
+	maxWrite  int64
+
+	st counters
+
+	mu sync.Mutex
+	// free is a stack of free frames. +checklocks:mu
+	free []int32
+	// policy orders resident frames for eviction. +checklocks:mu (hit is lock-free)
+	policy *s3fifo
+	// claimed marks frames taken by an eviction in progress. +checklocks:mu
+	claimed []bool
+	// nextID numbers files for policy keys. +checklocks:mu
+	nextID uint64
+	// files counts files not yet released. +checklocks:mu
+	files int
+	// closed is set by Close. +checklocks:mu
+	closed bool
+
+	// meta describes each frame. owner and page change only with both
+	// the owner's File.mu and Cache.mu held; the rest under File.mu.
+	meta []frame
+}
+
+// frame is the state of one arena frame.
+type frame struct {
+	owner  *File
+	page   int64
+	lo, hi uint16 // dirty or unsynced byte span within the page; lo == hi: none
+	state  uint8  // pageDirty, pageUnsynced
+	pins   int32  // writebacks using the frame; a pinned frame is not freed
+	gen    uint32 // bumped by every write into the page
+}
+
+// Page states. A page with neither bit is clean: the host holds its bytes
+// durably, or the page was never written.
+const (
+	// pageDirty: the span [lo, hi) has bytes the host has not been given.
+	pageDirty uint8 = 1 << iota
+	// pageUnsynced: the span was written to the host but no fsync has
+	// covered it yet; a failed fsync turns it dirty again.
+	pageUnsynced
+)
+
+// New maps the arena and registers it with the backend.
+func New(opts Options) (*Cache, error) {
+	if opts.Backend == nil {
+		return nil, fmt.Errorf("pagecache: no backend: %w", syscall.EINVAL)
+	}
+	capacity := opts.Capacity &^ (PageSize - 1)
+	if capacity < MinCapacity {
+		return nil, fmt.Errorf("pagecache: capacity %d below %d: %w", opts.Capacity, MinCapacity, syscall.EINVAL)
+	}
+	if capacity/PageSize > 1<<31-1 {
+		return nil, fmt.Errorf("pagecache: capacity %d too large: %w", opts.Capacity, syscall.EINVAL)
+	}
+	ra := opts.Readahead
+	switch {
+	case ra == 0 || ra > MaxReadahead:
+		ra = MaxReadahead
+	case ra < PageSize:
+		ra = PageSize
+	}
+	mw := opts.MaxWrite
+	if mw <= 0 {
+		mw = DefaultMaxWrite
+	}
+	mw = max(mw&^(PageSize-1), PageSize)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	arena, err := unix.Mmap(-1, 0, int(capacity), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("pagecache: mapping %d-byte arena: %w", capacity, err)
+	}
+	n := int32(capacity / PageSize)
+	c := &Cache{
+		be: opts.Backend, log: log, arena: arena, nframes: n, readahead: ra, maxWrite: mw,
+		free: make([]int32, n), policy: newS3FIFO(int(n)), claimed: make([]bool, n), meta: make([]frame, n),
+	}
+	for i := range c.free {
+		c.free[i] = n - 1 - int32(i) // pop order is ascending: early fills get contiguous frames
+	}
+	if !opts.NoRegister {
+		if err := c.be.RegisterBuffers(splitBuffers(arena)); err != nil {
+			log.Info("ringfs: arena not registered; fills and writeback use plain reads and writes", "err", err)
+		} else {
+			c.fixed = true
+		}
+	}
+	return c, nil
+}
+
+// registeredBuffer is the size of each registered piece of the arena (the
+// kernel's cap per buffer).
+const registeredBuffer = 1 << 30
+
+func splitBuffers(arena []byte) [][]byte {
+	var bufs [][]byte
+	for off := 0; off < len(arena); off += registeredBuffer {
+		bufs = append(bufs, arena[off:min(off+registeredBuffer, len(arena))])
+	}
+	return bufs
+}
+
+// Close unregisters and unmaps the arena. Every File must have been
+// released; otherwise Close fails with EBUSY and changes nothing.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return syscall.EINVAL
+	}
+	if c.files > 0 {
+		return syscall.EBUSY
+	}
+	c.closed = true
+	if c.fixed {
+		c.be.UnregisterBuffers()
+	}
+	err := unix.Munmap(c.arena)
+	c.arena = nil
+	return err
+}
+
+// Capacity returns the arena size in bytes.
+func (c *Cache) Capacity() int64 { return int64(c.nframes) * PageSize }
+
+// Fixed reports whether the arena is registered with the backend.
+func (c *Cache) Fixed() bool { return c.fixed }
+
+// frameBytes returns frame f's memory.
+func (c *Cache) frameBytes(f int32) []byte {
+	off := int(f) * PageSize
+	return c.arena[off : off+PageSize : off+PageSize]
+}
+
+// takeFree pops up to n free frames onto dst without evicting.
+//
+// Preconditions: c.mu is held.
+func (c *Cache) takeFree(dst []int32, n int) []int32 {
+	k := min(n, len(c.free))
+	dst = append(dst, c.free[len(c.free)-k:]...)
+	c.free = c.free[:len(c.free)-k]
+	return dst
+}
+
+// putFree returns frames to the free list.
+func (c *Cache) putFree(frames []int32) {
+	if len(frames) == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.free = append(c.free, frames...)
+	c.mu.Unlock()
+}
+
+// victim is a frame claimed by an eviction in progress.
+type victim struct {
+	frame     int32
+	owner     *File
+	page      int64
+	fromSmall bool
+}
+
+// reserve returns up to want frames for the caller's exclusive use,
+// evicting as needed. It may write back dirty victims. It returns fewer
+// than want only when the cache is under pressure (everything pinned, or
+// writeback of dirty victims failed).
+//
+// Preconditions: the caller holds no File's locks.
+func (c *Cache) reserve(dst []int32, want int) []int32 {
+	for round := 0; len(dst) < want && round < 4; round++ {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			break
+		}
+		dst = c.takeFree(dst, want-len(dst))
+		short := want - len(dst)
+		if short == 0 {
+			c.mu.Unlock()
+			break
+		}
+		victims := c.claim(max(short, 1))
+		c.mu.Unlock()
+		if len(victims) == 0 {
+			break
+		}
+		freed := c.evict(victims)
+		c.mu.Lock()
+		k := min(len(freed), want-len(dst))
+		dst = append(dst, freed[:k]...)
+		c.free = append(c.free, freed[k:]...)
+		c.mu.Unlock()
+	}
+	if len(dst) < want {
+		c.st.pressure.Add(1)
+	}
+	return dst
+}
+
+// claim takes up to n victims out of the policy. Dirty victims widen the
+// claim to evictBatch so that their writeback amortises its fdatasync.
+//
+// Preconditions: c.mu is held.
+func (c *Cache) claim(n int) []victim {
+	var victims []victim
+	for len(victims) < n {
+		e, small := c.policy.victim()
+		if e < 0 {
+			break
+		}
+		m := &c.meta[e]
+		c.claimed[e] = true
+		victims = append(victims, victim{frame: e, owner: m.owner, page: m.page, fromSmall: small})
+		if m.state != 0 && n < evictBatch {
+			n = min(evictBatch, int(c.nframes)/2)
+		}
+	}
+	return victims
+}
+
+// evict frees claimed victims where it can and returns the frames freed;
+// the rest go back to the policy.
+//
+// Preconditions: the caller holds no locks.
+func (c *Cache) evict(victims []victim) []int32 {
+	slices.SortFunc(victims, func(a, b victim) int {
+		if a.owner != b.owner {
+			return cmp.Compare(a.owner.id, b.owner.id)
+		}
+		return cmp.Compare(a.page, b.page)
+	})
+	var freed []int32
+	for i := 0; i < len(victims); {
+		j := i + 1
+		for j < len(victims) && victims[j].owner == victims[i].owner {
+			j++
+		}
+		freed = victims[i].owner.evictPages(victims[i:j], freed)
+		i = j
+	}
+	return freed
+}
+
+// finishEviction updates the policy for victims of one file: the freed
+// ones leave it, the others return.
+func (c *Cache) finishEviction(vs []victim, kept []bool, dirtyEvicted int) {
+	c.mu.Lock()
+	for i, v := range vs {
+		c.claimed[v.frame] = false
+		if kept[i] {
+			c.policy.reinsert(v.frame)
+			continue
+		}
+		c.policy.evicted(policyKey(v.owner.id, v.page), v.fromSmall)
+	}
+	c.mu.Unlock()
+	c.st.evictedDirty.Add(uint64(dirtyEvicted))
+}
+
+func policyKey(file uint64, page int64) uint64 { return file<<40 ^ uint64(page) }
+
+// NewFile starts caching a host file. fd is used for fills and writeback;
+// directFd, when ≥ 0, is an O_DIRECT descriptor of the same file used for
+// whole-page transfers (the cache's frames are page-aligned). size is the
+// file's current size. The caller keeps both descriptors open until
+// Release returns.
+func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, syscall.EBADF
+	}
+	c.nextID++
+	c.files++
+	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd}
+	f.size.Store(size)
+	return f, nil
+}

@@ -1,0 +1,87 @@
+//go:build linux
+
+// Package pagecache is ringfs's user-space page cache: it keeps pages of
+// host files in one arena, absorbs reads and writes, fills misses with
+// readahead and writes dirty data back in coalesced batches, all through a
+// uring.Backend.
+//
+// # What is cached
+//
+// A Cache owns an arena: one anonymous mmap (MAP_NORESERVE) of Capacity
+// bytes carved into 4 KiB frames, registered with the backend as fixed
+// buffers when the kernel allows (RLIMIT_MEMLOCK may refuse; then plain
+// reads and writes are used). Capacity is a hard bound: the cache never
+// holds more pages than the arena has frames. Each File has an index from
+// page number to frame (a two-level radix table: O(1) lookup, no
+// allocation on a hit).
+//
+// Pages enter the cache in two ways. A read that misses fills the missing
+// pages of the requested range plus readahead: FillRange widens the
+// request to at most Readahead (≤ 64 KiB) bytes from its start, never
+// backwards, and every gap of that range goes to the backend in one
+// Submit. A write caches a page it does not find only when it can do so
+// without reading the host: when the write covers the page, or the rest
+// of the page lies past the old end of file (zeros). Other bytes of a
+// write that miss the cache go straight to the host, batched; nothing is
+// ever read to be modified.
+//
+// # Invariants
+//
+//   - Every cached page is valid: its bytes equal the host's, except the
+//     page's dirty span, which is newer. Bytes of a page at or past the
+//     file's size are zero (fills zero what the host did not return,
+//     truncation zeroes the tail), so extending a file never exposes old
+//     bytes. Frames reused from other files are always overwritten or
+//     zeroed before they are indexed.
+//   - A page is dirty (span [lo, hi) not yet on the host), unsynced (span
+//     written, no fsync since) or clean. Writeback moves dirty pages to
+//     unsynced; only a successful fsync/fdatasync afterwards makes them
+//     clean, and a failed one makes them dirty again. So no page is clean
+//     before its bytes are durable, and eviction of a dirty or unsynced
+//     page writes it back and fdatasyncs first. When that fails the page
+//     stays, the error is recorded in File.Errs, and the cache reports
+//     pressure: fills then read around the cache instead of failing.
+//   - Dirty spans are exact for a single write; two disjoint writes into
+//     one page are tracked as the span covering both (the bytes between
+//     are valid cached data equal to the host's, so rewriting them is
+//     harmless). DirtyBytes counts span bytes once.
+//   - Writeback never writes at or past the size; truncation drops dirty
+//     bytes past the new size without writing them.
+//   - A page pinned by an in-flight writeback is never freed or evicted.
+//
+// # Replacement
+//
+// Eviction uses S3-FIFO across all files (see s3fifo): a small FIFO for
+// new pages, a main FIFO for pages hit again, and a ghost list so a page
+// evicted young comes back straight into main. A one-time scan passes
+// through the small queue without displacing the hot set. Hits only bump
+// an atomic counter. Eviction runs in the goroutine that needs frames,
+// holding no file lock, and frees victims in batches (evictBatch when they
+// must be written back, so one fdatasync covers many pages).
+//
+// # Lock order
+//
+//	File.wbMu    writeback, truncate, allocate, direct write of one file
+//	  File.mu    the file's index, page states and size (RWMutex: hits share it)
+//	    Cache.mu free frames, replacement policy, frame ownership
+//
+// A goroutine needing frames (Cache.reserve) holds none of these; it may
+// then take any file's wbMu and mu to evict. Fills hold the file's mu for
+// writing across their I/O, so a fill and a write of the same page never
+// interleave; writeback drops mu during its I/O and relies on wbMu and
+// page pins, re-checking each page's write generation before it marks the
+// page unsynced.
+//
+// # Memory ownership
+//
+// The arena belongs to the Cache from New until Close; the backend may
+// read or write frames only inside a Submit the cache made. Slices passed
+// to ReadAt, WriteAt and DirectWrite belong to the caller again when the
+// call returns; the cache copies, it never keeps them.
+//
+// # Limits
+//
+// Capacity ≥ 16 pages and < 2^31 pages; readahead ≤ 64 KiB; coalesced
+// writes ≤ MaxWrite (1 MiB by default); at most maxBatch requests per
+// Submit.
+package pagecache

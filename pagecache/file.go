@@ -1,0 +1,657 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// File is the cached state of one host file: its pages, their dirty
+// spans, and its size. All methods are safe for concurrent use; writes are
+// serialized by File.mu, hits run in parallel under its read lock.
+type File struct {
+	c        *Cache
+	id       uint64
+	fd       int32 // buffered host descriptor
+	directFd int32 // O_DIRECT host descriptor, or -1
+
+	// size is the file's logical size. Written with mu held for writing;
+	// read anywhere.
+	size atomic.Int64
+	// resident counts cached pages; dirtyBytes the bytes in dirty or
+	// unsynced spans. Written with mu held; read anywhere.
+	resident   atomic.Int64
+	dirtyBytes atomic.Int64
+
+	// Errs records writeback errors for per-handle reporting.
+	Errs ErrSeq
+
+	// wbMu serializes writeback, truncate, allocate and direct writes of
+	// the file, so that no write of old data lands after a truncate or a
+	// hole punch.
+	wbMu sync.Mutex
+
+	mu sync.RWMutex
+	// index maps pages to frames. +checklocks:mu
+	index pageIndex
+	// unsynced counts pages in state pageUnsynced. +checklocks:mu
+	unsynced int
+	// released is set by Release. +checklocks:mu
+	released bool
+}
+
+// Range is a byte range [Start, End).
+type Range struct{ Start, End int64 }
+
+// Len returns the number of bytes in r.
+func (r Range) Len() int64 { return r.End - r.Start }
+
+// FillRange widens required for readahead the way gVisor's maxFillRange
+// does, with the cap limit: a required range of at least limit bytes is
+// read as is; otherwise optional is used when it is at most limit long;
+// otherwise optional is started at required.Start (no read-behind) and cut
+// to limit bytes.
+func FillRange(required, optional Range, limit int64) Range {
+	switch {
+	case required.Len() >= limit:
+		return required
+	case optional.Len() <= limit:
+		return optional
+	}
+	optional.Start = required.Start
+	if optional.Len() > limit {
+		optional.End = required.Start + limit
+	}
+	return optional
+}
+
+// Size returns the file's logical size.
+func (f *File) Size() int64 { return f.size.Load() }
+
+// SetSize replaces the logical size without touching the host or the
+// pages (for callers that learned the host size changed, as in Shared
+// mode). Pages past the new size are dropped.
+func (f *File) SetSize(size int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if size < f.size.Load() {
+		f.dropFrom(size)
+	}
+	f.size.Store(size)
+}
+
+// ResidentBytes returns the bytes of the file held in the cache.
+func (f *File) ResidentBytes() int64 { return f.resident.Load() * PageSize }
+
+// DirtyBytes returns the bytes written to the cache and not yet durable
+// on the host (dirty or written but not fsynced).
+func (f *File) DirtyBytes() int64 { return f.dirtyBytes.Load() }
+
+func pageOf(off int64) int64 { return off >> pageShift }
+
+func pageEnd(off int64) int64 { return (off + PageSize - 1) >> pageShift }
+
+// ReadAt reads the bytes of [off, off+len(p)) that lie below the file's
+// size into p and returns how many were read (fewer than len(p) only at
+// end of file, or with an error). Cached pages are copied out; missing
+// ones are filled in one batch with readahead.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	f.mu.RLock()
+	if f.released {
+		f.mu.RUnlock()
+		return 0, syscall.EBADF
+	}
+	end := min(off+int64(len(p)), f.size.Load())
+	if off >= end {
+		f.mu.RUnlock()
+		return 0, nil
+	}
+	n := f.copyOut(p[:end-off], off)
+	f.mu.RUnlock()
+	if off+int64(n) == end {
+		f.c.st.hits.Add(1)
+		f.c.st.hitBytes.Add(uint64(n))
+		return n, nil
+	}
+	f.c.st.misses.Add(1)
+	m, err := f.fill(p[n:end-off], off+int64(n))
+	return n + m, err
+}
+
+// copyOut copies cached pages into dst from off until the first page that
+// is not cached, and returns the bytes copied.
+//
+// Preconditions: f.mu is held (for reading at least); off+len(dst) ≤ size.
+func (f *File) copyOut(dst []byte, off int64) int {
+	done := 0
+	for done < len(dst) {
+		pos := off + int64(done)
+		fr := f.index.get(pageOf(pos))
+		if fr < 0 {
+			break
+		}
+		f.c.policy.hit(fr)
+		done += copy(dst[done:], f.c.frameBytes(fr)[pos&(PageSize-1):])
+	}
+	return done
+}
+
+// fill reads dst from off (below size) through the cache: the missing
+// pages of the required range and its readahead are read in one batch.
+// When frames run short, required pages are read straight into dst.
+func (f *File) fill(dst []byte, off int64) (int, error) {
+	c := f.c
+	size := f.size.Load()
+	req := Range{off, off + int64(len(dst))}
+	fr := FillRange(req, Range{off, size}, c.readahead)
+	p0, p1 := pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
+	fc := getFillCtx()
+	defer putFillCtx(fc)
+	fc.frames = c.reserve(fc.frames[:0], int(p1-p0))
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		c.putFree(fc.frames)
+		return 0, syscall.EBADF
+	}
+	// The size may have changed while frames were reserved.
+	size = f.size.Load()
+	if req.End > size {
+		req.End = max(size, req.Start)
+		dst = dst[:req.End-req.Start]
+	}
+	p1 = min(p1, pageEnd(size))
+	r1 := pageEnd(req.End)
+	f.planFill(fc, p0, p1, r1, req, dst)
+	if len(fc.reqs) > 0 {
+		c.be.Submit(fc.reqs)
+		c.st.fillBatches.Add(1)
+		c.st.fillSQEs.Add(uint64(len(fc.reqs)))
+	}
+	failed := f.finishFill(fc, size, r1, dst, req.Start)
+	n := len(dst)
+	var err error
+	if failed >= 0 {
+		n = int(max(failed-req.Start, 0))
+		err = fc.err
+	}
+	// Copy out what the cache now holds; bypassed pages are already in dst.
+	for pos := req.Start; pos < req.Start+int64(n); {
+		page := pageOf(pos)
+		next := min((page+1)<<pageShift, req.Start+int64(n))
+		if frm := f.index.get(page); frm >= 0 {
+			copy(dst[pos-req.Start:next-req.Start], c.frameBytes(frm)[pos&(PageSize-1):])
+		}
+		pos = next
+	}
+	c.putFree(fc.frames[fc.used:])
+	return n, err
+}
+
+// fillSeg is one run of missing pages read by one request.
+type fillSeg struct {
+	p0, p1   int64 // pages [p0, p1)
+	frames   int   // index of the first frame in fillCtx.frames; -1 when bypassing into dst
+	required bool
+}
+
+// fillCtx is the scratch state of one fill, pooled so misses do not
+// allocate in steady state.
+type fillCtx struct {
+	frames  []int32
+	used    int
+	segs    []fillSeg
+	reqs    []uring.Request
+	vecs    [][]byte
+	install []placed
+	err     error
+}
+
+var fillPool = sync.Pool{New: func() any { return new(fillCtx) }}
+
+func getFillCtx() *fillCtx { return fillPool.Get().(*fillCtx) }
+
+func putFillCtx(fc *fillCtx) {
+	clear(fc.reqs) // drop buffer references
+	clear(fc.vecs)
+	fc.frames, fc.segs, fc.reqs, fc.vecs, fc.install = fc.frames[:0], fc.segs[:0], fc.reqs[:0], fc.vecs[:0], fc.install[:0]
+	fc.used, fc.err = 0, nil
+	fillPool.Put(fc)
+}
+
+// planFill finds the missing pages of [p0, p1), splits them into
+// segments (at the end of the required pages r1 too), gives each segment
+// frames or, for required pages without frames, a bypass into dst, and
+// prepares one request per segment.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) planFill(fc *fillCtx, p0, p1, r1 int64, req Range, dst []byte) {
+	for p := p0; p < p1; {
+		if f.index.get(p) >= 0 {
+			p++
+			continue
+		}
+		q := p + 1
+		for q < p1 && q != r1 && f.index.get(q) < 0 {
+			q++
+		}
+		required := p < r1
+		k := int(q - p)
+		if avail := len(fc.frames) - fc.used; avail < k {
+			if !required {
+				if avail == 0 {
+					break
+				}
+				q, k = p+int64(avail), avail
+			} else if avail > 0 {
+				q, k = p+int64(avail), avail
+			} else {
+				fc.segs = append(fc.segs, fillSeg{p0: p, p1: q, frames: -1, required: true})
+				p = q
+				continue
+			}
+		}
+		fc.segs = append(fc.segs, fillSeg{p0: p, p1: q, frames: fc.used, required: required})
+		fc.used += k
+		p = q
+	}
+	fd := f.fd
+	if f.directFd >= 0 {
+		fd = f.directFd
+	}
+	for _, s := range fc.segs {
+		if s.frames < 0 {
+			// Bypass: read the caller's part of these pages into dst.
+			a, b := max(s.p0<<pageShift, req.Start), min(s.p1<<pageShift, req.End)
+			fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpRead, Fd: f.fd, Off: a, Buf: dst[a-req.Start : b-req.Start]})
+			continue
+		}
+		fc.reqs = append(fc.reqs, f.c.frameRequest(fc, uring.OpReadFixed, uring.OpReadv, fd, s.p0<<pageShift,
+			fc.frames[s.frames:s.frames+int(s.p1-s.p0)], PageSize*int(s.p1-s.p0)))
+	}
+}
+
+// frameRequest builds a request moving n bytes between the file at off
+// and the given frames (consecutive pages of the file): one fixed
+// transfer when the frames are contiguous in a registered buffer, else a
+// vectored one with an iovec per contiguous piece.
+func (c *Cache) frameRequest(fc *fillCtx, fixedOp, vecOp uring.Op, fd int32, off int64, frames []int32, n int) uring.Request {
+	contiguous := true
+	for i := 1; i < len(frames); i++ {
+		if frames[i] != frames[i-1]+1 {
+			contiguous = false
+			break
+		}
+	}
+	start := int(frames[0]) * PageSize
+	if contiguous && c.fixed && start/registeredBuffer == (start+n-1)/registeredBuffer {
+		return uring.Request{Op: fixedOp, Fd: fd, Off: off, Buf: c.arena[start : start+n], BufIndex: uint16(start / registeredBuffer)}
+	}
+	first := len(fc.vecs)
+	left := n
+	for i := 0; i < len(frames) && left > 0; {
+		j := i + 1
+		for j < len(frames) && frames[j] == frames[j-1]+1 {
+			j++
+		}
+		a := int(frames[i]) * PageSize
+		l := min((j-i)*PageSize, left)
+		fc.vecs = append(fc.vecs, c.arena[a:a+l])
+		left -= l
+		i = j
+	}
+	op := vecOp
+	if len(fc.vecs)-first == 1 {
+		// A single piece needs no iovec.
+		if op == uring.OpReadv {
+			op = uring.OpRead
+		} else {
+			op = uring.OpWrite
+		}
+		return uring.Request{Op: op, Fd: fd, Off: off, Buf: fc.vecs[first]}
+	}
+	return uring.Request{Op: op, Fd: fd, Off: off, Vecs: fc.vecs[first:len(fc.vecs):len(fc.vecs)]}
+}
+
+// finishFill installs the pages of successful segments, frees the frames
+// of failed ones, and returns the file offset of the first failed
+// required segment (or -1).
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int64) int64 {
+	c := f.c
+	failed := int64(-1)
+	var filled, ahead int64
+	install := fc.install[:0]
+	for i, s := range fc.segs {
+		r := &fc.reqs[i]
+		if s.frames < 0 {
+			if r.Err != nil {
+				if failed < 0 || r.Off < failed {
+					failed, fc.err = r.Off, r.Err
+				}
+				continue
+			}
+			clear(r.Buf[r.N:]) // past the host's end of file: zeros
+			c.st.bypassBytes.Add(uint64(len(r.Buf)))
+			continue
+		}
+		frames := fc.frames[s.frames : s.frames+int(s.p1-s.p0)]
+		if r.Err != nil {
+			if s.required && (failed < 0 || s.p0<<pageShift < failed) {
+				failed, fc.err = max(s.p0<<pageShift, reqStart), r.Err
+			}
+			c.st.fillErrors.Add(1)
+			c.putFree(frames)
+			continue
+		}
+		// Zero what the host did not return, and anything past the size.
+		for k, fr := range frames {
+			b := c.frameBytes(fr)
+			pageStart := (s.p0 + int64(k)) << pageShift
+			valid := min(max(int64(r.N)-int64(k)*PageSize, 0), PageSize)
+			valid = min(valid, max(size-pageStart, 0))
+			clear(b[valid:])
+		}
+		for k, fr := range frames {
+			f.index.set(s.p0+int64(k), fr)
+			install = append(install, placed{page: s.p0 + int64(k), frame: fr})
+		}
+		filled += s.p1 - s.p0
+		if s.p1 > r1 {
+			ahead += s.p1 - max(s.p0, r1)
+		}
+	}
+	if len(install) > 0 {
+		f.install(install)
+	}
+	fc.install = install
+	c.st.fills.Add(1)
+	c.st.fillBytes.Add(uint64(filled * PageSize))
+	c.st.readaheadBytes.Add(uint64(ahead * PageSize))
+	return failed
+}
+
+// placed is a page given a frame.
+type placed struct {
+	page  int64
+	frame int32
+}
+
+// install hands newly indexed pages' frames to f and the policy.
+//
+// Preconditions: f.mu is held for writing; the pages are in the index.
+func (f *File) install(ps []placed) {
+	c := f.c
+	c.mu.Lock()
+	for _, p := range ps {
+		c.meta[p.frame] = frame{owner: f, page: p.page}
+		c.policy.insert(p.frame, policyKey(f.id, p.page))
+	}
+	c.mu.Unlock()
+	f.resident.Add(int64(len(ps)))
+}
+
+// dropFrom removes every page at or past byte offset size and zeros the
+// tail of a partial last page. Dirty bytes past size are forgotten.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) dropFrom(size int64) {
+	var gone []int32
+	f.index.each(pageEnd(size), 1<<62, func(page int64, fr int32) {
+		gone = f.detach(page, fr, gone)
+	})
+	f.releaseFrames(gone)
+	if tail := size & (PageSize - 1); tail != 0 {
+		if fr := f.index.get(pageOf(size)); fr >= 0 {
+			clear(f.c.frameBytes(fr)[tail:])
+			f.clipSpan(fr, 0, uint16(tail))
+		}
+	}
+}
+
+// clipSpan limits frame fr's dirty span to [lo, hi); an emptied span
+// makes the page clean.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) clipSpan(fr int32, lo, hi uint16) {
+	m := &f.c.meta[fr]
+	if m.state == 0 {
+		return
+	}
+	old := int64(m.hi) - int64(m.lo)
+	m.lo, m.hi = max(m.lo, lo), min(m.hi, hi)
+	if m.lo >= m.hi {
+		f.setClean(m)
+		f.dirtyBytes.Add(-old)
+		return
+	}
+	f.dirtyBytes.Add(int64(m.hi) - int64(m.lo) - old)
+}
+
+// setClean clears a page's state.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) setClean(m *frame) {
+	if m.state&pageUnsynced != 0 {
+		f.unsynced--
+	}
+	m.state, m.lo, m.hi = 0, 0, 0
+}
+
+// detach removes a page from the index and forgets its state; its frame
+// is appended to gone for releaseFrames.
+//
+// Preconditions: f.mu is held for writing; the frame is not pinned.
+func (f *File) detach(page int64, fr int32, gone []int32) []int32 {
+	f.index.remove(page)
+	m := &f.c.meta[fr]
+	if m.pins > 0 {
+		panic("pagecache: detaching a pinned page")
+	}
+	if m.state != 0 {
+		f.dirtyBytes.Add(-(int64(m.hi) - int64(m.lo)))
+		f.setClean(m)
+	}
+	f.resident.Add(-1)
+	return append(gone, fr)
+}
+
+// releaseFrames hands detached frames back: to the free list, or to the
+// eviction that claimed them.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) releaseFrames(gone []int32) {
+	if len(gone) == 0 {
+		return
+	}
+	c := f.c
+	c.mu.Lock()
+	for _, fr := range gone {
+		c.meta[fr].owner = nil
+		if c.claimed[fr] {
+			continue // the claiming eviction frees it
+		}
+		c.policy.remove(fr)
+		c.free = append(c.free, fr)
+	}
+	c.mu.Unlock()
+}
+
+// evictPages tries to evict claimed victims of f, writing back dirty ones
+// first (with fdatasync, so nothing is dropped before it is durable). It
+// appends the freed frames to freed.
+//
+// Preconditions: the caller holds no locks.
+func (f *File) evictPages(vs []victim, freed []int32) []int32 {
+	c := f.c
+	needWB := false
+	f.mu.RLock()
+	for _, v := range vs {
+		if m := &c.meta[v.frame]; m.owner == f && m.state != 0 {
+			needWB = true
+			break
+		}
+	}
+	f.mu.RUnlock()
+	if needWB {
+		first, last := vs[0].page, vs[len(vs)-1].page
+		if err := f.Writeback(Range{first << pageShift, (last + 1) << pageShift}, SyncData); err != nil {
+			c.st.evictionWritebackErrors.Add(1)
+			c.log.Warn("ringfs: writeback before eviction failed; pages kept", "err", err)
+		}
+	}
+	kept := make([]bool, len(vs))
+	dirty := 0
+	var gone []int32
+	f.mu.Lock()
+	for i, v := range vs {
+		m := &c.meta[v.frame]
+		switch {
+		case m.owner != f:
+			freed = append(freed, v.frame) // already detached
+		case m.state != 0 || m.pins > 0:
+			kept[i] = true
+		default:
+			gone = f.detach(v.page, v.frame, gone)
+			if needWB {
+				dirty++
+			}
+		}
+	}
+	c.mu.Lock()
+	for _, fr := range gone {
+		c.meta[fr].owner = nil
+	}
+	c.mu.Unlock()
+	freed = append(freed, gone...)
+	c.st.evictions.Add(uint64(len(gone)))
+	c.finishEviction(vs, kept, dirty)
+	f.mu.Unlock()
+	return freed
+}
+
+// Release drops every page of the file. Dirty pages must have been
+// written back (EBUSY otherwise, and nothing is dropped). The File is
+// unusable afterwards.
+func (f *File) Release() error {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return syscall.EINVAL
+	}
+	dirty := false
+	f.index.each(0, 1<<62, func(_ int64, fr int32) {
+		if f.c.meta[fr].state&pageDirty != 0 {
+			dirty = true
+		}
+	})
+	if dirty {
+		return syscall.EBUSY
+	}
+	f.dropFrom(0)
+	f.released = true
+	f.c.mu.Lock()
+	f.c.files--
+	f.c.mu.Unlock()
+	return nil
+}
+
+// Truncate sets the host file's size and the cache's: pages past the new
+// end are dropped (dirty bytes there are never written), the tail of a
+// partial last page is zeroed.
+func (f *File) Truncate(size int64) error {
+	if size < 0 {
+		return syscall.EINVAL
+	}
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return syscall.EBADF
+	}
+	if err := ftruncate(f.fd, size); err != nil {
+		return err
+	}
+	if size < f.size.Load() {
+		f.dropFrom(size)
+	}
+	f.size.Store(size)
+	return nil
+}
+
+// ftruncate is unix.Ftruncate with EINTR retried.
+func ftruncate(fd int32, size int64) error {
+	for {
+		err := unix.Ftruncate(int(fd), size)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// Allocate runs fallocate(mode, off, length) on the host and brings the
+// cache in line: punched or zeroed ranges read as zeros (whole cached
+// pages in them are dropped, dirty bytes included; partial pages are
+// zeroed in place), and the size grows unless mode has KEEP_SIZE.
+func (f *File) Allocate(mode uint32, off, length int64) error {
+	if off < 0 || length <= 0 || off > (1<<63-1)-length {
+		return syscall.EINVAL
+	}
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return syscall.EBADF
+	}
+	reqs := [1]uring.Request{{Op: uring.OpFallocate, Fd: f.fd, Off: off, Len: length, Flags: mode}}
+	if err := f.c.be.Submit(reqs[:]); err != nil {
+		return err
+	}
+	if reqs[0].Err != nil {
+		return reqs[0].Err
+	}
+	end := off + length
+	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
+		f.zeroRange(off, min(end, f.size.Load()))
+	}
+	if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && end > f.size.Load() {
+		f.size.Store(end)
+	}
+	return nil
+}
+
+// zeroRange makes [off, end) read as zeros in the cache.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) zeroRange(off, end int64) {
+	if off >= end {
+		return
+	}
+	var gone []int32
+	f.index.each(pageOf(off), pageEnd(end), func(page int64, fr int32) {
+		ps := page << pageShift
+		a, b := max(off, ps), min(end, ps+PageSize)
+		if a == ps && b == ps+PageSize {
+			gone = f.detach(page, fr, gone)
+			return
+		}
+		clear(f.c.frameBytes(fr)[a-ps : b-ps])
+		f.c.meta[fr].gen++
+	})
+	f.releaseFrames(gone)
+}

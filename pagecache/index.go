@@ -1,0 +1,159 @@
+//go:build linux
+
+package pagecache
+
+import "slices"
+
+// pageIndex maps a file's page numbers to arena frames. It is a two-level
+// radix table: leaves of leafPages entries, reached through a dense slice
+// for the first denseLeaves leaves (files up to 128 GiB) and a map beyond.
+// Lookup is O(1) and allocation-free; leaves are allocated when a page is
+// first inserted into their span and freed when their last page leaves.
+type pageIndex struct {
+	dense  []*leaf
+	sparse map[int64]*leaf
+	pages  int // pages present
+}
+
+const (
+	leafShift   = 9
+	leafPages   = 1 << leafShift // 512 pages = 2 MiB per leaf
+	leafMask    = leafPages - 1
+	denseLeaves = 1 << 16
+)
+
+// leaf holds frame+1 for each page (0 = absent), so a new leaf is empty.
+type leaf struct {
+	frames [leafPages]int32
+	n      int
+}
+
+func (x *pageIndex) leafOf(page int64) *leaf {
+	li := page >> leafShift
+	if li < int64(len(x.dense)) {
+		return x.dense[li]
+	}
+	if li < denseLeaves || x.sparse == nil {
+		return nil
+	}
+	return x.sparse[li]
+}
+
+// get returns the frame of page, or -1.
+func (x *pageIndex) get(page int64) int32 {
+	if l := x.leafOf(page); l != nil {
+		return l.frames[page&leafMask] - 1
+	}
+	return -1
+}
+
+// set maps page to frame; the page must be absent.
+func (x *pageIndex) set(page int64, frame int32) {
+	li := page >> leafShift
+	var l *leaf
+	if li < denseLeaves {
+		if li >= int64(len(x.dense)) {
+			n := int64(len(x.dense))*2 + 1
+			for n <= li {
+				n *= 2
+			}
+			if n > denseLeaves {
+				n = denseLeaves
+			}
+			grown := make([]*leaf, n)
+			copy(grown, x.dense)
+			x.dense = grown
+		}
+		if l = x.dense[li]; l == nil {
+			l = new(leaf)
+			x.dense[li] = l
+		}
+	} else {
+		if x.sparse == nil {
+			x.sparse = make(map[int64]*leaf)
+		}
+		if l = x.sparse[li]; l == nil {
+			l = new(leaf)
+			x.sparse[li] = l
+		}
+	}
+	if l.frames[page&leafMask] != 0 {
+		panic("pagecache: index: page already present")
+	}
+	l.frames[page&leafMask] = frame + 1
+	l.n++
+	x.pages++
+}
+
+// remove unmaps page and returns its frame (or -1 when absent).
+func (x *pageIndex) remove(page int64) int32 {
+	l := x.leafOf(page)
+	if l == nil {
+		return -1
+	}
+	f := l.frames[page&leafMask] - 1
+	if f < 0 {
+		return -1
+	}
+	l.frames[page&leafMask] = 0
+	l.n--
+	x.pages--
+	if l.n == 0 {
+		li := page >> leafShift
+		if li < int64(len(x.dense)) {
+			x.dense[li] = nil
+		} else {
+			delete(x.sparse, li)
+		}
+	}
+	return f
+}
+
+// each calls fn for every present page in [from, to) in ascending order,
+// skipping absent leaves. fn may remove the page it is given.
+func (x *pageIndex) each(from, to int64, fn func(page int64, frame int32)) {
+	if from < 0 {
+		from = 0
+	}
+	if from >= to {
+		return
+	}
+	last := (to - 1) >> leafShift
+	if d := int64(len(x.dense)) - 1; last > d {
+		last = d
+	}
+	for li := from >> leafShift; li <= last; li++ {
+		if l := x.dense[li]; l != nil {
+			visitLeaf(l, li, from, to, fn)
+		}
+	}
+	if len(x.sparse) > 0 && to > denseLeaves<<leafShift {
+		x.eachSparse(max(from, denseLeaves<<leafShift), to, fn)
+	}
+}
+
+// visitLeaf calls fn for the present pages of leaf li within [from, to).
+func visitLeaf(l *leaf, li, from, to int64, fn func(page int64, frame int32)) {
+	start, end := max(li<<leafShift, from), min((li+1)<<leafShift, to)
+	for p := start; p < end && l.n > 0; p++ {
+		if f := l.frames[p&leafMask] - 1; f >= 0 {
+			fn(p, f)
+		}
+	}
+}
+
+// eachSparse visits the sparse leaves overlapping [from, to) in order.
+func (x *pageIndex) eachSparse(from, to int64, fn func(page int64, frame int32)) {
+	keys := make([]int64, 0, len(x.sparse))
+	for li := range x.sparse {
+		if li<<leafShift < to && (li+1)<<leafShift > from {
+			keys = append(keys, li)
+		}
+	}
+	slices.Sort(keys)
+	for _, li := range keys {
+		if l := x.sparse[li]; l != nil {
+			visitLeaf(l, li, from, to, fn)
+		}
+	}
+}

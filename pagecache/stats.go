@@ -1,0 +1,97 @@
+//go:build linux
+
+package pagecache
+
+import "sync/atomic"
+
+// Stats are the cache's counters (totals since New) and gauges.
+type Stats struct {
+	CapacityBytes int64 `json:"capacity_bytes"`
+	ResidentBytes int64 `json:"resident_bytes"`
+	FreeBytes     int64 `json:"free_bytes"`
+	Fixed         bool  `json:"fixed_buffers"`
+
+	Hits            uint64 `json:"hits"`
+	HitBytes        uint64 `json:"hit_bytes"`
+	Misses          uint64 `json:"misses"`
+	Fills           uint64 `json:"fills"`
+	FillBatches     uint64 `json:"fill_batches"`
+	FillSQEs        uint64 `json:"fill_sqes"`
+	FillBytes       uint64 `json:"fill_bytes"`
+	ReadaheadBytes  uint64 `json:"readahead_bytes"`
+	FillErrors      uint64 `json:"fill_errors"`
+	BypassBytes     uint64 `json:"bypass_bytes"`
+	WriteBytes      uint64 `json:"write_bytes"`
+	DirectWrites    uint64 `json:"direct_write_bytes"`
+	WriteAllocPages uint64 `json:"write_alloc_pages"`
+
+	WritebackBytes   uint64 `json:"writeback_bytes"`
+	WritebackBatches uint64 `json:"writeback_batches"`
+	WritebackSQEs    uint64 `json:"writeback_sqes"`
+	WritebackErrors  uint64 `json:"writeback_errors"`
+	Syncs            uint64 `json:"syncs"`
+
+	Evictions               uint64 `json:"evictions"`
+	EvictionsDirty          uint64 `json:"evictions_dirty"`
+	EvictionWritebackErrors uint64 `json:"eviction_writeback_errors"`
+	Pressure                uint64 `json:"pressure_events"`
+}
+
+// Sub returns the counters of s minus those of prev; gauges come from s.
+func (s Stats) Sub(prev Stats) Stats {
+	d := s
+	d.Hits -= prev.Hits
+	d.HitBytes -= prev.HitBytes
+	d.Misses -= prev.Misses
+	d.Fills -= prev.Fills
+	d.FillBatches -= prev.FillBatches
+	d.FillSQEs -= prev.FillSQEs
+	d.FillBytes -= prev.FillBytes
+	d.ReadaheadBytes -= prev.ReadaheadBytes
+	d.FillErrors -= prev.FillErrors
+	d.BypassBytes -= prev.BypassBytes
+	d.WriteBytes -= prev.WriteBytes
+	d.DirectWrites -= prev.DirectWrites
+	d.WriteAllocPages -= prev.WriteAllocPages
+	d.WritebackBytes -= prev.WritebackBytes
+	d.WritebackBatches -= prev.WritebackBatches
+	d.WritebackSQEs -= prev.WritebackSQEs
+	d.WritebackErrors -= prev.WritebackErrors
+	d.Syncs -= prev.Syncs
+	d.Evictions -= prev.Evictions
+	d.EvictionsDirty -= prev.EvictionsDirty
+	d.EvictionWritebackErrors -= prev.EvictionWritebackErrors
+	d.Pressure -= prev.Pressure
+	return d
+}
+
+type counters struct {
+	hits, hitBytes, misses, fills, fillBatches, fillSQEs, fillBytes atomic.Uint64
+	readaheadBytes, fillErrors, bypassBytes, writeBytes             atomic.Uint64
+	directWriteBytes, writeAllocPages                               atomic.Uint64
+	writebackBytes, writebackBatches, writebackSQEs                 atomic.Uint64
+	writebackErrors, syncs, evictions, evictedDirty                 atomic.Uint64
+	evictionWritebackErrors, pressure                               atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	free := int64(len(c.free))
+	c.mu.Unlock()
+	st := &c.st
+	return Stats{
+		CapacityBytes: c.Capacity(), FreeBytes: free * PageSize,
+		ResidentBytes: c.Capacity() - free*PageSize, Fixed: c.fixed,
+		Hits: st.hits.Load(), HitBytes: st.hitBytes.Load(), Misses: st.misses.Load(),
+		Fills: st.fills.Load(), FillBatches: st.fillBatches.Load(), FillSQEs: st.fillSQEs.Load(),
+		FillBytes: st.fillBytes.Load(), ReadaheadBytes: st.readaheadBytes.Load(),
+		FillErrors: st.fillErrors.Load(), BypassBytes: st.bypassBytes.Load(),
+		WriteBytes: st.writeBytes.Load(), DirectWrites: st.directWriteBytes.Load(),
+		WriteAllocPages: st.writeAllocPages.Load(),
+		WritebackBytes:  st.writebackBytes.Load(), WritebackBatches: st.writebackBatches.Load(),
+		WritebackSQEs: st.writebackSQEs.Load(), WritebackErrors: st.writebackErrors.Load(),
+		Syncs: st.syncs.Load(), Evictions: st.evictions.Load(), EvictionsDirty: st.evictedDirty.Load(),
+		EvictionWritebackErrors: st.evictionWritebackErrors.Load(), Pressure: st.pressure.Load(),
+	}
+}

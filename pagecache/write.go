@@ -1,0 +1,244 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"syscall"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// WriteFlags modify WriteAt.
+type WriteFlags uint8
+
+const (
+	// Append writes at the file's size, whatever off says.
+	Append WriteFlags = 1 << iota
+	// Through writes the bytes to the host before returning; cached pages
+	// are updated but not dirtied.
+	Through
+)
+
+// SyncMode says what Writeback does after writing dirty pages.
+type SyncMode uint8
+
+const (
+	SyncNone SyncMode = iota // write only
+	SyncData                 // then fdatasync
+	SyncFull                 // then fsync
+)
+
+// WriteAt writes p at off (or at the size with Append) and returns the
+// bytes written and the offset used. Without Through, bytes landing in
+// cached pages are copied there and marked dirty exactly; whole pages not
+// yet cached (and pages that lie past the old end of file) are cached
+// without reading the host; the remaining bytes go straight to the host in
+// one batch. The size grows to the furthest byte written. When a host
+// write fails, the count stops at the first byte not written and nothing
+// past it enters the cache.
+func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
+	if off < 0 {
+		return 0, off, syscall.EINVAL
+	}
+	fc := getFillCtx()
+	defer putFillCtx(fc)
+	for attempt := 0; ; attempt++ {
+		f.mu.Lock()
+		if f.released {
+			f.mu.Unlock()
+			f.c.putFree(fc.frames)
+			return 0, off, syscall.EBADF
+		}
+		if fl&Append != 0 {
+			off = f.size.Load()
+		}
+		if int64(len(p)) > (1<<63-1)-off {
+			f.mu.Unlock()
+			f.c.putFree(fc.frames)
+			return 0, off, syscall.EFBIG
+		}
+		if len(p) == 0 {
+			f.mu.Unlock()
+			f.c.putFree(fc.frames)
+			return 0, off, nil
+		}
+		if fl&Through != 0 {
+			n, err := f.writeThrough(p, off)
+			f.mu.Unlock()
+			return n, off, err
+		}
+		need := f.allocatable(p, off)
+		if need > len(fc.frames) {
+			f.c.mu.Lock()
+			fc.frames = f.c.takeFree(fc.frames, need-len(fc.frames))
+			f.c.mu.Unlock()
+		}
+		if need > len(fc.frames) && attempt == 0 {
+			// Evicting needs other files' locks: let go of ours first.
+			f.mu.Unlock()
+			fc.frames = f.c.reserve(fc.frames, need)
+			continue
+		}
+		n, err := f.writeCached(fc, p, off)
+		f.mu.Unlock()
+		f.c.putFree(fc.frames[fc.used:])
+		return n, off, err
+	}
+}
+
+// cacheable reports whether page, absent from the cache, may be cached by
+// a write of [off, end) without reading the host: every byte of the page
+// below the new size is either written or past the old size (a hole,
+// hence zero).
+func cacheable(page, off, end, oldSize int64) bool {
+	ps := page << pageShift
+	pe := min(ps+PageSize, max(oldSize, end))
+	return (off <= ps || ps >= oldSize) && end >= pe
+}
+
+// allocatable counts the absent pages a write of p at off may cache.
+//
+// Preconditions: f.mu is held.
+func (f *File) allocatable(p []byte, off int64) int {
+	end, size := off+int64(len(p)), f.size.Load()
+	n := 0
+	for page := pageOf(off); page < pageEnd(end); page++ {
+		if f.index.get(page) < 0 && cacheable(page, off, end, size) {
+			n++
+		}
+	}
+	return n
+}
+
+// writeCached is the write-back path of WriteAt.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
+	c := f.c
+	end, oldSize := off+int64(len(p)), f.size.Load()
+	// Plan: pages to cache get frames; the rest of the absent bytes go to
+	// the host, adjacent pieces merged into one request.
+	for page := pageOf(off); page < pageEnd(end); page++ {
+		if f.index.get(page) >= 0 {
+			continue
+		}
+		if fc.used < len(fc.frames) && cacheable(page, off, end, oldSize) {
+			fc.install = append(fc.install, placed{page: page, frame: fc.frames[fc.used]})
+			fc.used++
+			continue
+		}
+		a, b := max(page<<pageShift, off), min((page+1)<<pageShift, end)
+		if n := len(fc.reqs); n > 0 && fc.reqs[n-1].Off+int64(len(fc.reqs[n-1].Buf)) == a {
+			r := &fc.reqs[n-1]
+			r.Buf = p[r.Off-off : b-off]
+			continue
+		}
+		fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpWrite, Fd: f.fd, Off: a, Buf: p[a-off : b-off]})
+	}
+	limit := end
+	var err error
+	if len(fc.reqs) > 0 {
+		c.be.Submit(fc.reqs)
+		for i := range fc.reqs {
+			r := &fc.reqs[i]
+			c.st.directWriteBytes.Add(uint64(r.N))
+			if r.Err != nil && r.Off+int64(r.N) < limit {
+				limit, err = r.Off+int64(r.N), r.Err
+			}
+		}
+	}
+	// Apply to the cache the bytes below limit.
+	next := 0 // fc.install cursor
+	var installed []placed
+	for page := pageOf(off); page < pageEnd(min(limit, end)); page++ {
+		ps := page << pageShift
+		a, b := max(ps, off), min(ps+PageSize, limit)
+		fr := f.index.get(page)
+		if fr < 0 {
+			if next == len(fc.install) || fc.install[next].page != page {
+				continue // written to the host
+			}
+			fr = fc.install[next].frame
+			next++
+			clear(c.frameBytes(fr))
+			f.index.set(page, fr)
+			installed = append(installed, placed{page: page, frame: fr})
+		}
+		copy(c.frameBytes(fr)[a-ps:b-ps], p[a-off:b-off])
+		if len(installed) > 0 && installed[len(installed)-1].frame == fr {
+			continue // dirtied after install below
+		}
+		f.markDirty(fr, uint16(a-ps), uint16(b-ps))
+	}
+	if len(installed) > 0 {
+		f.install(installed)
+		for _, pl := range installed {
+			ps := pl.page << pageShift
+			f.markDirty(pl.frame, uint16(max(ps, off)-ps), uint16(min(ps+PageSize, limit)-ps))
+		}
+		c.st.writeAllocPages.Add(uint64(len(installed)))
+	}
+	// Frames were planned in order (install[i] has frames[i]); those of
+	// pages past limit were not used and go back with the unplanned ones.
+	fc.used = next
+	fc.install = fc.install[:0]
+	n := int(limit - off)
+	if n > 0 && off+int64(n) > oldSize {
+		f.size.Store(off + int64(n))
+	}
+	c.st.writeBytes.Add(uint64(n))
+	return n, err
+}
+
+// markDirty adds [lo, hi) to frame fr's dirty span.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) markDirty(fr int32, lo, hi uint16) {
+	m := &f.c.meta[fr]
+	m.gen++
+	if lo >= hi {
+		return
+	}
+	old := int64(m.hi) - int64(m.lo)
+	if m.state == 0 {
+		m.lo, m.hi = lo, hi
+		old = 0
+	} else {
+		m.lo, m.hi = min(m.lo, lo), max(m.hi, hi)
+	}
+	m.state |= pageDirty
+	f.dirtyBytes.Add(int64(m.hi) - int64(m.lo) - old)
+}
+
+// writeThrough writes p at off to the host, then into cached pages.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) writeThrough(p []byte, off int64) (int, error) {
+	c := f.c
+	reqs := [1]uring.Request{{Op: uring.OpWrite, Fd: f.fd, Off: off, Buf: p}}
+	c.be.Submit(reqs[:])
+	n := reqs[0].N
+	f.copyIn(p[:n], off)
+	if n > 0 && off+int64(n) > f.size.Load() {
+		f.size.Store(off + int64(n))
+	}
+	c.st.writeBytes.Add(uint64(n))
+	c.st.directWriteBytes.Add(uint64(n))
+	return n, reqs[0].Err
+}
+
+// copyIn updates the cached pages that [off, off+len(p)) touches, without
+// changing their state.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) copyIn(p []byte, off int64) {
+	if len(p) == 0 {
+		return
+	}
+	f.index.each(pageOf(off), pageEnd(off+int64(len(p))), func(page int64, fr int32) {
+		ps := page << pageShift
+		a, b := max(ps, off), min(ps+PageSize, off+int64(len(p)))
+		copy(f.c.frameBytes(fr)[a-ps:b-ps], p[a-off:b-off])
+		f.c.meta[fr].gen++
+	})
+}

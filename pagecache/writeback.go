@@ -1,0 +1,369 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"sync"
+	"syscall"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// wbRun is one coalesced write: consecutive dirty bytes of the file.
+type wbRun struct {
+	off, end int64 // file bytes [off, end)
+	pages    int   // index of the run's first page in wbCtx.pages
+	n        int   // pages in the run
+}
+
+// wbPage is a dirty page taken by a writeback.
+type wbPage struct {
+	page  int64
+	frame int32
+	gen   uint32
+}
+
+// wbCtx is the scratch state of one writeback.
+type wbCtx struct {
+	fillCtx
+	runs  []wbRun
+	pages []wbPage
+	reqOf []int // for each request, its run (requests may split runs)
+}
+
+var wbPool = sync.Pool{New: func() any { return new(wbCtx) }}
+
+func getWbCtx() *wbCtx { return wbPool.Get().(*wbCtx) }
+
+func putWbCtx(wc *wbCtx) {
+	clear(wc.reqs)
+	clear(wc.vecs)
+	wc.reqs, wc.vecs, wc.frames = wc.reqs[:0], wc.vecs[:0], wc.frames[:0]
+	wc.runs, wc.pages, wc.reqOf = wc.runs[:0], wc.pages[:0], wc.reqOf[:0]
+	wbPool.Put(wc)
+}
+
+// Writeback writes the dirty pages overlapping r to the host, coalescing
+// adjacent ones into writes of up to MaxWrite bytes submitted as one
+// batch, and then, as mode asks, fdatasyncs or fsyncs the file. A page
+// becomes clean only once its write and a later fsync both succeeded; on
+// any failure it stays dirty, the error is returned and recorded in Errs,
+// and a later Writeback writes it again. Bytes at or past the size are
+// never written.
+func (f *File) Writeback(r Range, mode SyncMode) error {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	if f.released {
+		f.mu.Unlock()
+		return syscall.EBADF
+	}
+	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
+	f.mu.Unlock()
+	err := f.submitWriteback(wc)
+	f.mu.Lock()
+	f.finishWriteback(wc)
+	f.mu.Unlock()
+	putWbCtx(wc)
+	if mode != SyncNone {
+		if serr := f.sync(mode); err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		f.Errs.Record(err)
+		f.c.st.writebackErrors.Add(1)
+	}
+	return err
+}
+
+// writebackLocked is Writeback without fsync for callers that hold the
+// file's locks throughout (direct I/O, invalidation).
+//
+// Preconditions: f.wbMu and f.mu (for writing) are held.
+func (f *File) writebackLocked(r Range) error {
+	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
+	err := f.submitWriteback(wc)
+	f.finishWriteback(wc)
+	putWbCtx(wc)
+	if err != nil {
+		f.Errs.Record(err)
+		f.c.st.writebackErrors.Add(1)
+	}
+	return err
+}
+
+// collectDirty gathers the dirty pages of [p0, p1) into runs and pins
+// their frames.
+//
+// Preconditions: f.wbMu is held; f.mu is held for writing.
+func (f *File) collectDirty(p0, p1 int64) *wbCtx {
+	c := f.c
+	wc := getWbCtx()
+	size := f.size.Load()
+	f.index.each(p0, p1, func(page int64, fr int32) {
+		m := &c.meta[fr]
+		if m.state&pageDirty == 0 {
+			return
+		}
+		ps := page << pageShift
+		a, b := ps+int64(m.lo), min(ps+int64(m.hi), size)
+		if a >= b {
+			return
+		}
+		m.pins++
+		wc.pages = append(wc.pages, wbPage{page: page, frame: fr, gen: m.gen})
+		if n := len(wc.runs); n > 0 {
+			run := &wc.runs[n-1]
+			if run.end == a && b-run.off <= c.maxWrite {
+				run.end = b
+				run.n++
+				return
+			}
+		}
+		wc.runs = append(wc.runs, wbRun{off: a, end: b, pages: len(wc.pages) - 1, n: 1})
+	})
+	return wc
+}
+
+// submitWriteback writes the runs, at most maxBatch requests per submit,
+// and returns the first error.
+func (f *File) submitWriteback(wc *wbCtx) error {
+	c := f.c
+	if len(wc.runs) == 0 {
+		return nil
+	}
+	for i := range wc.runs {
+		f.runRequests(wc, i)
+	}
+	var first error
+	for lo := 0; lo < len(wc.reqs); lo += maxBatch {
+		batch := wc.reqs[lo:min(lo+maxBatch, len(wc.reqs))]
+		c.be.Submit(batch)
+		c.st.writebackBatches.Add(1)
+		c.st.writebackSQEs.Add(uint64(len(batch)))
+		for i := range batch {
+			c.st.writebackBytes.Add(uint64(batch[i].N))
+			if batch[i].Err != nil && first == nil {
+				first = batch[i].Err
+			}
+		}
+	}
+	return first
+}
+
+// runRequests appends the requests that write run i. With an O_DIRECT
+// descriptor, the run is widened to whole pages (the cached bytes around
+// the dirty span are valid) and written directly, except for the part of
+// the final page below the size, which goes through the buffered
+// descriptor.
+func (f *File) runRequests(wc *wbCtx, i int) {
+	run := wc.runs[i]
+	frames := wc.fillCtx.frames[:0]
+	for _, p := range wc.pages[run.pages : run.pages+run.n] {
+		frames = append(frames, p.frame)
+	}
+	wc.fillCtx.frames = frames
+	firstPage := pageOf(run.off)
+	if f.directFd < 0 {
+		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.fd, run.off, run.end, firstPage, frames))
+		wc.reqOf = append(wc.reqOf, i)
+		return
+	}
+	size := f.size.Load()
+	alignedEnd := min(pageEnd(run.end)<<pageShift, size&^(PageSize-1))
+	if a := firstPage << pageShift; a < alignedEnd {
+		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.directFd, a, alignedEnd, firstPage, frames))
+		wc.reqOf = append(wc.reqOf, i)
+	}
+	if tail := max(alignedEnd, run.off); tail < run.end {
+		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.fd, tail, run.end, firstPage, frames))
+		wc.reqOf = append(wc.reqOf, i)
+	}
+}
+
+// framesRequest builds a write of file bytes [a, b) from the frames of
+// consecutive pages starting at firstPage.
+func (f *File) framesRequest(wc *wbCtx, fd int32, a, b, firstPage int64, frames []int32) uring.Request {
+	c := f.c
+	k0 := pageOf(a) - firstPage
+	k1 := pageEnd(b) - firstPage
+	sub := frames[k0:k1]
+	inFirst := int(a & (PageSize - 1))
+	n := int(b - a)
+	// Fixed when the bytes are contiguous in the arena.
+	contiguous := true
+	for i := 1; i < len(sub); i++ {
+		if sub[i] != sub[i-1]+1 {
+			contiguous = false
+			break
+		}
+	}
+	start := int(sub[0])*PageSize + inFirst
+	if contiguous {
+		buf := c.arena[start : start+n]
+		if c.fixed && start/registeredBuffer == (start+n-1)/registeredBuffer {
+			return uring.Request{Op: uring.OpWriteFixed, Fd: fd, Off: a, Buf: buf, BufIndex: uint16(start / registeredBuffer)}
+		}
+		return uring.Request{Op: uring.OpWrite, Fd: fd, Off: a, Buf: buf}
+	}
+	first := len(wc.vecs)
+	left := n
+	for i := 0; i < len(sub) && left > 0; {
+		j := i + 1
+		for j < len(sub) && sub[j] == sub[j-1]+1 {
+			j++
+		}
+		s := int(sub[i]) * PageSize
+		if i == 0 {
+			s += inFirst
+		}
+		l := min(int(sub[j-1]+1)*PageSize-s, left)
+		wc.vecs = append(wc.vecs, c.arena[s:s+l])
+		left -= l
+		i = j
+	}
+	return uring.Request{Op: uring.OpWritev, Fd: fd, Off: a, Vecs: wc.vecs[first:len(wc.vecs):len(wc.vecs)]}
+}
+
+// finishWriteback unpins the pages and moves those whose runs were
+// written in full, and not written to since, from dirty to unsynced.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) finishWriteback(wc *wbCtx) {
+	c := f.c
+	ok := make([]bool, len(wc.runs))
+	for i := range ok {
+		ok[i] = true
+	}
+	for i := range wc.reqs {
+		if wc.reqs[i].Err != nil {
+			ok[wc.reqOf[i]] = false
+		}
+	}
+	for ri, run := range wc.runs {
+		for _, p := range wc.pages[run.pages : run.pages+run.n] {
+			m := &c.meta[p.frame]
+			m.pins--
+			if !ok[ri] || m.gen != p.gen {
+				continue
+			}
+			if m.state&pageUnsynced == 0 {
+				f.unsynced++
+			}
+			m.state = pageUnsynced
+		}
+	}
+}
+
+// sync fsyncs or fdatasyncs the host file. On success every unsynced
+// page is clean; on failure every unsynced page is dirty again, so that
+// the next Writeback writes it once more.
+//
+// Preconditions: f.wbMu is held.
+func (f *File) sync(mode SyncMode) error {
+	req := [1]uring.Request{{Op: uring.OpFsync, Fd: f.fd}}
+	if mode == SyncData {
+		req[0].Flags = uring.FsyncDatasync
+	}
+	f.c.be.Submit(req[:])
+	f.c.st.syncs.Add(1)
+	err := req[0].Err
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unsynced == 0 {
+		return err
+	}
+	f.index.each(0, 1<<62, func(_ int64, fr int32) {
+		m := &f.c.meta[fr]
+		if m.state&pageUnsynced == 0 {
+			return
+		}
+		if err != nil {
+			m.state = pageDirty
+			f.unsynced--
+			return
+		}
+		if m.state&pageDirty != 0 {
+			m.state = pageDirty // rewritten since: still dirty
+			f.unsynced--
+			return
+		}
+		f.dirtyBytes.Add(-(int64(m.hi) - int64(m.lo)))
+		f.setClean(m)
+	})
+	return err
+}
+
+// DirectWrite writes p at off (at the size with Append) through the
+// O_DIRECT descriptor directFd, after writing back and dropping the
+// cached pages it covers, so that the cache never holds stale bytes. The
+// caller supplies an aligned buffer and offset.
+func (f *File) DirectWrite(p []byte, off int64, fl WriteFlags, directFd int32) (int, int64, error) {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return 0, off, syscall.EBADF
+	}
+	if fl&Append != 0 {
+		off = f.size.Load()
+	}
+	if off < 0 || int64(len(p)) > (1<<63-1)-off {
+		return 0, off, syscall.EINVAL
+	}
+	r := Range{off, off + int64(len(p))}
+	if err := f.dropRange(r); err != nil {
+		return 0, off, err
+	}
+	reqs := [1]uring.Request{{Op: uring.OpWrite, Fd: directFd, Off: off, Buf: p}}
+	f.c.be.Submit(reqs[:])
+	n := reqs[0].N
+	if n > 0 && off+int64(n) > f.size.Load() {
+		f.size.Store(off + int64(n))
+	}
+	f.c.st.directWriteBytes.Add(uint64(n))
+	return n, off, reqs[0].Err
+}
+
+// Invalidate writes back the dirty pages overlapping r and drops every
+// cached page there, so later reads come from the host.
+func (f *File) Invalidate(r Range) error {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return syscall.EBADF
+	}
+	return f.dropRange(r)
+}
+
+// dropRange writes back and drops the pages overlapping r.
+//
+// Preconditions: f.wbMu and f.mu (for writing) are held.
+func (f *File) dropRange(r Range) error {
+	if err := f.writebackLocked(r); err != nil {
+		return err
+	}
+	var gone []int32
+	f.index.each(pageOf(r.Start), pageEnd(r.End), func(page int64, fr int32) {
+		gone = f.detach(page, fr, gone)
+	})
+	f.releaseFrames(gone)
+	return nil
+}
+
+// FlushRange writes back (without fsync) the dirty pages overlapping r,
+// so that a direct read of the host sees them.
+func (f *File) FlushRange(r Range) error {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return syscall.EBADF
+	}
+	return f.writebackLocked(r)
+}
