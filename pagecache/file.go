@@ -178,6 +178,16 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 		c.st.fillBatches.Add(1)
 		c.st.fillSQEs.Add(uint64(len(fc.reqs)))
 	}
+	return f.completeFill(fc, size, r1, req, dst)
+}
+
+// completeFill installs a fill's pages after its requests ran, copies the
+// requested bytes out, frees unused frames and returns the bytes read
+// (stopping at the first failed required page) and that failure.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) completeFill(fc *fillCtx, size, r1 int64, req Range, dst []byte) (int, error) {
+	c := f.c
 	failed := f.finishFill(fc, size, r1, dst, req.Start)
 	n := len(dst)
 	var err error
