@@ -1,0 +1,170 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"cmp"
+	"slices"
+	"syscall"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// ReadOp is one read of a ReadBatch.
+type ReadOp struct {
+	File *File
+	Buf  []byte
+	Off  int64
+	// N is the bytes read: fewer than len(Buf) at end of file (Err nil) or
+	// with an error.
+	N   int
+	Err error
+}
+
+// batchMiss is a read of a batch that did not hit.
+type batchMiss struct {
+	op     *ReadOp
+	done   int // bytes already copied from the cache
+	fc     *fillCtx
+	req    Range
+	dst    []byte
+	p0, p1 int64 // pages planned
+	r1     int64
+	size   int64
+	first  int // index of its first request in the combined batch
+}
+
+// ReadBatch serves reads of cached files together: hits are copied out at
+// once, and the fills of every miss go to the backend in one Submit, with
+// extra (requests the caller wants in the same submission, such as direct
+// reads) appended. Results land in each op's N and Err and in extra's
+// requests. Reads in one batch run in no particular order relative to each
+// other. Misses whose fills overlap one planned earlier in the batch on
+// the same file are served by a further submission.
+func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
+	var misses []batchMiss
+	for i := range ops {
+		op := &ops[i]
+		op.N, op.Err = 0, nil
+		f := op.File
+		if op.Off < 0 {
+			op.Err = syscall.EINVAL
+			continue
+		}
+		f.mu.RLock()
+		if f.released {
+			f.mu.RUnlock()
+			op.Err = syscall.EBADF
+			continue
+		}
+		end := min(op.Off+int64(len(op.Buf)), f.size.Load())
+		if op.Off >= end {
+			f.mu.RUnlock()
+			continue
+		}
+		n := f.copyOut(op.Buf[:end-op.Off], op.Off)
+		f.mu.RUnlock()
+		op.N = n
+		if op.Off+int64(n) == end {
+			c.st.hits.Add(1)
+			c.st.hitBytes.Add(uint64(n))
+			continue
+		}
+		c.st.misses.Add(1)
+		misses = append(misses, batchMiss{op: op, done: n})
+	}
+	for first := true; len(misses) > 0 || (first && len(extra) > 0); first = false {
+		if !first {
+			extra = nil
+		}
+		misses = c.fillBatch(misses, extra)
+	}
+}
+
+// fillBatch fills as many misses as it can in one submission and returns
+// the ones deferred to another.
+func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss {
+	// Frames first: reserving may evict, which needs file locks.
+	for i := range misses {
+		m := &misses[i]
+		f := m.op.File
+		size := f.size.Load()
+		off := m.op.Off + int64(m.done)
+		m.req = Range{off, m.op.Off + int64(len(m.op.Buf))}
+		fr := FillRange(m.req, Range{off, size}, c.readahead)
+		m.p0, m.p1 = pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
+		m.fc = getFillCtx()
+		m.fc.frames = c.reserve(m.fc.frames[:0], int(max(m.p1-m.p0, 0)))
+	}
+	slices.SortStableFunc(misses, func(a, b batchMiss) int { return cmp.Compare(a.op.File.id, b.op.File.id) })
+	var files []*File
+	for i := range misses {
+		if f := misses[i].op.File; len(files) == 0 || files[len(files)-1] != f {
+			files = append(files, f)
+			f.mu.Lock()
+		}
+	}
+	var reqs []uring.Request
+	var planned, deferred []batchMiss
+	for i := range misses {
+		m := misses[i]
+		f := m.op.File
+		if f.released {
+			m.op.Err = syscall.EBADF
+			c.putFree(m.fc.frames)
+			putFillCtx(m.fc)
+			continue
+		}
+		if overlapsPlanned(planned, f, m.p0, m.p1) {
+			c.putFree(m.fc.frames)
+			putFillCtx(m.fc)
+			m.fc = nil
+			deferred = append(deferred, m)
+			continue
+		}
+		m.size = f.size.Load()
+		if m.req.End > m.size {
+			m.req.End = max(m.size, m.req.Start)
+		}
+		m.dst = m.op.Buf[m.done : m.done+int(m.req.End-m.req.Start)]
+		m.p1 = min(m.p1, pageEnd(m.size))
+		m.r1 = pageEnd(m.req.End)
+		f.planFill(m.fc, m.p0, m.p1, m.r1, m.req, m.dst)
+		m.first = len(reqs)
+		reqs = append(reqs, m.fc.reqs...)
+		planned = append(planned, m)
+	}
+	nfill := len(reqs)
+	reqs = append(reqs, extra...)
+	if len(reqs) > 0 {
+		c.be.Submit(reqs)
+		if nfill > 0 {
+			c.st.fillBatches.Add(1)
+			c.st.fillSQEs.Add(uint64(nfill))
+		}
+	}
+	copy(extra, reqs[nfill:])
+	for i := range planned {
+		m := &planned[i]
+		copy(m.fc.reqs, reqs[m.first:m.first+len(m.fc.reqs)])
+		n, err := m.op.File.completeFill(m.fc, m.size, m.r1, m.req, m.dst)
+		m.op.N, m.op.Err = m.done+n, err
+		putFillCtx(m.fc)
+	}
+	clear(reqs)
+	for _, f := range files {
+		f.mu.Unlock()
+	}
+	return deferred
+}
+
+// overlapsPlanned reports whether pages [p0, p1) of f were planned by an
+// earlier miss of the batch.
+func overlapsPlanned(planned []batchMiss, f *File, p0, p1 int64) bool {
+	for i := range planned {
+		if m := &planned[i]; m.op.File == f && m.p0 < p1 && p0 < m.p1 {
+			return true
+		}
+	}
+	return false
+}

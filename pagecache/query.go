@@ -1,0 +1,77 @@
+//go:build linux
+
+package pagecache
+
+// Queries and adjustments the engine needs beyond reads and writes.
+
+// ReadCached copies the cached bytes of [off, off+len(p)) below the size
+// into p and reports how many it copied and whether that was all of the
+// readable range (a hit). It never does I/O.
+func (f *File) ReadCached(p []byte, off int64) (n int, hit bool) {
+	if off < 0 {
+		return 0, false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.released {
+		return 0, false
+	}
+	end := min(off+int64(len(p)), f.size.Load())
+	if off >= end {
+		return 0, true
+	}
+	n = f.copyOut(p[:end-off], off)
+	return n, off+int64(n) == end
+}
+
+// SetFd replaces the host descriptors the cache uses for the file (when
+// the engine reopens the file with more access). The old descriptors stay
+// the caller's to close.
+func (f *File) SetFd(fd, directFd int32) {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fd, f.directFd = fd, directFd
+}
+
+// NextDirty returns the start of the first page at or after byte off
+// whose bytes are not yet durable on the host in their latest form (dirty
+// pages: the host may still hold a hole there), or -1.
+func (f *File) NextDirty(off int64) int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	found := int64(-1)
+	f.index.each(pageOf(off), pageEnd(f.size.Load()), func(page int64, fr int32) {
+		if found < 0 && f.c.meta[fr].state&pageDirty != 0 {
+			found = max(page<<pageShift, off)
+		}
+	})
+	return found
+}
+
+// DirtyRunEnd returns the end of the run of consecutive dirty pages that
+// contains byte off (off itself when its page is not dirty).
+func (f *File) DirtyRunEnd(off int64) int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	page := pageOf(off)
+	for {
+		fr := f.index.get(page)
+		if fr < 0 || f.c.meta[fr].state&pageDirty == 0 {
+			break
+		}
+		page++
+	}
+	return max(off, page<<pageShift)
+}
+
+// HasDirty reports whether any page of the file is dirty.
+func (f *File) HasDirty() bool { return f.NextDirty(0) >= 0 }
+
+// Released reports whether Release has run.
+func (f *File) Released() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.released
+}
