@@ -129,6 +129,10 @@ func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss
 		m.dst = m.op.Buf[m.done : m.done+int(m.req.End-m.req.Start)]
 		m.p1 = min(m.p1, pageEnd(m.size))
 		m.r1 = pageEnd(m.req.End)
+		if f.uncached {
+			c.putFree(m.fc.frames)
+			m.fc.frames = m.fc.frames[:0]
+		}
 		f.planFill(m.fc, m.p0, m.p1, m.r1, m.req, m.dst)
 		m.first = len(reqs)
 		reqs = append(reqs, m.fc.reqs...)

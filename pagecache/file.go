@@ -44,6 +44,8 @@ type File struct {
 	unsynced int
 	// released is set by Release. +checklocks:mu
 	released bool
+	// uncached stops fills and writes from adding pages. +checklocks:mu
+	uncached bool
 }
 
 // Range is a byte range [Start, End).
@@ -172,6 +174,11 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 	}
 	p1 = min(p1, pageEnd(size))
 	r1 := pageEnd(req.End)
+	if f.uncached {
+		// Read around the cache: no frames, so planFill bypasses.
+		c.putFree(fc.frames)
+		fc.frames = fc.frames[:0]
+	}
 	f.planFill(fc, p0, p1, r1, req, dst)
 	if len(fc.reqs) > 0 {
 		c.be.Submit(fc.reqs)

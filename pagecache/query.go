@@ -75,3 +75,32 @@ func (f *File) Released() bool {
 	defer f.mu.RUnlock()
 	return f.released
 }
+
+// SetUncached makes the cache stop holding the file's data (true) or
+// resume (false). While uncached, reads of missing pages go straight to
+// the host and writes cache nothing new; callers drop the pages already
+// cached with Invalidate. The engine uses this while the file is mapped by
+// its users, so that the mapping and the host are the only copies.
+func (f *File) SetUncached(on bool) {
+	f.mu.Lock()
+	f.uncached = on
+	f.mu.Unlock()
+}
+
+// Discard drops every page, dirty ones included, and releases the file.
+// It is for owners that have already reported the loss (a final writeback
+// that failed).
+func (f *File) Discard() {
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.released {
+		return
+	}
+	f.dropFrom(0)
+	f.released = true
+	f.c.mu.Lock()
+	f.c.files--
+	f.c.mu.Unlock()
+}

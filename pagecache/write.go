@@ -100,6 +100,9 @@ func cacheable(page, off, end, oldSize int64) bool {
 //
 // Preconditions: f.mu is held.
 func (f *File) allocatable(p []byte, off int64) int {
+	if f.uncached {
+		return 0
+	}
 	end, size := off+int64(len(p)), f.size.Load()
 	n := 0
 	for page := pageOf(off); page < pageEnd(end); page++ {
