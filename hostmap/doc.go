@@ -60,9 +60,12 @@
 //	  Mapper.refsMu  counts, open Mappings, span list, closed
 //	    Mapper.mapsMu  chunk addresses and protections, closed
 //
-// The hot paths (ReadAt, WriteAt, MapInternal of mapped chunks) take only
-// mapsMu, for reading. Map and Mapping.Close of a chunk window take refsMu
-// and, briefly, mapsMu for reading.
+// The hot paths (ReadAt, WriteAt, MapInternal of chunks already mapped as
+// needed) take no lock: they find the chunk's address in a table of
+// atomic pointers that mapsMu's holders keep in step (chunks past the
+// first 512 GiB of the file are looked up under mapsMu, for reading).
+// Map and Mapping.Close of a chunk window take refsMu and, briefly, mapsMu
+// for reading.
 //
 // # Memory ownership
 //

@@ -260,3 +260,75 @@ func TestSync(t *testing.T) {
 	}
 	t.Logf("Sync flushed %v; chunk 2 unmapped only after its pin dropped", synced)
 }
+
+// TestFarOffsets: chunks past the lock-free table (512 GiB and beyond, in
+// a sparse file) work through the locked lookup, and offsets the kernel
+// cannot map fail with an errno, not a panic.
+func TestFarOffsets(t *testing.T) {
+	const far int64 = tableChunks * ChunkSize // first chunk past the table
+	f := newFile(t, 4096, os.O_RDWR)
+	if err := f.Truncate(far + 2*ChunkSize); err != nil {
+		t.Skipf("file system refuses a %d GiB sparse file: %v", (far+2*ChunkSize)>>30, err)
+	}
+	m := newMapper(t, f)
+	r := Range{far - ChunkSize, far + 2*ChunkSize} // last table chunk and two past it
+	if err := m.IncRef(r); err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("hello across the table edge")
+	off := far - 10
+	if n, err := m.WriteAt(src, off); n != len(src) || err != nil {
+		t.Fatalf("WriteAt: %d, %v", n, err)
+	}
+	got := make([]byte, len(src))
+	if _, err := f.ReadAt(got, off); err != nil || !bytes.Equal(got, src) {
+		t.Fatalf("pread after WriteAt: %q, %v", got, err)
+	}
+	clear(got)
+	if n, err := m.ReadAt(got, off); n != len(src) || err != nil || !bytes.Equal(got, src) {
+		t.Fatalf("ReadAt: %q, %v", got, err)
+	}
+	mp, err := m.Map(far+ChunkSize+5, 100, false)
+	if err != nil || mp.Bytes()[0] != 0 {
+		t.Fatalf("Map past the table: %v", err)
+	}
+	if err := mp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.ChunksLive != 3 || s.Upgrades != 0 {
+		t.Errorf("3 chunks should be mapped read-write: %+v", s)
+	}
+	if err := m.DecRef(r); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.ChunksLive != 0 || s.ChunksUnmapped != 3 || mappedBytesOf(t, f) != 0 {
+		t.Errorf("after DecRef: %+v", s)
+	}
+
+	// The last page MaxOffset allows: far past the end of the file, so
+	// the kernel maps it but every access faults; an errno, no panic,
+	// nothing left behind.
+	edge := Range{MaxOffset - 4096, MaxOffset}
+	if err := m.IncRef(edge); err != nil {
+		t.Fatal(err)
+	}
+	_, rerr := m.ReadAt(make([]byte, 10), edge.Start)
+	wantErrno(t, "ReadAt at the edge", rerr, syscall.EFAULT)
+	var merr error
+	if mp, err := m.Map(edge.Start, 10, false); err == nil {
+		_, merr = SafeCopy(make([]byte, 10), mp.Bytes())
+		mp.Close()
+	} else {
+		merr = err // an errno from mmap is as good
+	}
+	if merr == nil {
+		t.Errorf("Map at the edge: the page could be read")
+	}
+	if err := m.DecRef(edge); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Stats(); s.LiveRefs != 0 || s.MappedBytes != 0 {
+		t.Errorf("after the edge: %+v", s)
+	}
+	t.Logf("chunks %d..%d mapped, written, read and unmapped past the table; at MaxOffset: ReadAt %v, Map+SafeCopy %v", r.Start>>chunkShift, (r.End-1)>>chunkShift, rerr, merr)
+}

@@ -5,6 +5,7 @@ package hostmap
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -92,8 +93,13 @@ type Mapper struct {
 	chunks map[int64]*chunk
 
 	// closed is set with refsMu held and mapsMu held for writing; holding
-	// either is enough to read it.
+	// either is enough to read it. shut mirrors it for lock-free readers.
 	closed bool
+	shut   atomic.Bool
+
+	// table mirrors the mapped chunks' addresses for lock-free lookup;
+	// written with mapsMu held for writing.
+	table chunkTable
 
 	stats counters
 
@@ -234,6 +240,7 @@ func (m *Mapper) releaseLocked(ci int64, c *chunk) {
 	m.mapsMu.Lock()
 	defer m.mapsMu.Unlock()
 	if c.base != nil {
+		m.table.store(ci, nil)
 		if err := unix.MunmapPtr(c.base, ChunkSize); err != nil {
 			panic(fmt.Sprintf("hostmap: munmap of chunk %d at %p: %v", ci, c.base, err))
 		}
@@ -255,14 +262,19 @@ func (m *Mapper) releaseLocked(ci int64, c *chunk) {
 // or upgrading it to read-write if needed. The chunk must be referenced
 // (EINVAL otherwise); the address stays valid while it is.
 func (m *Mapper) base(ci int64, write bool) (unsafe.Pointer, error) {
-	var p unsafe.Pointer
-	m.mapsMu.RLock()
-	if c := m.chunks[ci]; c != nil && !m.closed && (c.writable || !write) {
-		p = c.base
+	if v := m.table.load(ci); v != nil && (v.writable || !write) && !m.shut.Load() {
+		return v.base, nil
 	}
-	m.mapsMu.RUnlock()
-	if p != nil {
-		return p, nil
+	if uint64(ci) >= tableChunks {
+		var p unsafe.Pointer
+		m.mapsMu.RLock()
+		if c := m.chunks[ci]; c != nil && !m.closed && (c.writable || !write) {
+			p = c.base
+		}
+		m.mapsMu.RUnlock()
+		if p != nil {
+			return p, nil
+		}
 	}
 	return m.baseSlow(ci, write)
 }
@@ -310,6 +322,7 @@ func (m *Mapper) mapLocked(ci int64, c *chunk, write bool) (unsafe.Pointer, erro
 			return nil, errnoOf(err)
 		}
 		c.base, c.writable = p, write
+		m.table.store(ci, &view{p, write})
 		m.stats.chunksMapped.Add(1)
 		m.stats.chunksLive.Add(1)
 		m.stats.mappedBytes.Add(ChunkSize)
@@ -332,6 +345,7 @@ func (m *Mapper) mapLocked(ci int64, c *chunk, write bool) (unsafe.Pointer, erro
 		panic(fmt.Sprintf("hostmap: MAP_FIXED upgrade of chunk %d moved it from %p to %p", ci, c.base, p))
 	}
 	c.writable = true
+	m.table.store(ci, &view{p, true})
 	m.stats.upgrades.Add(1)
 	if m.hook != nil {
 		m.hook(evUpgrade, chunkRange(ci))
@@ -550,6 +564,7 @@ func (m *Mapper) Close() error {
 	}
 	m.mapsMu.Lock()
 	m.closed = true
+	m.shut.Store(true)
 	m.mapsMu.Unlock()
 	var dropped int64
 	for ci, c := range m.chunks {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# fio-mmap.sh: the fio baseline for BenchmarkReadAt.
+#
+# Runs fio's mmap engine with 4 KiB random reads over a hot 1 GiB file (one
+# job, 10 s, time based) and prints its IOPS. With --bench it then runs
+# BenchmarkReadAt on the same file with RINGFS_FIO_IOPS set, so that the
+# hostmap sub-benchmark also reports x_fio (its IOPS over fio's).
+#
+#   hostmap/testdata/fio-mmap.sh            # fio only
+#   hostmap/testdata/fio-mmap.sh --bench    # fio, then the Go benchmark
+#
+# Environment: FIO_RUNTIME (seconds, default 10), BENCHTIME (default 3s),
+# RINGFS_BENCH_FILE (use this file instead of a temporary one; it must be at
+# least 1 GiB). fio is in Debian/Ubuntu as "fio" (apt-get install -y fio).
+set -euo pipefail
+
+if ! command -v fio >/dev/null; then
+	echo "fio is not installed (apt-get install -y fio)" >&2
+	exit 2
+fi
+
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/hostmap-fio.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+file=${RINGFS_BENCH_FILE:-$tmp/hot}
+runtime=${FIO_RUNTIME:-10}
+
+# fio lays the file out (writes all of it) when it is missing or short;
+# --invalidate=0 keeps it in the page cache, so every read is a hit.
+fio --name=mmap --ioengine=mmap --rw=randread --bs=4k --size=1g \
+	--filename="$file" --time_based --runtime="$runtime" --invalidate=0 \
+	--output-format=json >"$tmp/fio.json"
+
+iops=$(sed -n 's/^ *"iops" : \([0-9.]*\),$/\1/p' "$tmp/fio.json" | head -n 1)
+if [[ -z $iops ]]; then
+	echo "could not find the read IOPS in fio's output:" >&2
+	cat "$tmp/fio.json" >&2
+	exit 1
+fi
+echo "fio mmap randread 4KiB, 1 job, ${runtime}s: $iops IOPS"
+
+if [[ ${1:-} == --bench ]]; then
+	cd "$here/.."
+	RINGFS_FIO_IOPS=$iops RINGFS_BENCH_FILE=$file \
+		go test -run '^$' -bench '^BenchmarkReadAt$' -benchtime="${BENCHTIME:-3s}" .
+fi
