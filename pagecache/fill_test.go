@@ -1,0 +1,391 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/ringfs/ringfs/uring"
+	"github.com/ringfs/ringfs/uring/fault"
+)
+
+const KiB = 1 << 10
+
+// TestFillRange is the readahead rule, one row per branch.
+func TestFillRange(t *testing.T) {
+	const L = 64 * KiB
+	tests := []struct {
+		name               string
+		required, optional Range
+		limit              int64
+		want               Range
+	}{
+		{"required at the cap is read as is", Range{0, L}, Range{0, 1 << 30}, L, Range{0, L}},
+		{"required over the cap is read as is", Range{100, 100 + 200*KiB}, Range{0, 1 << 30}, L, Range{100, 100 + 200*KiB}},
+		{"required over the cap ignores a short optional", Range{0, 128 * KiB}, Range{0, 4 * KiB}, L, Range{0, 128 * KiB}},
+		{"optional within the cap is read whole", Range{4 * KiB, 8 * KiB}, Range{4 * KiB, 40 * KiB}, L, Range{4 * KiB, 40 * KiB}},
+		{"optional within the cap may start before required", Range{8 * KiB, 12 * KiB}, Range{0, 60 * KiB}, L, Range{0, 60 * KiB}},
+		{"optional exactly the cap", Range{0, 1}, Range{0, L}, L, Range{0, L}},
+		{"gap at EOF: optional ends at size", Range{1<<20 - 100, 1 << 20}, Range{1<<20 - 100, 1 << 20}, L, Range{1<<20 - 100, 1 << 20}},
+		{"gap at EOF: short file read whole", Range{0, 10}, Range{0, 5000}, L, Range{0, 5000}},
+		{"optional over the cap fits once started at required", Range{40 * KiB, 44 * KiB}, Range{0, 100 * KiB}, L, Range{40 * KiB, 100 * KiB}},
+		{"optional over the cap is cut at required.Start+cap", Range{0, 4 * KiB}, Range{0, 1 << 30}, L, Range{0, L}},
+		{"cut from an unaligned start", Range{100, 101}, Range{100, 1 << 30}, L, Range{100, 100 + L}},
+		{"unbounded optional at the last gap", Range{5 << 20, 5<<20 + 1}, Range{0, math.MaxInt64}, L, Range{5 << 20, 5<<20 + L}},
+		{"no read-behind when cut", Range{1 << 20, 1<<20 + 4*KiB}, Range{0, 4 << 20}, L, Range{1 << 20, 1<<20 + L}},
+		{"smaller cap", Range{0, 1}, Range{0, 1 << 20}, 16 * KiB, Range{0, 16 * KiB}},
+		{"required just under the cap gets the cap", Range{0, L - 1}, Range{0, 1 << 20}, L, Range{0, L}},
+		{"empty required at EOF", Range{4096, 4096}, Range{4096, 4096}, L, Range{4096, 4096}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := FillRange(tt.required, tt.optional, tt.limit)
+			if got != tt.want {
+				t.Fatalf("FillRange(%v, %v, %d) = %v, want %v", tt.required, tt.optional, tt.limit, got, tt.want)
+			}
+			// Properties every answer has: it covers required, and it
+			// extends at most limit past required.Start unless required
+			// alone is that long.
+			if got.Start > tt.required.Start || got.End < tt.required.End {
+				t.Fatalf("result %v does not cover required %v", got, tt.required)
+			}
+			if tt.required.Len() < tt.limit && got.End-tt.required.Start > tt.limit {
+				t.Fatalf("result %v reaches %d past required.Start, cap %d", got, got.End-tt.required.Start, tt.limit)
+			}
+		})
+	}
+}
+
+// TestReadahead drives fills through the cache and checks, from the
+// requests the backend saw, that readahead stays under the cap (K6), never
+// reads behind the request, never caches a page wholly past EOF, and that
+// the tail of the last page past EOF reads zero.
+func TestReadahead(t *testing.T) {
+	const fileSize = 64*PageSize + 1000 // last page partial
+	data := pattern(1, fileSize)
+	tests := []struct {
+		name      string
+		readahead int64 // Options.Readahead
+		cached    []int64
+		off, n    int64
+	}{
+		{"1 byte at 0", 0, nil, 0, 1},
+		{"1 byte mid-page", 0, nil, 5*PageSize + 7, 1},
+		{"last byte of a page", 0, nil, 6*PageSize - 1, 1},
+		{"page-aligned 4 KiB", 0, nil, 10 * PageSize, PageSize},
+		{"64 KiB request: no readahead", 0, nil, 3 * PageSize, 64 * KiB},
+		{"200 KiB request", 0, nil, 100, 200 * KiB},
+		{"near EOF: stops at the last page", 0, nil, 60*PageSize + 5, 10},
+		{"last partial page", 0, nil, 64*PageSize + 10, 100},
+		{"read across EOF", 0, nil, 63 * PageSize, 3 * PageSize},
+		{"gaps around cached pages", 0, []int64{21, 23, 24, 30}, 20 * PageSize, 1},
+		{"cached first page", 0, []int64{40}, 40*PageSize + 100, 5000},
+		{"cap 16 KiB", 16 * KiB, nil, 2*PageSize + 1, 1},
+		{"cap 8 KiB aligned", 8 * KiB, nil, 8 * PageSize, 1},
+		{"cap of 1 page", PageSize, nil, 33*PageSize + 4000, 200},
+		{"cap not a multiple of the page", 10000, nil, 4095, 1},
+		{"cap not a multiple of the page, aligned start", 10000, nil, 8 * PageSize, 1},
+		{"cap above the maximum is clamped", 1 << 20, nil, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHostFile(t, data, false)
+			rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+			c := newCache(t, rb, Options{Capacity: 256 * PageSize, Readahead: tt.readahead})
+			f := openFile(t, c, h, fileSize)
+			m := &model{data: append([]byte(nil), data...)}
+			for _, p := range tt.cached {
+				mustRead(t, f, m, p*PageSize, PageSize) // may read ahead; made exact below
+			}
+			// Keep exactly the listed pages: drop the rest.
+			for _, p := range residentPages(f) {
+				if !containsPage(tt.cached, p) {
+					if err := f.Invalidate(Range{p * PageSize, (p + 1) * PageSize}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			before := c.Stats()
+			s0, o0 := rb.mark()
+			mustRead(t, f, m, tt.off, int(tt.n))
+			_, ops := rb.since(s0, o0)
+			st := c.Stats().Sub(before)
+			cap := c.readahead
+			reqEnd := min(tt.off+tt.n, fileSize)
+			lo, hi := int64(math.MaxInt64), int64(0)
+			for _, o := range filterOps(ops, isRead) {
+				lo, hi = min(lo, o.off), max(hi, o.off+o.length)
+			}
+			// No read-behind: nothing before the request's first page.
+			if lo < pageOf(tt.off)*PageSize {
+				t.Errorf("read at %d, before the request's page %d", lo, pageOf(tt.off))
+			}
+			// Readahead: bytes read past the request's last page.
+			past := max(hi-pageEnd(reqEnd)*PageSize, 0)
+			if past > cap || int64(st.ReadaheadBytes) > cap {
+				t.Errorf("read %d bytes past the request (ReadaheadBytes %d), cap %d", past, st.ReadaheadBytes, cap)
+			}
+			if tt.n < cap && hi > max(pageEnd(tt.off+cap), pageEnd(reqEnd))*PageSize {
+				t.Errorf("read up to %d, beyond the window [%d, %d)", hi, tt.off, tt.off+cap)
+			}
+			// Exactly the pages of the window are cached, none past EOF.
+			win := FillRange(Range{tt.off, reqEnd}, Range{tt.off, fileSize}, cap)
+			for _, p := range residentPages(f) {
+				if p*PageSize >= fileSize {
+					t.Errorf("page %d cached wholly past EOF %d", p, fileSize)
+				}
+				inWindow := p >= pageOf(win.Start) && p < pageEnd(win.End)
+				if !inWindow && !containsPage(tt.cached, p) {
+					t.Errorf("page %d cached, outside the window %v", p, win)
+				}
+			}
+			for p := pageOf(win.Start); p < min(pageEnd(win.End), pageEnd(fileSize)); p++ {
+				if _, ok := pageState(f, p); !ok {
+					t.Errorf("page %d of the window %v not cached", p, win)
+				}
+			}
+			checkInvariants(t, c, true, f)
+			t.Logf("read [%d,%d): %d read requests, %d bytes past the request page, ReadaheadBytes=%d, cap=%d",
+				tt.off, reqEnd, len(filterOps(ops, isRead)), past, st.ReadaheadBytes, cap)
+		})
+	}
+}
+
+func containsPage(pages []int64, p int64) bool {
+	for _, q := range pages {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// TestEOFTailZero reads the last page of a file whose frames held other
+// data, and checks the bytes past EOF are zero in the cache and in what a
+// later extension exposes.
+func TestEOFTailZero(t *testing.T) {
+	be := openBackend(t, uring.BackendUring, nil)
+	c := newCache(t, be, Options{Capacity: MinCapacity})
+	poisonFrames(t, c)
+	const size = 3*PageSize + 123
+	data := pattern(2, size)
+	h := newHostFile(t, data, false)
+	f := openFile(t, c, h, size)
+	m := &model{data: append([]byte(nil), data...)}
+	p := make([]byte, 2*PageSize)
+	n, err := f.ReadAt(p, 3*PageSize)
+	if err != nil || n != 123 {
+		t.Fatalf("ReadAt at the last page = %d, %v; want 123", n, err)
+	}
+	checkInvariants(t, c, true, f) // includes: bytes past size in the frame are zero
+	// Extend by writing past EOF: the gap reads zero.
+	mustWrite(t, f, m, []byte("end"), 4*PageSize+10)
+	mustRead(t, f, m, 0, int(f.Size()))
+	if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
+		t.Fatal(err)
+	}
+	checkHost(t, h, m)
+	t.Logf("tail [%d,%d) of the last page read as zeros from a frame that held 0xAA", size, 4*PageSize)
+}
+
+// poisonFrames fills every frame of c with 0xAA by caching a junk file and
+// releasing it.
+func poisonFrames(t testing.TB, c *Cache) {
+	t.Helper()
+	n := int(c.Capacity())
+	junk := bytes.Repeat([]byte{0xAA}, n)
+	h := newHostFile(t, junk, false)
+	f, err := c.NewFile(h.fd(), -1, int64(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < n; off += 64 * KiB {
+		p := make([]byte, 64*KiB)
+		if _, err := f.ReadAt(p, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Release(); err != nil {
+		t.Fatal(err)
+	}
+	free := c.Stats().FreeBytes
+	if free != c.Capacity() {
+		t.Fatalf("after releasing the junk file %d of %d bytes free", free, c.Capacity())
+	}
+}
+
+// TestFillBatching checks that a fill with k gaps reaches the backend in
+// exactly one Submit carrying one request per gap.
+func TestFillBatching(t *testing.T) {
+	const pages = 64
+	data := pattern(3, pages*PageSize)
+	tests := []struct {
+		name     string
+		cached   []int64 // pages cached before the read
+		off, n   int64
+		wantGaps int
+	}{
+		{"one gap", nil, 0, 16 * PageSize, 1},
+		{"two gaps", []int64{5}, 0, 16 * PageSize, 2},
+		{"eight gaps", []int64{1, 3, 5, 7, 9, 11, 13, 15}, 0, 16 * PageSize, 8},
+		{"gaps in the readahead part", []int64{2, 4, 6}, 0, 1, 5}, // [0] [1] [3] [5] [7,16)
+		{"required/readahead boundary splits a gap", nil, 0, 2 * PageSize, 2},
+		{"k=16 single pages", []int64{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}, PageSize, 31 * PageSize, 16},
+	}
+	for _, backend := range testBackends {
+		for _, tt := range tests {
+			t.Run(backend+"/"+tt.name, func(t *testing.T) {
+				h := newHostFile(t, data, false)
+				rb := &recBackend{Backend: openBackend(t, backend, nil)}
+				c := newCache(t, rb, Options{Capacity: 256 * PageSize})
+				f := openFile(t, c, h, pages*PageSize)
+				m := &model{data: append([]byte(nil), data...)}
+				// Cache the listed pages by whole-page writes (no host read),
+				// then make them clean.
+				for _, p := range tt.cached {
+					mustWrite(t, f, m, data[p*PageSize:(p+1)*PageSize], p*PageSize)
+				}
+				if err := f.Writeback(Range{0, 1 << 40}, SyncNone); err != nil {
+					t.Fatal(err)
+				}
+				s0, o0 := rb.mark()
+				mustRead(t, f, m, tt.off, int(tt.n))
+				submits, ops := rb.since(s0, o0)
+				reads := filterOps(ops, isRead)
+				if submits != 1 || len(reads) != tt.wantGaps {
+					t.Fatalf("fill: %d Submits, %d read requests %v; want 1 Submit, %d requests", submits, len(reads), reads, tt.wantGaps)
+				}
+				mustRead(t, f, m, 0, pages*PageSize)
+				checkInvariants(t, c, true, f)
+				t.Logf("%d gaps -> %d Submit, %d requests", tt.wantGaps, submits, len(reads))
+			})
+		}
+	}
+}
+
+// TestFillReadaheadEIO fails only the readahead part of fills: the
+// foreground read succeeds with the right bytes, and no page whose read
+// failed becomes valid (F12).
+func TestFillReadaheadEIO(t *testing.T) {
+	const pages = 48
+	data := pattern(4, pages*PageSize)
+	tests := []struct {
+		name  string
+		off   int64
+		n     int
+		stage fault.Stage
+	}{
+		{"issue EIO after 1 page", 0, 1, fault.StageIssue},
+		{"issue EIO after an unaligned read", 3*PageSize + 5, 6000, fault.StageIssue},
+		{"completion EIO", 8 * PageSize, PageSize, fault.StageComplete},
+		{"issue EIO near EOF", 40*PageSize + 1, 10, fault.StageIssue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHostFile(t, data, false)
+			inj := fault.New()
+			rb := &recBackend{Backend: openBackend(t, uring.BackendUring, inj)}
+			c := newCache(t, rb, Options{Capacity: 64 * PageSize})
+			poisonFrames(t, c)
+			f := openFile(t, c, h, pages*PageSize)
+			m := &model{data: append([]byte(nil), data...)}
+			reqPagesEnd := pageEnd(tt.off+int64(tt.n)) * PageSize
+			inj.Add(fault.Rule{Name: "readahead-eio", Stage: tt.stage, Do: fault.Effect{Errno: syscall.EIO},
+				When: fault.And(fault.Reads(), fault.OnFd(h.fd()), fault.InRange(reqPagesEnd, 1<<40))})
+			before := c.Stats()
+			mustRead(t, f, m, tt.off, tt.n)
+			st := c.Stats().Sub(before)
+			if inj.Fired() == 0 {
+				t.Fatal("no readahead read failed: the test did not exercise anything")
+			}
+			for _, p := range residentPages(f) {
+				if p*PageSize >= reqPagesEnd {
+					t.Errorf("page %d cached although its read failed", p)
+				}
+			}
+			inj.Heal()
+			mustRead(t, f, m, 0, pages*PageSize) // readahead pages now come from the host
+			checkInvariants(t, c, true, f)
+			t.Logf("faults=%d fill errors=%d; required bytes right, failed readahead pages not cached, later reads match host",
+				inj.Fired(), st.FillErrors)
+		})
+	}
+}
+
+// TestFillRequiredEIO fails the required part: the read reports the error
+// and a short count, and the poisoned frames never become visible.
+func TestFillRequiredEIO(t *testing.T) {
+	const pages = 32
+	data := pattern(5, pages*PageSize)
+	h := newHostFile(t, data, false)
+	inj := fault.New()
+	be := openBackend(t, uring.BackendUring, inj)
+	c := newCache(t, be, Options{Capacity: 64 * PageSize})
+	poisonFrames(t, c)
+	f := openFile(t, c, h, pages*PageSize)
+	m := &model{data: append([]byte(nil), data...)}
+	// Page 2 is required and fails.
+	inj.Add(fault.Rule{Name: "required-eio", Stage: fault.StageIssue, Do: fault.Effect{Errno: syscall.EIO},
+		When: fault.And(fault.Reads(), fault.InRange(2*PageSize, 3*PageSize))})
+	p := make([]byte, 4*PageSize)
+	n, err := f.ReadAt(p, 0)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("ReadAt over a failing page: n=%d err=%v, want EIO", n, err)
+	}
+	if n > 2*PageSize || !bytes.Equal(p[:n], data[:n]) {
+		t.Fatalf("ReadAt returned %d bytes (must stop at 8192, and match)", n)
+	}
+	inj.Heal()
+	mustRead(t, f, m, 0, pages*PageSize)
+	checkInvariants(t, c, true, f)
+	t.Logf("required EIO: n=%d err=%v; after healing all %d bytes match", n, err, pages*PageSize)
+}
+
+// zeroReads turns every read completion into 0 bytes (end of file) and
+// counts completions.
+type zeroReads struct{ completions, reads atomic.Int64 }
+
+func (z *zeroReads) Enter() syscall.Errno                    { return 0 }
+func (z *zeroReads) Issue(r *uring.Request) (int32, bool)    { return 0, false }
+func (z *zeroReads) Complete(r *uring.Request, res int32) int32 {
+	z.completions.Add(1)
+	if r.Op.IsRead() {
+		z.reads.Add(1)
+		return 0
+	}
+	return res
+}
+
+// TestFillZeroByteRead: a read the host answers with 0 bytes is end of
+// file; the fill does not loop and the bytes read as zeros.
+func TestFillZeroByteRead(t *testing.T) {
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			data := pattern(6, 8*PageSize)
+			h := newHostFile(t, data, false)
+			z := &zeroReads{}
+			rb := &recBackend{Backend: openBackend(t, backend, z)}
+			c := newCache(t, rb, Options{Capacity: MinCapacity})
+			f := openFile(t, c, h, 8*PageSize)
+			p := bytes.Repeat([]byte{0xEE}, 3*PageSize)
+			n, err := f.ReadAt(p, 100)
+			if err != nil || n != len(p) {
+				t.Fatalf("ReadAt = %d, %v", n, err)
+			}
+			if i := bytes.IndexFunc(p, func(r rune) bool { return r != 0 }); i >= 0 {
+				t.Fatalf("byte %d is %#x, want zero past the host's end of file", i, p[i])
+			}
+			_, ops := rb.since(0, 0)
+			reads := filterOps(ops, isRead)
+			if z.reads.Load() != int64(len(reads)) {
+				t.Fatalf("%d read completions for %d read requests: a 0-byte read was retried", z.reads.Load(), len(reads))
+			}
+			t.Logf("%d read requests, %d completions: 0-byte reads ended the fill", len(reads), z.reads.Load())
+		})
+	}
+}
