@@ -44,7 +44,7 @@ type Options struct {
 	Capacity int64
 	// Readahead caps how far a fill reads past what was asked for; 0 means
 	// MaxReadahead, larger values are clamped to it, smaller than a page
-	// are raised to a page.
+	// are raised to a page, others are rounded down to whole pages.
 	Readahead int64
 	// MaxWrite caps one coalesced writeback write (0 = DefaultMaxWrite).
 	MaxWrite int64
@@ -132,6 +132,9 @@ func New(opts Options) (*Cache, error) {
 	case ra < PageSize:
 		ra = PageSize
 	}
+	// Fills read whole pages: a cap that is not a multiple of the page
+	// would be exceeded by the rounding up of the window's last page.
+	ra &^= PageSize - 1
 	mw := opts.MaxWrite
 	if mw <= 0 {
 		mw = DefaultMaxWrite
