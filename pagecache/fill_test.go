@@ -350,8 +350,8 @@ func TestFillRequiredEIO(t *testing.T) {
 // counts completions.
 type zeroReads struct{ completions, reads atomic.Int64 }
 
-func (z *zeroReads) Enter() syscall.Errno                    { return 0 }
-func (z *zeroReads) Issue(r *uring.Request) (int32, bool)    { return 0, false }
+func (z *zeroReads) Enter() syscall.Errno                 { return 0 }
+func (z *zeroReads) Issue(r *uring.Request) (int32, bool) { return 0, false }
 func (z *zeroReads) Complete(r *uring.Request, res int32) int32 {
 	z.completions.Add(1)
 	if r.Op.IsRead() {
