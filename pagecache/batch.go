@@ -19,6 +19,8 @@ type ReadOp struct {
 	// with an error.
 	N   int
 	Err error
+	// Hit reports that the read was served from the cache alone.
+	Hit bool
 }
 
 // batchMiss is a read of a batch that did not hit.
@@ -45,7 +47,7 @@ func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 	var misses []batchMiss
 	for i := range ops {
 		op := &ops[i]
-		op.N, op.Err = 0, nil
+		op.N, op.Err, op.Hit = 0, nil, false
 		f := op.File
 		if op.Off < 0 {
 			op.Err = syscall.EINVAL
@@ -60,12 +62,14 @@ func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 		end := min(op.Off+int64(len(op.Buf)), f.size.Load())
 		if op.Off >= end {
 			f.mu.RUnlock()
+			op.Hit = true
 			continue
 		}
 		n := f.copyOut(op.Buf[:end-op.Off], op.Off)
 		f.mu.RUnlock()
 		op.N = n
 		if op.Off+int64(n) == end {
+			op.Hit = true
 			c.st.hits.Add(1)
 			c.st.hitBytes.Add(uint64(n))
 			continue
