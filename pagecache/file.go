@@ -97,7 +97,15 @@ func (f *File) DirtyBytes() int64 { return f.dirtyBytes.Load() }
 
 func pageOf(off int64) int64 { return off >> pageShift }
 
-func pageEnd(off int64) int64 { return (off + PageSize - 1) >> pageShift }
+// pageEnd returns the number of the first page wholly at or past off
+// (written so that off near MaxInt64 does not overflow).
+func pageEnd(off int64) int64 {
+	p := off >> pageShift
+	if off&(PageSize-1) != 0 {
+		p++
+	}
+	return p
+}
 
 // ReadAt reads the bytes of [off, off+len(p)) that lie below the file's
 // size into p and returns how many were read (fewer than len(p) only at
