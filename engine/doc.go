@@ -1,0 +1,92 @@
+//go:build linux
+
+// Package engine is ringfs's public API: an Engine serves host files
+// through a batched io_uring backend (package uring), a user-space page
+// cache (pagecache) and mappings of the host files (hostmap).
+//
+// # Basics
+//
+//	e, err := engine.New(engine.Options{Mode: engine.Exclusive, CacheSize: 256 << 20})
+//	f, err := e.Open(path, os.O_RDWR|os.O_CREATE, 0o644)
+//	n, err := f.WriteAt(p, off)
+//	n, err = f.ReadAt(p, off)
+//	err = f.Sync()
+//	err = f.Close()
+//	err = e.Close()
+//
+// *File behaves like *os.File for regular files (io.Reader, io.Writer,
+// io.ReaderAt, io.WriterAt, io.Seeker, io.Closer) and adds Sync, Datasync,
+// Allocate, Truncate, Stat, ReadAtFlags/WriteAtFlags (RWF_*), Map, and
+// SEEK_DATA/SEEK_HOLE. Engine.Submit runs a batch of reads and writes with
+// one submission to the kernel.
+//
+// # Modes
+//
+// One engine serves all its files in one mode. Exclusive: the engine is
+// the only writer, so data and size are cached and written back lazily (on
+// Sync, eviction, Close of a file's last handle, Engine.Close).
+// Writethrough: cached, and every write reaches the host (not fsynced)
+// before it returns, so another process sees it. Shared: others change the
+// files too; nothing is cached and O_APPEND appends atomically on the host
+// (RWF_APPEND). Handles of one file in one engine share one cache entry,
+// keyed by device and inode number.
+//
+// # Paths of a read or write
+//
+//   - O_DIRECT handles go to the host directly, after the cache's dirty
+//     bytes in the range are written back (reads) or the cached pages are
+//     written back and dropped (writes). Unaligned buffers are bounced;
+//     unaligned offsets or lengths of direct writes fail with EINVAL.
+//   - With a cache: hits are copied out; misses are filled in one batch
+//     with readahead of at most Options.Readahead (≤ 64 KiB). Writes go into
+//     cached pages (dirtying exactly the bytes written) or, for bytes in
+//     pages not cached, straight to the host; whole new pages are cached
+//     without reading the host.
+//   - With Options.HostMmap: reads and writes copy to and from 2 MiB
+//     MAP_SHARED chunks of the file; no syscall per access.
+//   - Otherwise (Shared, CacheSize < 0): straight to the host.
+//   - While a user Mapping of a file is open, the file's data is not
+//     cached: the mapping and the host are the only copies, and engine
+//     reads and writes go to the host.
+//
+// # Errors and durability
+//
+// Every error is an *fs.PathError wrapping a syscall.Errno (or fs.ErrClosed
+// on a closed handle). Writeback errors follow Linux errseq: each handle
+// samples the file's error sequence at open, and Sync, Datasync and Close
+// report each writeback error once to every handle open when it happened
+// (and to the next handle opened if no handle saw it). Data whose writeback
+// failed stays cached and dirty, and the next Sync writes it again; a
+// file with such data or an unreported error is kept (descriptors and
+// pages) after its last Close, until a later handle syncs it or
+// Engine.Close. Acknowledged data (a Sync that returned nil, an O_SYNC or
+// O_DSYNC write that returned) is never dropped by the engine. Bytes
+// written straight to the host (Shared mode, direct I/O, bytes of a write
+// that missed the cache) are as durable as the kernel's page cache makes
+// them until an fsync succeeds.
+//
+// # Lock order
+//
+//	File.posMu       Read, Write, Seek on the handle's offset
+//	  Engine.mu      inode table, handle set, servers
+//	    inode.mu     the inode's descriptors, mapper, mapping count
+//	      pagecache and hostmap locks
+//
+// A handle's gate (not a lock) counts its calls in flight so that Close
+// waits for them before it closes the descriptor: a descriptor number is
+// never reused under a call. Engine.mu is never held across I/O except
+// where noted: the last Close of a file writes it back with Engine.mu
+// released, and other opens of the file wait for that to finish.
+//
+// # Memory ownership
+//
+// Buffers passed to ReadAt, WriteAt and Submit belong to the engine until
+// the call returns and are never kept. Mapping.Bytes is valid from Map
+// until the Mapping's Close; see Mapping for the caveats.
+//
+// # Limits
+//
+// Regular files only. The page cache holds at most CacheSize bytes. The
+// stats server serves at most 16 connections, with read, write and idle
+// timeouts. RLIMIT_FSIZE is read when a file is opened.
+package engine

@@ -1,0 +1,244 @@
+//go:build linux
+
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ringfs/ringfs/pagecache"
+	"github.com/ringfs/ringfs/uring"
+)
+
+// Mode says who else may change the files an Engine serves.
+type Mode uint8
+
+const (
+	// Exclusive: the engine is the only writer. Data and size are cached
+	// and written back lazily: on Sync, eviction, Close of a file's last
+	// handle, and Engine.Close.
+	Exclusive Mode = iota
+	// Writethrough: cached, but every write reaches the host before it
+	// returns (fsynced only with O_SYNC/O_DSYNC or Sync).
+	Writethrough
+	// Shared: other processes change the files too. No data is cached and
+	// the size is asked of the host when it matters.
+	Shared
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Exclusive:
+		return "exclusive"
+	case Writethrough:
+		return "writethrough"
+	case Shared:
+		return "shared"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// DefaultCacheSize is the page cache size when Options.CacheSize is 0.
+const DefaultCacheSize = 256 << 20
+
+// Options configures an Engine.
+type Options struct {
+	Mode Mode
+	// CacheSize is the page cache in bytes: 0 means DefaultCacheSize, a
+	// negative value means no cache (every read and write goes to the
+	// host). Shared mode never caches.
+	CacheSize int64
+	// Readahead caps how far a cache fill reads past the request: 0 means
+	// 64 KiB; larger values are clamped to 64 KiB.
+	Readahead int
+	// RingEntries is the io_uring submission queue size (0 = 256).
+	RingEntries int
+	// Backend is "" or "uring" (io_uring, falling back to psync when the
+	// host blocks io_uring; "uring" alone refuses the fallback), "psync",
+	// or "iouringgo" (builds with the iouringgo tag).
+	Backend string
+	// DirectIO opens the host descriptors used for cache fills and
+	// writeback with O_DIRECT, so data is not cached twice. Filesystems
+	// without O_DIRECT (tmpfs) silently use buffered descriptors.
+	DirectIO bool
+	// HostMmap serves reads and writes from mmap'd regions of the host
+	// files (hostmap) instead of the page cache: no syscall per access.
+	HostMmap bool
+	// Logger receives the backend fallback notice and writeback failures;
+	// nil discards.
+	Logger *slog.Logger
+	// Injector, when set, is handed to the backend to inject faults
+	// (tests; see package uring/fault).
+	Injector uring.Injector
+}
+
+// Engine serves files. All methods are safe for concurrent use.
+//
+// Lock order (outermost first):
+//
+//	Engine.mu        the inode table, handle counts, servers
+//	  inode.mu       the inode's descriptors, mappings, mode bits
+//	    pagecache and hostmap locks
+//
+// File I/O never holds Engine.mu.
+type Engine struct {
+	opts    Options
+	be      uring.Backend
+	cache   *pagecache.Cache // nil when not caching
+	log     *slog.Logger
+	started time.Time
+	st      stats
+
+	mu sync.Mutex
+	// inodes maps device+inode to the state shared by a file's handles.
+	// +checklocks:mu
+	inodes map[inodeKey]*inode
+	// handles lists the open handles, for Close. +checklocks:mu
+	handles map[*File]struct{}
+	// servers are the stats servers started by ServeStats. +checklocks:mu
+	servers map[*http.Server]struct{}
+	// closed is set by Close. +checklocks:mu
+	closed bool
+}
+
+// New creates an Engine: its backend (io_uring unless told otherwise or
+// unavailable) and, unless disabled, its page cache.
+func New(opts Options) (*Engine, error) {
+	if opts.Mode > Shared {
+		return nil, fmt.Errorf("engine: unknown mode %d: %w", opts.Mode, syscall.EINVAL)
+	}
+	if opts.Readahead < 0 || opts.RingEntries < 0 {
+		return nil, fmt.Errorf("engine: negative readahead or ring entries: %w", syscall.EINVAL)
+	}
+	if opts.Readahead > pagecache.MaxReadahead {
+		opts.Readahead = pagecache.MaxReadahead
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	be, err := uring.New(uring.Options{
+		Backend: opts.Backend, Entries: uint32(opts.RingEntries), Injector: opts.Injector, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: backend: %w", err)
+	}
+	e := &Engine{
+		opts: opts, be: be, log: log, started: time.Now(),
+		inodes: make(map[inodeKey]*inode), handles: make(map[*File]struct{}),
+		servers: make(map[*http.Server]struct{}),
+	}
+	if opts.Mode != Shared && opts.CacheSize >= 0 && !opts.HostMmap {
+		size := opts.CacheSize
+		if size == 0 {
+			size = DefaultCacheSize
+		}
+		e.cache, err = pagecache.New(pagecache.Options{
+			Capacity: size, Readahead: int64(opts.Readahead), Backend: be, Logger: log,
+		})
+		if err != nil {
+			be.Close()
+			return nil, fmt.Errorf("engine: cache: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// Mode returns the engine's interop mode.
+func (e *Engine) Mode() Mode { return e.opts.Mode }
+
+// BackendName returns the backend in use ("uring", "psync", "iouringgo").
+func (e *Engine) BackendName() string { return e.be.Name() }
+
+// Sync writes back and fsyncs every file the engine holds and returns
+// every failure, joined.
+func (e *Engine) Sync() error {
+	var errs []error
+	for _, ino := range e.liveInodes() {
+		if err := ino.sync(pagecache.SyncFull); err != nil {
+			errs = append(errs, &fs.PathError{Op: "sync", Path: ino.path, Err: unwrapErrno(err)})
+		}
+		ino.unref()
+	}
+	return errors.Join(errs...)
+}
+
+// liveInodes returns the inodes with a reference taken on each.
+func (e *Engine) liveInodes() []*inode {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*inode, 0, len(e.inodes))
+	for _, ino := range e.inodes {
+		ino.refs++
+		out = append(out, ino)
+	}
+	return out
+}
+
+// Close closes every open handle (waiting for their in-flight calls),
+// writes back and fsyncs all cached data, and releases the cache, the
+// backend and the stats servers. It returns every failure joined; data
+// whose writeback failed is lost only here, after being reported.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return &fs.PathError{Op: "close", Path: "engine", Err: fs.ErrClosed}
+	}
+	e.closed = true
+	handles := make([]*File, 0, len(e.handles))
+	for f := range e.handles {
+		handles = append(handles, f)
+	}
+	servers := e.servers
+	e.servers = nil
+	e.mu.Unlock()
+
+	var errs []error
+	for srv := range servers {
+		srv.Close()
+	}
+	for _, f := range handles {
+		if err := f.Close(); err != nil && !errors.Is(err, fs.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	// What is left are inodes kept after failed writeback.
+	e.mu.Lock()
+	rest := make([]*inode, 0, len(e.inodes))
+	for _, ino := range e.inodes {
+		rest = append(rest, ino)
+	}
+	e.inodes = map[inodeKey]*inode{}
+	e.mu.Unlock()
+	for _, ino := range rest {
+		if err := ino.sync(pagecache.SyncFull); err != nil {
+			errs = append(errs, &fs.PathError{Op: "close", Path: ino.path, Err: unwrapErrno(err)})
+		}
+		ino.destroy()
+	}
+	if e.cache != nil {
+		if err := e.cache.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("engine: closing cache: %w", err))
+		}
+	}
+	if err := e.be.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("engine: closing backend: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// unwrapErrno returns the syscall.Errno inside err, or err.
+func unwrapErrno(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
+}

@@ -1,0 +1,385 @@
+//go:build linux
+
+package engine
+
+import (
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/hostmap"
+	"github.com/ringfs/ringfs/pagecache"
+	"github.com/ringfs/ringfs/uring"
+)
+
+// The I/O paths of an inode. Each returns which path served it, for the
+// stats.
+
+// read serves a read of p at off for handle f.
+func (ino *inode) read(f *File, p []byte, off int64, flags int) (int, ioPath, error) {
+	switch {
+	case f.direct:
+		n, err := ino.readDirect(f, p, off, flags)
+		return n, pathDirect, err
+	case ino.cf != nil:
+		n, hit := ino.cf.ReadCached(p, off)
+		if hit {
+			return n, pathHit, nil
+		}
+		if flags&unix.RWF_NOWAIT != 0 {
+			return n, pathHit, syscall.EAGAIN
+		}
+		m, err := ino.cf.ReadAt(p[n:], off+int64(n))
+		return n + m, pathFill, err
+	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
+		n, err := ino.mmapRead(p, off)
+		return n, pathMmap, err
+	}
+	n, err := ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
+	return n, pathHost, err
+}
+
+// write serves a write of p at off (at the end of file when atEnd) and
+// returns the bytes written and the offset used.
+func (ino *inode) write(f *File, p []byte, off int64, flags int, atEnd bool) (int, int64, ioPath, error) {
+	switch {
+	case f.direct:
+		n, at, err := ino.writeDirect(f, p, off, flags, atEnd)
+		return n, at, pathDirect, err
+	case ino.cf != nil:
+		var fl pagecache.WriteFlags
+		if atEnd {
+			fl |= pagecache.Append
+		}
+		if ino.e.opts.Mode == Writethrough {
+			fl |= pagecache.Through
+		}
+		n, at, err := ino.cf.WriteAt(p, off, fl)
+		return n, at, pathCache, err
+	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
+		n, at, err := ino.mmapWrite(p, off, atEnd)
+		return n, at, pathMmap, err
+	}
+	rw := uint32(flags) &^ (unix.RWF_SYNC | unix.RWF_DSYNC) // durability is handled by the caller
+	if atEnd {
+		rw |= unix.RWF_APPEND
+	}
+	n, err := ino.e.hostIO(uring.OpWrite, f.fd, p, off, rw)
+	if atEnd && n > 0 {
+		// The kernel chose the offset; the size now ends the write.
+		var st unix.Stat_t
+		if serr := fstat(f.fd, &st); serr == nil {
+			off = st.Size - int64(n)
+		}
+	}
+	return n, off, pathHost, err
+}
+
+// reqPool recycles single-request arrays, which escape to the heap when
+// submitted.
+var reqPool = sync.Pool{New: func() any { return new([1]uring.Request) }}
+
+// hostIO runs one read or write on the host through the backend.
+func (e *Engine) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint32) (int, error) {
+	r := reqPool.Get().(*[1]uring.Request)
+	r[0] = uring.Request{Op: op, Fd: fd, Buf: p, Off: off, Flags: flags}
+	if err := e.be.Submit(r[:]); err != nil {
+		r[0] = uring.Request{}
+		reqPool.Put(r)
+		return 0, err
+	}
+	n, err := r[0].N, r[0].Err
+	r[0] = uring.Request{}
+	reqPool.Put(r)
+	return n, err
+}
+
+// directAlign is the alignment O_DIRECT transfers are given: offsets and
+// lengths of direct writes must be multiples of it (EINVAL otherwise,
+// from the kernel); buffers that are not aligned are bounced.
+const directAlign = 4096
+
+func aligned(p []byte, off int64) bool {
+	return off%directAlign == 0 && len(p)%directAlign == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0
+}
+
+// alignedBuf returns n bytes aligned to directAlign.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+directAlign)
+	skip := int(-uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
+	return b[skip : skip+n : skip+n]
+}
+
+// readDirect serves a read on an O_DIRECT handle: dirty cached bytes in
+// the range are written back first, then the host is read directly,
+// through an aligned bounce buffer when p or off is not aligned.
+func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, error) {
+	if ino.cf != nil {
+		if err := ino.cf.FlushRange(pagecache.Range{Start: off, End: off + int64(len(p))}); err != nil {
+			return 0, err
+		}
+	}
+	if aligned(p, off) {
+		n, err := ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
+		return ino.clampDirect(n, off), err
+	}
+	a0 := off &^ (directAlign - 1)
+	a1 := (off + int64(len(p)) + directAlign - 1) &^ (directAlign - 1)
+	buf := alignedBuf(int(a1 - a0))
+	n, err := ino.e.hostIO(uring.OpRead, f.fd, buf, a0, uint32(flags))
+	got := max(min(n-int(off-a0), len(p)), 0)
+	copy(p[:got], buf[off-a0:])
+	return ino.clampDirect(got, off), err
+}
+
+// clampDirect limits a direct read's count to the engine's size (the host
+// may hold bytes past it after a failed write).
+func (ino *inode) clampDirect(n int, off int64) int {
+	if ino.cf != nil {
+		if size := ino.cf.Size(); off+int64(n) > size {
+			return int(max(size-off, 0))
+		}
+	}
+	return n
+}
+
+// writeDirect serves a write on an O_DIRECT handle: cached pages in the
+// range are written back and dropped, then the host is written directly.
+// An unaligned buffer is bounced; an unaligned offset or length fails
+// with EINVAL (from the kernel).
+func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd bool) (int, int64, error) {
+	buf := p
+	if uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign != 0 {
+		buf = alignedBuf(len(p))
+		copy(buf, p)
+	}
+	if ino.cf != nil {
+		var fl pagecache.WriteFlags
+		if atEnd {
+			fl = pagecache.Append
+		}
+		return ino.cf.DirectWrite(buf, off, fl, f.fd)
+	}
+	rw := uint32(flags) &^ (unix.RWF_SYNC | unix.RWF_DSYNC)
+	if atEnd {
+		rw |= unix.RWF_APPEND
+	}
+	n, err := ino.e.hostIO(uring.OpWrite, f.fd, buf, off, rw)
+	return n, off, err
+}
+
+// mmapRead reads through the host mapping, clamped to the size.
+func (ino *inode) mmapRead(p []byte, off int64) (int, error) {
+	end := min(off+int64(len(p)), ino.mmSize.Load())
+	if off >= end {
+		return 0, nil
+	}
+	hm, err := ino.mapRefs(end)
+	if err != nil {
+		return 0, err
+	}
+	return hm.ReadAt(p[:end-off], off)
+}
+
+// mmapWrite writes through the host mapping, growing the host file first
+// when the write extends it.
+func (ino *inode) mmapWrite(p []byte, off int64, atEnd bool) (int, int64, error) {
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	if atEnd {
+		off = ino.mmSize.Load()
+	}
+	end := off + int64(len(p))
+	if end > ino.mmSize.Load() {
+		if err := ftruncate(ino.fd, end); err != nil {
+			return 0, off, err
+		}
+		ino.mmSize.Store(end)
+	}
+	hm, err := ino.mapRefsLocked(end)
+	if err != nil {
+		return 0, off, err
+	}
+	n, err := hm.WriteAt(p, off)
+	return n, off, err
+}
+
+// mapRefs makes sure the mapper holds references on [0, end) and returns
+// it.
+func (ino *inode) mapRefs(end int64) (*hostmap.Mapper, error) {
+	if end <= ino.mmRef.Load() {
+		return ino.hm, nil
+	}
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	return ino.mapRefsLocked(end)
+}
+
+// Preconditions: ino.mu is held.
+func (ino *inode) mapRefsLocked(end int64) (*hostmap.Mapper, error) {
+	if ino.hm == nil {
+		ino.hm = hostmap.NewMapper(int(ino.fd))
+	}
+	have := ino.mmRef.Load()
+	if end <= have {
+		return ino.hm, nil
+	}
+	want := (end + hostmap.ChunkSize - 1) &^ (hostmap.ChunkSize - 1)
+	if err := ino.hm.IncRef(hostmap.Range{Start: have, End: want}); err != nil {
+		return nil, err
+	}
+	ino.mmRef.Store(want)
+	return ino.hm, nil
+}
+
+func ftruncate(fd int32, size int64) error {
+	for {
+		err := unix.Ftruncate(int(fd), size)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// syncRange makes [a, b) durable (O_SYNC/O_DSYNC writes).
+func (ino *inode) syncRange(a, b int64, mode pagecache.SyncMode) error {
+	if ino.cf != nil {
+		return ino.cf.Writeback(pagecache.Range{Start: a, End: b}, mode)
+	}
+	return ino.sync(mode)
+}
+
+// truncate sets the size, through the cache when there is one.
+func (ino *inode) truncate(hfd int32, size int64) error {
+	switch {
+	case ino.cf != nil:
+		return ino.cf.Truncate(size)
+	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
+		ino.mu.Lock()
+		defer ino.mu.Unlock()
+		if err := ftruncate(ino.fd, size); err != nil {
+			return err
+		}
+		ino.mmSize.Store(size)
+		return nil
+	}
+	return ftruncate(hfd, size)
+}
+
+// allocate runs fallocate, through the cache when there is one.
+func (ino *inode) allocate(hfd int32, mode uint32, off, length int64) error {
+	if ino.cf != nil {
+		return ino.cf.Allocate(mode, off, length)
+	}
+	mm := ino.e.opts.HostMmap && ino.e.opts.Mode != Shared
+	if mm {
+		ino.mu.Lock()
+		defer ino.mu.Unlock()
+	}
+	r := reqPool.Get().(*[1]uring.Request)
+	defer reqPool.Put(r)
+	r[0] = uring.Request{Op: uring.OpFallocate, Fd: hfd, Off: off, Len: length, Flags: mode}
+	if err := ino.e.be.Submit(r[:]); err != nil {
+		return err
+	}
+	if r[0].Err != nil {
+		return r[0].Err
+	}
+	if mm && mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+length > ino.mmSize.Load() {
+		ino.mmSize.Store(off + length)
+	}
+	return nil
+}
+
+// clearPrivileges drops setuid, and setgid when group-execute is set,
+// after the file was written or allocated (as the kernel does for
+// unprivileged writers; ringfs does it for every writer, since cached
+// writes reach the host later).
+func (ino *inode) clearPrivileges() {
+	mode := ino.mode.Load()
+	kill := uint32(0)
+	if mode&unix.S_ISUID != 0 {
+		kill |= unix.S_ISUID
+	}
+	if mode&unix.S_ISGID != 0 && mode&unix.S_IXGRP != 0 {
+		kill |= unix.S_ISGID
+	}
+	if kill == 0 {
+		return
+	}
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	mode = ino.mode.Load()
+	if err := unix.Fchmod(int(ino.fd), (mode&^kill)&0o7777); err != nil {
+		ino.e.log.Warn("ringfs: cannot clear setuid/setgid", "path", ino.path, "err", err)
+		return
+	}
+	ino.mode.Store(mode &^ kill)
+}
+
+// seekExtent answers SEEK_DATA and SEEK_HOLE from the host's extents
+// merged with pages that hold data only in the cache.
+func (f *File) seekExtent(offset int64, whence int) (int64, error) {
+	if offset < 0 {
+		return 0, syscall.EINVAL
+	}
+	ino := f.ino
+	size, err := ino.size(f.fd)
+	if err != nil {
+		return 0, err
+	}
+	if offset >= size {
+		return 0, syscall.ENXIO
+	}
+	if whence == SeekData {
+		hd, err := lseek(f.fd, offset, SeekData)
+		if err == syscall.ENXIO {
+			hd = size
+		} else if err != nil {
+			return 0, err
+		}
+		if ino.cf != nil {
+			if cd := ino.cf.NextDirty(offset); cd >= 0 && cd < hd {
+				hd = cd
+			}
+		}
+		if hd >= size {
+			return 0, syscall.ENXIO
+		}
+		return hd, nil
+	}
+	for pos := offset; ; {
+		hh, err := lseek(f.fd, pos, SeekHole)
+		if err == syscall.ENXIO {
+			hh = pos // past the host's end: a hole
+		} else if err != nil {
+			return 0, err
+		}
+		if hh >= size {
+			return size, nil
+		}
+		if ino.cf == nil {
+			return hh, nil
+		}
+		end := ino.cf.DirtyRunEnd(hh)
+		if end == hh {
+			return hh, nil
+		}
+		pos = end
+		if pos >= size {
+			return size, nil
+		}
+	}
+}
+
+func lseek(fd int32, off int64, whence int) (int64, error) {
+	for {
+		n, err := unix.Seek(int(fd), off, whence)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
+}

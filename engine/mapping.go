@@ -1,0 +1,159 @@
+//go:build linux
+
+package engine
+
+import (
+	"io/fs"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/ringfs/ringfs/hostmap"
+	"github.com/ringfs/ringfs/pagecache"
+)
+
+// Mapping is a mapping of a range of a file into memory (MAP_SHARED):
+// stores to a writable mapping change the file, and the engine's reads and
+// writes of the file see the mapping's contents and vice versa. While any
+// mapping of a file is open, the engine does not cache the file's data.
+//
+// Caveats: Bytes is valid from Map until Close and must not be used
+// after. Touching a page of Bytes past the file's end (after a truncation,
+// by this or another process) raises SIGBUS, which a Go program does not
+// survive; ReadAt and WriteAt on the Mapping turn that into an error
+// instead. Writing to a read-only mapping's Bytes faults the same way. A
+// Mapping stays valid after its File is closed; the file's state is kept
+// until the Mapping is closed too.
+type Mapping struct {
+	ino    *inode
+	m      *hostmap.Mapping
+	closed atomic.Bool
+}
+
+// Map maps [off, off+length) of the file. writable needs a handle opened
+// for writing (EACCES otherwise); a negative off or length fails with
+// EINVAL; a length of 0 gives an empty Mapping. Dirty cached data in the
+// file is written back first.
+func (f *File) Map(off, length int64, writable bool) (*Mapping, error) {
+	if !f.gate.enter() {
+		return nil, f.pathErr("mmap", fs.ErrClosed)
+	}
+	defer f.gate.leave()
+	switch {
+	case off < 0 || length < 0 || off > (1<<63-1)-length:
+		return nil, f.pathErr("mmap", syscall.EINVAL)
+	case !f.readable || (writable && !f.writable):
+		return nil, f.pathErr("mmap", syscall.EACCES)
+	}
+	ino := f.ino
+	f.e.mu.Lock()
+	ino.refs++ // the mapping keeps the inode
+	f.e.mu.Unlock()
+	mp, err := ino.openMapping(off, length, writable)
+	if err != nil {
+		f.e.dropRef(ino, false)
+		return nil, f.pathErr("mmap", err)
+	}
+	return &Mapping{ino: ino, m: mp}, nil
+}
+
+// openMapping maps a range, switching the file out of the cache on its
+// first mapping.
+func (ino *inode) openMapping(off, length int64, writable bool) (*hostmap.Mapping, error) {
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	if ino.maps == 0 && ino.cf != nil {
+		ino.cf.SetUncached(true)
+		if err := ino.cf.Invalidate(pagecache.Range{Start: 0, End: 1<<63 - 1}); err != nil {
+			ino.cf.SetUncached(false)
+			return nil, err
+		}
+	}
+	if ino.hm == nil {
+		ino.hm = hostmap.NewMapper(int(ino.fd))
+	}
+	mp, err := ino.hm.Map(off, length, writable)
+	if err != nil {
+		if ino.maps == 0 && ino.cf != nil {
+			ino.cf.SetUncached(false)
+		}
+		return nil, err
+	}
+	ino.maps++
+	return mp, nil
+}
+
+// Bytes returns the mapped memory (see the caveats on Mapping).
+func (m *Mapping) Bytes() []byte {
+	if m.closed.Load() {
+		return nil
+	}
+	return m.m.Bytes()
+}
+
+// Offset returns the file offset the mapping starts at.
+func (m *Mapping) Offset() int64 { return m.m.Offset() }
+
+// Len returns the mapping's length.
+func (m *Mapping) Len() int { return m.m.Len() }
+
+// Writable reports whether the mapping may be written.
+func (m *Mapping) Writable() bool { return m.m.Writable() }
+
+// ReadAt copies from the mapping at off (relative to its start); a page
+// that cannot be read (past the file's end) gives EFAULT, not a crash.
+func (m *Mapping) ReadAt(p []byte, off int64) (int, error) {
+	b, err := m.window(off, len(p))
+	if err != nil {
+		return 0, err
+	}
+	return hostmap.SafeCopy(p, b)
+}
+
+// WriteAt copies into a writable mapping at off (relative to its start),
+// with the same fault handling as ReadAt.
+func (m *Mapping) WriteAt(p []byte, off int64) (int, error) {
+	if !m.m.Writable() {
+		return 0, syscall.EACCES
+	}
+	b, err := m.window(off, len(p))
+	if err != nil {
+		return 0, err
+	}
+	return hostmap.SafeCopy(b, p)
+}
+
+func (m *Mapping) window(off int64, n int) ([]byte, error) {
+	b := m.Bytes()
+	if b == nil {
+		return nil, fs.ErrClosed
+	}
+	if off < 0 || off > int64(len(b)) || int64(n) > int64(len(b))-off {
+		return nil, syscall.EINVAL
+	}
+	return b[off : off+int64(n)], nil
+}
+
+// Close unmaps the range. A second Close fails with fs.ErrClosed and
+// changes nothing.
+func (m *Mapping) Close() error {
+	if m.closed.Swap(true) {
+		return fs.ErrClosed
+	}
+	err := m.m.Close()
+	ino := m.ino
+	ino.mu.Lock()
+	ino.maps--
+	if ino.maps == 0 && ino.cf != nil {
+		ino.cf.SetUncached(false)
+	}
+	ino.mu.Unlock()
+	ino.e.dropRef(ino, false)
+	return err
+}
+
+// mapperIfAny returns the inode's mapper without creating one.
+func (ino *inode) mapperIfAny() *hostmap.Mapper {
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	return ino.hm
+}

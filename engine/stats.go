@@ -1,0 +1,298 @@
+//go:build linux
+
+package engine
+
+import (
+	"math/bits"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringfs/ringfs/hostmap"
+	"github.com/ringfs/ringfs/pagecache"
+	"github.com/ringfs/ringfs/uring"
+)
+
+// ioPath is the way an operation was served.
+type ioPath uint8
+
+const (
+	pathHit    ioPath = iota // read entirely from the page cache
+	pathFill                 // read that filled the cache from the host
+	pathCache                // write into the page cache (and host gaps)
+	pathDirect               // O_DIRECT handle
+	pathMmap                 // through host mappings
+	pathHost                 // straight to the host (Shared, no cache, mapped files)
+	pathSync                 // Sync/Datasync
+	numPaths
+)
+
+type opKind uint8
+
+const (
+	opRead opKind = iota
+	opWrite
+	opSync
+	numOpKinds
+)
+
+// latencyBuckets is the number of power-of-two latency buckets: bucket i
+// holds latencies in [2^i, 2^(i+1)) ns (bucket 0 also holds 0).
+const latencyBuckets = 40
+
+// stats are the engine's live counters.
+type stats struct {
+	ops    [numOpKinds][numPaths]atomic.Uint64
+	bytes  [numOpKinds][numPaths]atomic.Uint64
+	errors atomic.Uint64
+	lat    [numOpKinds]histogram
+}
+
+type histogram struct {
+	buckets [latencyBuckets]atomic.Uint64
+	maxNs   atomic.Int64
+}
+
+func (h *histogram) add(d time.Duration) {
+	ns := int64(d)
+	b := 0
+	if ns > 0 {
+		b = min(bits.Len64(uint64(ns))-1, latencyBuckets-1)
+	}
+	h.buckets[b].Add(1)
+	for {
+		m := h.maxNs.Load()
+		if ns <= m || h.maxNs.CompareAndSwap(m, ns) {
+			return
+		}
+	}
+}
+
+func (s *stats) record(op opKind, path ioPath, n int, d time.Duration, err error) {
+	s.ops[op][path].Add(1)
+	if n > 0 {
+		s.bytes[op][path].Add(uint64(n))
+	}
+	if err != nil {
+		s.errors.Add(1)
+	}
+	s.lat[op].add(d)
+}
+
+// PathStats counts operations and bytes served one way.
+type PathStats struct {
+	Ops   uint64 `json:"ops"`
+	Bytes uint64 `json:"bytes"`
+}
+
+// IOStats splits reads or writes by the path that served them.
+type IOStats struct {
+	CacheHit PathStats `json:"cache_hit"` // reads served from the page cache
+	Fill     PathStats `json:"fill"`      // reads that filled the cache
+	Cache    PathStats `json:"cache"`     // writes into the cache
+	Direct   PathStats `json:"direct"`    // O_DIRECT handles
+	Mmap     PathStats `json:"mmap"`      // through host mappings
+	Host     PathStats `json:"host"`      // straight to the host
+}
+
+// Ops returns the operations over all paths.
+func (s IOStats) Ops() uint64 {
+	return s.CacheHit.Ops + s.Fill.Ops + s.Cache.Ops + s.Direct.Ops + s.Mmap.Ops + s.Host.Ops
+}
+
+// Bytes returns the bytes over all paths.
+func (s IOStats) Bytes() uint64 {
+	return s.CacheHit.Bytes + s.Fill.Bytes + s.Cache.Bytes + s.Direct.Bytes + s.Mmap.Bytes + s.Host.Bytes
+}
+
+// Latency is a latency distribution: Buckets[i] counts operations that
+// took [2^i, 2^(i+1)) ns.
+type Latency struct {
+	Count   uint64                 `json:"count"`
+	P50Ns   int64                  `json:"p50_ns"`
+	P99Ns   int64                  `json:"p99_ns"`
+	MaxNs   int64                  `json:"max_ns"`
+	Buckets [latencyBuckets]uint64 `json:"buckets"`
+}
+
+// quantile estimates the q-quantile as the upper bound of the bucket it
+// falls in.
+func (l *Latency) quantile(q float64) int64 {
+	if l.Count == 0 {
+		return 0
+	}
+	rank := uint64(q*float64(l.Count-1)) + 1
+	var seen uint64
+	for i, c := range l.Buckets {
+		if seen += c; seen >= rank {
+			return int64(1)<<(i+1) - 1
+		}
+	}
+	return l.MaxNs
+}
+
+func (l *Latency) finish() {
+	l.Count = 0
+	for _, c := range l.Buckets {
+		l.Count += c
+	}
+	l.P50Ns, l.P99Ns = l.quantile(0.50), l.quantile(0.99)
+}
+
+// Stats is a snapshot of an engine's counters. Counters are totals since
+// New; Sub gives the difference of two snapshots.
+type Stats struct {
+	Mode           string `json:"mode"`
+	Backend        string `json:"backend"`
+	FallbackReason string `json:"fallback_reason,omitempty"`
+	UptimeNs       int64  `json:"uptime_ns"`
+	OpenHandles    int    `json:"open_handles"`
+	OpenFiles      int    `json:"open_files"`
+
+	Reads  IOStats `json:"reads"`
+	Writes IOStats `json:"writes"`
+	Syncs  uint64  `json:"syncs"`
+	Errors uint64  `json:"errors"`
+
+	ReadLatency  Latency `json:"read_latency"`
+	WriteLatency Latency `json:"write_latency"`
+	SyncLatency  Latency `json:"sync_latency"`
+
+	CacheEnabled bool            `json:"cache_enabled"`
+	Cache        pagecache.Stats `json:"cache"`
+	Ring         uring.Stats     `json:"ring"`
+	SQEsPerEnter float64         `json:"sqes_per_enter"`
+	Mmap         hostmap.Stats   `json:"mmap"`
+}
+
+// Stats returns a snapshot.
+func (e *Engine) Stats() Stats {
+	s := Stats{
+		Mode: e.opts.Mode.String(), Backend: e.be.Name(),
+		UptimeNs: int64(time.Since(e.started)), Errors: e.st.errors.Load(),
+	}
+	s.Ring = e.be.Stats()
+	s.FallbackReason = s.Ring.FallbackReason
+	s.SQEsPerEnter = s.Ring.SQEsPerEnter()
+	if e.cache != nil {
+		s.CacheEnabled = true
+		s.Cache = e.cache.Stats()
+	}
+	fill := func(dst *IOStats, op opKind) {
+		get := func(p ioPath) PathStats {
+			return PathStats{Ops: e.st.ops[op][p].Load(), Bytes: e.st.bytes[op][p].Load()}
+		}
+		*dst = IOStats{CacheHit: get(pathHit), Fill: get(pathFill), Cache: get(pathCache),
+			Direct: get(pathDirect), Mmap: get(pathMmap), Host: get(pathHost)}
+	}
+	fill(&s.Reads, opRead)
+	fill(&s.Writes, opWrite)
+	s.Syncs = e.st.ops[opSync][pathSync].Load()
+	for i, l := range []*Latency{&s.ReadLatency, &s.WriteLatency, &s.SyncLatency} {
+		h := &e.st.lat[i]
+		for b := range l.Buckets {
+			l.Buckets[b] = h.buckets[b].Load()
+		}
+		l.MaxNs = h.maxNs.Load()
+		l.finish()
+	}
+	e.mu.Lock()
+	s.OpenHandles = len(e.handles)
+	s.OpenFiles = len(e.inodes)
+	var maps []*hostmap.Mapper
+	for _, ino := range e.inodes {
+		if hm := ino.mapperIfAny(); hm != nil {
+			maps = append(maps, hm)
+		}
+	}
+	e.mu.Unlock()
+	for _, hm := range maps {
+		s.Mmap = addMmap(s.Mmap, hm.Stats())
+	}
+	return s
+}
+
+func addMmap(a, b hostmap.Stats) hostmap.Stats {
+	a.MappedBytes += b.MappedBytes
+	a.ChunksLive += b.ChunksLive
+	a.SpansLive += b.SpansLive
+	a.LiveRefs += b.LiveRefs
+	a.MappingsOpen += b.MappingsOpen
+	a.ChunksMapped += b.ChunksMapped
+	a.ChunksUnmapped += b.ChunksUnmapped
+	a.SpansMapped += b.SpansMapped
+	a.SpansUnmapped += b.SpansUnmapped
+	a.Upgrades += b.Upgrades
+	a.FaultsCaught += b.FaultsCaught
+	return a
+}
+
+// Sub returns s minus prev for every counter (gauges and identity come
+// from s); latency percentiles are recomputed from the bucket deltas.
+func (s Stats) Sub(prev Stats) Stats {
+	d := s
+	sub := func(a, b IOStats) IOStats {
+		p := func(x, y PathStats) PathStats { return PathStats{x.Ops - y.Ops, x.Bytes - y.Bytes} }
+		return IOStats{p(a.CacheHit, b.CacheHit), p(a.Fill, b.Fill), p(a.Cache, b.Cache),
+			p(a.Direct, b.Direct), p(a.Mmap, b.Mmap), p(a.Host, b.Host)}
+	}
+	d.Reads, d.Writes = sub(s.Reads, prev.Reads), sub(s.Writes, prev.Writes)
+	d.Syncs -= prev.Syncs
+	d.Errors -= prev.Errors
+	d.UptimeNs -= prev.UptimeNs
+	for _, pair := range [][2]*Latency{{&d.ReadLatency, &prev.ReadLatency},
+		{&d.WriteLatency, &prev.WriteLatency}, {&d.SyncLatency, &prev.SyncLatency}} {
+		for b := range pair[0].Buckets {
+			pair[0].Buckets[b] -= pair[1].Buckets[b]
+		}
+		pair[0].finish()
+	}
+	d.Cache = s.Cache.Sub(prev.Cache)
+	d.Ring = s.Ring.Sub(prev.Ring)
+	d.SQEsPerEnter = d.Ring.SQEsPerEnter()
+	d.Mmap = s.Mmap.Sub(prev.Mmap)
+	return d
+}
+
+// FileStats describes one file the engine holds.
+type FileStats struct {
+	Path          string `json:"path"`
+	SizeBytes     int64  `json:"size_bytes"`
+	ResidentBytes int64  `json:"resident_bytes"`
+	DirtyBytes    int64  `json:"dirty_bytes"`
+	Handles       int    `json:"handles"`
+	Mappings      int    `json:"mappings"`
+	PendingError  bool   `json:"pending_writeback_error"`
+}
+
+// Files describes every file the engine holds, most resident first.
+func (e *Engine) Files() []FileStats {
+	e.mu.Lock()
+	out := make([]FileStats, 0, len(e.inodes))
+	inos := make([]*inode, 0, len(e.inodes))
+	for _, ino := range e.inodes {
+		out = append(out, FileStats{Path: ino.path, Handles: ino.handles})
+		inos = append(inos, ino)
+	}
+	e.mu.Unlock()
+	for i, ino := range inos {
+		fs := &out[i]
+		fs.PendingError = ino.errs.Pending()
+		ino.mu.Lock()
+		fs.Mappings = ino.maps
+		ino.mu.Unlock()
+		switch {
+		case ino.cf != nil:
+			fs.SizeBytes, fs.ResidentBytes, fs.DirtyBytes = ino.cf.Size(), ino.cf.ResidentBytes(), ino.cf.DirtyBytes()
+		case e.opts.HostMmap:
+			fs.SizeBytes = ino.mmSize.Load()
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ResidentBytes != out[j].ResidentBytes {
+			return out[i].ResidentBytes > out[j].ResidentBytes
+		}
+		return out[i].Path < out[j].Path
+	})
+	return out
+}
