@@ -31,7 +31,7 @@ type inode struct {
 	refs, handles int
 	closing       chan struct{}
 
-	cf   *pagecache.File  // nil when not caching
+	cf   *pagecache.File   // nil when not caching
 	errs *pagecache.ErrSeq // cf.Errs, or ownErrs without a cache
 	// ownErrs records fsync errors when there is no cache.
 	ownErrs pagecache.ErrSeq
