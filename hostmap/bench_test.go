@@ -7,9 +7,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -275,6 +278,51 @@ func BenchmarkSafeCopy(b *testing.B) {
 			}
 			if ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N); plainNs > 0 {
 				b.ReportMetric(ns/plainNs, "x_copy_time")
+			}
+		})
+	}
+}
+
+// BenchmarkReadAtParallel: BenchmarkReadAt with one reader per GOMAXPROCS
+// (testing's RunParallel, so it cannot use b.Loop): the Mapper's
+// lock-free chunk lookup should scale like the plain mmap.
+func BenchmarkReadAtParallel(b *testing.B) {
+	hotFile(b)
+	nsPerOp := map[string]float64{}
+	impls := []struct {
+		name string
+		read func(dst []byte, off int64) (int, error)
+	}{
+		{"osfile", bench.f.ReadAt},
+		{"mmap", func(dst []byte, off int64) (int, error) { return copy(dst, bench.whole[off:]), nil }},
+		{"hostmap", bench.m.ReadAt},
+	}
+	for _, impl := range impls {
+		b.Run(fmt.Sprintf("impl=%s/bs=4KiB/jobs=%d", impl.name, runtime.GOMAXPROCS(0)), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(4096)
+			var seed atomic.Uint64
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				dst := make([]byte, 4096)
+				i := int(seed.Add(7919))
+				for pb.Next() {
+					if n, err := impl.read(dst, bench.offsets[i&(len(bench.offsets)-1)]); n != len(dst) || err != nil {
+						b.Errorf("read: %d, %v", n, err)
+						return
+					}
+					i++
+				}
+			})
+			ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+			nsPerOp[impl.name] = ns
+			b.ReportMetric(1e9/ns, "IOPS")
+			if impl.name == "hostmap" {
+				for _, base := range []string{"osfile", "mmap"} {
+					if bns := nsPerOp[base]; bns > 0 {
+						b.ReportMetric(bns/ns, "x_"+base)
+					}
+				}
 			}
 		})
 	}
