@@ -76,6 +76,10 @@ type Options struct {
 	// Injector, when set, is handed to the backend to inject faults
 	// (tests; see package uring/fault).
 	Injector uring.Injector
+	// WrapBackend, when set, wraps the backend before the engine uses it
+	// (tests: recording hosts for crash simulation). The wrapper must
+	// forward every method.
+	WrapBackend func(uring.Backend) uring.Backend
 }
 
 // Engine serves files. All methods are safe for concurrent use.
@@ -128,6 +132,9 @@ func New(opts Options) (*Engine, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("engine: backend: %w", err)
+	}
+	if opts.WrapBackend != nil {
+		be = opts.WrapBackend(be)
 	}
 	e := &Engine{
 		opts: opts, be: be, log: log, started: time.Now(),
