@@ -45,7 +45,8 @@
 //   - A chunk record exists in Mapper.chunks exactly while one of its
 //     counts is non-zero; a chunk is mapped only while its record exists,
 //     and each mmap of a chunk is followed by exactly one munmap (when the
-//     counts reach zero, or at Close).
+//     counts reach zero, or at Close), unless the kernel refuses it (see
+//     Limits).
 //   - No count is ever negative or above 2^31-1: IncRef/Map that would
 //     overflow fail with EOVERFLOW, DecRef that would underflow fails with
 //     EINVAL, and in both cases nothing changes. A Mapping's or a Sync's
@@ -97,9 +98,11 @@
 //
 // Offsets and ends are at most MaxOffset (2^63 - 2 MiB); one IncRef,
 // DecRef, MapInternal, Map or Sync covers at most MaxRangeLength (2 TiB).
-// Each chunk counts at most 2^31-1 page references of each kind. Chunk
-// mappings are separate VMAs: the kernel's vm.max_map_count (65530 by
-// default) bounds how much of the files a process can map at once, and
-// mmap then fails with ENOMEM. Up to 64 released chunk records are kept
-// for reuse per Mapper.
+// Each chunk counts at most 2^31-1 page references of each kind. Each
+// chunk and span mapping may take a VMA of its own (the kernel merges
+// neighbours with contiguous file offsets): vm.max_map_count (65530 by
+// default) bounds how much a process can map at once; past it mmap fails
+// with ENOMEM, and so can munmap, which then leaves the memory mapped and
+// counts an unmap failure in Stats rather than crash. Up to 64 released
+// chunk records are kept for reuse per Mapper.
 package hostmap

@@ -241,12 +241,10 @@ func (m *Mapper) releaseLocked(ci int64, c *chunk) {
 	defer m.mapsMu.Unlock()
 	if c.base != nil {
 		m.table.store(ci, nil)
-		if err := unix.MunmapPtr(c.base, ChunkSize); err != nil {
-			panic(fmt.Sprintf("hostmap: munmap of chunk %d at %p: %v", ci, c.base, err))
-		}
-		m.stats.chunksUnmapped.Add(1)
 		m.stats.chunksLive.Add(-1)
-		m.stats.mappedBytes.Add(-ChunkSize)
+		if m.unmap(c.base, ChunkSize) {
+			m.stats.chunksUnmapped.Add(1)
+		}
 		if m.hook != nil {
 			m.hook(evUnmap, chunkRange(ci))
 		}
@@ -256,6 +254,25 @@ func (m *Mapper) releaseLocked(ci int64, c *chunk) {
 	if len(m.free) < cap(m.free) {
 		m.free = append(m.free, c)
 	}
+}
+
+// unmap munmaps [p, p+size) and reports whether it did. munmap can fail
+// only with ENOMEM, when splitting a VMA would pass vm.max_map_count
+// (the kernel merges adjacent chunk mappings of the file into one VMA);
+// the memory then stays mapped, unused, and is counted in Stats as
+// unmap_failures and in mapped_bytes. Any other error means the address
+// was not ours: a bug.
+func (m *Mapper) unmap(p unsafe.Pointer, size uintptr) bool {
+	err := unix.MunmapPtr(p, size)
+	if err == nil {
+		m.stats.mappedBytes.Add(-int64(size))
+		return true
+	}
+	if err != syscall.ENOMEM {
+		panic(fmt.Sprintf("hostmap: munmap of %d bytes at %p: %v", size, p, err))
+	}
+	m.stats.unmapFailures.Add(1)
+	return false
 }
 
 // base returns the address of chunk ci's mapping, first mapping the chunk

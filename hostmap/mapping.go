@@ -246,14 +246,12 @@ func (mp *Mapping) Close() error {
 			mp.next.prev = mp.prev
 		}
 		mp.prev, mp.next = nil, nil
-		if err := unix.MunmapPtr(mp.span, uintptr(mp.pages.Length())); err != nil {
-			panic(fmt.Sprintf("hostmap: munmap of span %v at %p: %v", mp.pages, mp.span, err))
+		if m.unmap(mp.span, uintptr(mp.pages.Length())) {
+			m.stats.spansUnmapped.Add(1)
 		}
 		m.openMappings--
 		m.stats.mappingsOpen.Add(-1)
-		m.stats.spansUnmapped.Add(1)
 		m.stats.spansLive.Add(-1)
-		m.stats.mappedBytes.Add(-mp.pages.Length())
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ type Stats struct {
 	SpansUnmapped  uint64 `json:"spans_unmapped"`  // span munmaps
 	Upgrades       uint64 `json:"upgrades"`        // read-only chunks remapped read-write in place
 	FaultsCaught   uint64 `json:"faults_caught"`   // faults turned into errors by ReadAt and WriteAt
+	UnmapFailures  uint64 `json:"unmap_failures"`  // munmaps refused (ENOMEM at vm.max_map_count); the memory stays mapped
 }
 
 // Sub returns s minus prev for every counter; gauges are taken from s.
@@ -32,6 +33,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.SpansUnmapped -= prev.SpansUnmapped
 	d.Upgrades -= prev.Upgrades
 	d.FaultsCaught -= prev.FaultsCaught
+	d.UnmapFailures -= prev.UnmapFailures
 	return d
 }
 
@@ -40,7 +42,7 @@ func (s Stats) Sub(prev Stats) Stats {
 type counters struct {
 	mappedBytes, chunksLive, spansLive, liveRefs, mappingsOpen atomic.Int64
 	chunksMapped, chunksUnmapped, spansMapped, spansUnmapped   atomic.Uint64
-	upgrades, faultsCaught                                     atomic.Uint64
+	upgrades, faultsCaught, unmapFailures                      atomic.Uint64
 }
 
 // Stats returns a snapshot of m's counters. Each field is read atomically;
@@ -59,5 +61,6 @@ func (m *Mapper) Stats() Stats {
 		SpansUnmapped:  c.spansUnmapped.Load(),
 		Upgrades:       c.upgrades.Load(),
 		FaultsCaught:   c.faultsCaught.Load(),
+		UnmapFailures:  c.unmapFailures.Load(),
 	}
 }
