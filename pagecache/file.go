@@ -80,6 +80,9 @@ func (f *File) Size() int64 { return f.size.Load() }
 // pages (for callers that learned the host size changed, as in Shared
 // mode). Pages past the new size are dropped.
 func (f *File) SetSize(size int64) {
+	// wbMu: a writeback in flight pins pages that a shrink would drop.
+	f.wbMu.Lock()
+	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if size < f.size.Load() {
