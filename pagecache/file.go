@@ -621,6 +621,18 @@ func (f *File) Truncate(size int64) error {
 	return nil
 }
 
+// extendHost grows the host file to size if it is shorter.
+func extendHost(fd int32, size int64) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd), &st); err != nil {
+		return err
+	}
+	if st.Size >= size {
+		return nil
+	}
+	return ftruncate(fd, size)
+}
+
 // ftruncate is unix.Ftruncate with EINTR retried.
 func ftruncate(fd int32, size int64) error {
 	for {
@@ -655,7 +667,15 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 	}
 	end := off + length
 	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
-		f.zeroRange(off, min(end, f.size.Load()))
+		size := f.size.Load()
+		f.zeroRange(off, min(end, size))
+		// Dirty pages dropped at the end of the file may have been the
+		// only bytes that would have extended the host to the size.
+		if end >= size {
+			if err := extendHost(f.fd, size); err != nil {
+				return err
+			}
+		}
 	}
 	if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && end > f.size.Load() {
 		f.size.Store(end)
