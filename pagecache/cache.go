@@ -290,11 +290,25 @@ func (c *Cache) claim(n int) []victim {
 		m := &c.meta[e]
 		c.claimed[e] = true
 		victims = append(victims, victim{frame: e, owner: m.owner, page: m.page, fromSmall: small})
-		if m.state != 0 && n < evictBatch {
+		if n < evictBatch && victimDirty(m) {
 			n = min(evictBatch, int(c.nframes)/2)
 		}
 	}
 	return victims
+}
+
+// victimDirty reports whether a claimed frame looks dirty, as a hint for
+// widening the claim. The state is guarded by the owner's File.mu, which
+// ranks above Cache.mu: it is only tried, and a busy owner counts as clean.
+//
+// Preconditions: c.mu is held.
+func victimDirty(m *frame) bool {
+	f := m.owner
+	if f == nil || !f.mu.TryRLock() {
+		return false
+	}
+	defer f.mu.RUnlock()
+	return m.state != 0
 }
 
 // evict frees claimed victims where it can and returns the frames freed;
