@@ -32,10 +32,10 @@ var leaked struct {
 	reqs []*Request
 }
 
-func (r *Ring) isBroken() bool {
+func (r *Ring) currentState() ringState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.state == ringBroken
+	return r.state
 }
 
 // breakRing stops the ring taking work and fails what was never submitted.

@@ -341,6 +341,10 @@ func (r *Ring) await(w *waiter) {
 		if r.cqMu.TryLock() {
 			r.lead(w)
 			r.cqMu.Unlock()
+			if w.remaining.Load() > 0 && r.currentState() == ringClosed {
+				<-w.wake // Close reaps from now on and wakes us
+				continue
+			}
 			r.handoff()
 			continue
 		}
@@ -363,8 +367,14 @@ func (r *Ring) lead(w *waiter) {
 		if w.remaining.Load() == 0 {
 			return
 		}
-		if r.isBroken() {
+		switch r.currentState() {
+		case ringBroken:
 			r.finishBroken()
+		case ringClosed:
+			// Close waits for cqMu to reap (and, past a deadline, cancel)
+			// what is left; a leader waiting on a request that never
+			// completes would keep it out forever.
+			return
 		}
 		if atomic.LoadUint32(r.cqTail) != atomic.LoadUint32(r.cqHead) {
 			continue
