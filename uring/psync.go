@@ -175,7 +175,12 @@ func (p *psync) RegisterBuffers(bufs [][]byte) error {
 	return nil // psync reads and writes the memory directly
 }
 
-func (p *psync) UnregisterBuffers() error { return nil }
+func (p *psync) UnregisterBuffers() error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
 
 func (p *psync) RegisterFiles(fds []int32) error {
 	if p.closed.Load() {
@@ -188,6 +193,9 @@ func (p *psync) RegisterFiles(fds []int32) error {
 }
 
 func (p *psync) UpdateFiles(off int, fds []int32) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if off < 0 || off+len(fds) > len(p.files) {
@@ -198,6 +206,9 @@ func (p *psync) UpdateFiles(off int, fds []int32) error {
 }
 
 func (p *psync) UnregisterFiles() error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.files == nil {
