@@ -370,8 +370,8 @@ func (g *iouringgoRing) enterFaults() syscall.Errno {
 func (g *iouringgoRing) reap(res iouring.Result, q *gqueue) {
 	o := res.GetRequestInfo().(*gop)
 	raw, _ := res.(iouring.Request).GetRes()
+	g.c.addInflight(-1) // before the credit is passed on
 	g.release(1)
-	g.c.addInflight(-1)
 	g.c.completions.Add(1)
 	v := int32(raw)
 	if g.inj != nil {
