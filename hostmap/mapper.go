@@ -240,7 +240,7 @@ func (m *Mapper) releaseLocked(ci int64, c *chunk) {
 	m.mapsMu.Lock()
 	defer m.mapsMu.Unlock()
 	if c.base != nil {
-		m.table.store(ci, nil)
+		m.table.store(ci, nil, false)
 		m.stats.chunksLive.Add(-1)
 		if m.unmap(c.base, ChunkSize) {
 			m.stats.chunksUnmapped.Add(1)
@@ -279,8 +279,8 @@ func (m *Mapper) unmap(p unsafe.Pointer, size uintptr) bool {
 // or upgrading it to read-write if needed. The chunk must be referenced
 // (EINVAL otherwise); the address stays valid while it is.
 func (m *Mapper) base(ci int64, write bool) (unsafe.Pointer, error) {
-	if v := m.table.load(ci); v != nil && (v.writable || !write) && !m.shut.Load() {
-		return v.base, nil
+	if p, w := m.table.load(ci); p != nil && (w || !write) && !m.shut.Load() {
+		return p, nil
 	}
 	if uint64(ci) >= tableChunks {
 		var p unsafe.Pointer
@@ -339,7 +339,7 @@ func (m *Mapper) mapLocked(ci int64, c *chunk, write bool) (unsafe.Pointer, erro
 			return nil, errnoOf(err)
 		}
 		c.base, c.writable = p, write
-		m.table.store(ci, &view{p, write})
+		m.table.store(ci, p, write)
 		m.stats.chunksMapped.Add(1)
 		m.stats.chunksLive.Add(1)
 		m.stats.mappedBytes.Add(ChunkSize)
@@ -362,7 +362,7 @@ func (m *Mapper) mapLocked(ci int64, c *chunk, write bool) (unsafe.Pointer, erro
 		panic(fmt.Sprintf("hostmap: MAP_FIXED upgrade of chunk %d moved it from %p to %p", ci, c.base, p))
 	}
 	c.writable = true
-	m.table.store(ci, &view{p, true})
+	m.table.store(ci, p, true)
 	m.stats.upgrades.Add(1)
 	if m.hook != nil {
 		m.hook(evUpgrade, chunkRange(ci))
