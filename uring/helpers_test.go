@@ -206,3 +206,6 @@ func shapeOf(t testing.TB, f *os.File) fileShape {
 	}
 	return fileShape{size: st.Size, blocks: st.Blocks}
 }
+
+// runtimeGosched yields, for polling loops in tests.
+func runtimeGosched() { runtime.Gosched() }
