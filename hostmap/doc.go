@@ -88,6 +88,9 @@
 // read-only mapping faults (SIGSEGV), and touching a page wholly past the
 // end of the file faults (SIGBUS); Go turns such a fault into a crash
 // unless the access runs under debug.SetPanicOnFault, as SafeCopy does.
+// A read-only Mapping inside one chunk shares the chunk's mapping, which
+// another user may have made writable: there a write does not fault but
+// changes the file. Never write through a read-only Mapping.
 // Bytes past the end of the file inside its last page read as zeros, and
 // what is written there is not part of the file. Writes through a mapping
 // never change the file's size. Accesses through a mapping are not

@@ -194,9 +194,11 @@ func (mp *Mapping) open(m *Mapper, kind mappingKind, r, pages Range, span unsafe
 
 // Bytes returns the mapped bytes, Len() long, starting at file offset
 // Offset(). They are valid until Close; after Close Bytes returns nil.
-// Writing them through a read-only Mapping faults (SIGSEGV), and touching
-// a page past the end of the file faults (SIGBUS): callers that cannot
-// rule that out copy with SafeCopy.
+// They must not be written through a read-only Mapping (it faults with
+// SIGSEGV, or, where the chunk's shared mapping was made writable by
+// another user, silently changes the file). Touching a page past the end
+// of the file faults (SIGBUS): callers that cannot rule that out copy
+// with SafeCopy.
 func (mp *Mapping) Bytes() []byte {
 	if mp.state.Load() != mappingOpen {
 		return nil
