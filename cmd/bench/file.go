@@ -1,0 +1,146 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"syscall"
+)
+
+// prepareFile makes the scratch file: a new temporary file, or --file,
+// filled with the pattern (generation 0). A --file that already holds
+// the pattern at the wanted size is used as it is.
+func (r *runner) prepareFile() error {
+	cfg := r.cfg
+	r.size = cfg.size
+	var f *os.File
+	var err error
+	fill := true
+	if cfg.file == "" {
+		f, err = os.CreateTemp("", "ringfs-bench-*.dat")
+		if err != nil {
+			return fmt.Errorf("creating the scratch file: %w (set TMPDIR or use --file)", err)
+		}
+		r.temp = true
+	} else {
+		st, serr := os.Stat(cfg.file)
+		switch {
+		case errors.Is(serr, fs.ErrNotExist):
+		case serr != nil:
+			return serr
+		case !st.Mode().IsRegular():
+			return usagef("--file %s is not a regular file", cfg.file)
+		case st.Size() > 0:
+			if !cfg.sizeSet && st.Size() >= minSize {
+				r.size = st.Size() &^ (1<<20 - 1)
+			}
+			holds := holdsPattern(cfg.file, st.Size())
+			if !holds && !cfg.overwrite {
+				return usagef("--file %s exists and does not hold bench's data; bench overwrites the file it runs on: pass --overwrite to allow it", cfg.file)
+			}
+			fill = !holds || st.Size() < r.size
+		}
+		f, err = os.OpenFile(cfg.file, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+	}
+	r.path = f.Name()
+	f.Close()
+	r.workingSet = cfg.workingSet
+	if r.workingSet == 0 {
+		r.workingSet = min(defaultWorkingSet, r.size)
+	}
+	if r.workingSet > r.size {
+		return usagef("--working-set %s is larger than the file (%s)", describeSize(r.workingSet), describeSize(r.size))
+	}
+	// The ringfs cache must hold the working set for the hot rows to be
+	// hot; beyond the default's reach, size the cache to fit.
+	if r.workingSet > defaultWorkingSet+32<<20 {
+		r.cacheSize = r.workingSet + 64<<20
+	}
+	if fill {
+		fmt.Fprintf(r.log, "bench: writing %s of test data to %s\n", describeSize(r.size), r.path)
+		if err := r.fill(r.size); err != nil {
+			return err
+		}
+	}
+	r.directOK = probeDirect(r.path)
+	return nil
+}
+
+// fill writes generation 0 of the pattern over [0, n) of the file (and
+// sets its size to r.size), then fsyncs it.
+func (r *runner) fill(n int64) error {
+	f, err := os.OpenFile(r.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(r.size); err != nil {
+		return err
+	}
+	const chunk = 1 << 20
+	buf := alignedBuf(chunk)
+	prepare(buf, 0)
+	for off := int64(0); off < n; off += chunk {
+		b := buf[:min(chunk, n-off)]
+		stamp(b, off, 0)
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// holdsPattern reports whether a sample of the file's blocks holds the
+// pattern (of any generation): a file bench wrote before.
+func holdsPattern(path string, size int64) bool {
+	f, err := os.Open(path)
+	if err != nil || size < patternBlock {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, patternBlock)
+	rng := rand.NewPCG(7, 7)
+	for i := range 64 {
+		off := int64(0)
+		if i > 0 {
+			off = int64(rng.Uint64()%uint64(size/patternBlock)) * patternBlock
+		}
+		if n, err := f.ReadAt(buf, off); err != nil || n != len(buf) || verify(buf, off, -1) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// probeDirect reports whether path can be opened and read with O_DIRECT.
+func probeDirect(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, err = f.ReadAt(alignedBuf(patternBlock), 0)
+	return err == nil
+}
+
+func (r *runner) keepFile() bool { return !r.temp || r.cfg.keep }
+
+func (r *runner) cleanup() {
+	if r.path == "" {
+		return
+	}
+	if r.keepFile() {
+		if r.temp {
+			fmt.Fprintf(r.log, "bench: kept %s\n", r.path)
+		}
+		return
+	}
+	os.Remove(r.path)
+}

@@ -1,0 +1,257 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/ringfs/ringfs/engine"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // an I/O or verification error, or a failed setup
+	exitUsage = 2 // a bad command line
+)
+
+// runner holds what every cell of a run shares.
+type runner struct {
+	cfg        *config
+	path       string
+	size       int64
+	workingSet int64
+	cacheSize  int64 // ringfs cache, 0 for the default
+	duration   time.Duration
+	seed       uint64
+	fio        *fioInfo
+	stats      *statsHub
+	progress   *progress
+	log        io.Writer
+	// fioWrote is set when fio has written the working set with its own
+	// data; the pattern is restored before the next cell.
+	fioWrote bool
+	// directOK: the file system accepts O_DIRECT.
+	directOK bool
+	// temp: the file is bench's own, removed at the end unless --keep.
+	temp bool
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\nRun 'bench -h' for the flags.\n", err)
+		return exitUsage
+	}
+	r := &runner{cfg: cfg, duration: cfg.duration, seed: cfg.seed, log: stderr}
+	r.fio = findFio()
+	sel, err := r.selectBackends()
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return exitUsage
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return exitError
+		}
+		pprof.StartCPUProfile(f)
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+	if err := r.prepareFile(); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
+		return exitError
+	}
+	defer r.cleanup()
+	if cfg.statsSocket != "" {
+		if r.stats, err = newStatsHub(cfg.statsSocket); err != nil {
+			fmt.Fprintf(stderr, "bench: stats socket: %v\n", err)
+			return exitError
+		}
+		defer r.stats.close()
+		fmt.Fprintf(stderr, "bench: serving engine stats on %s\n", cfg.statsSocket)
+	}
+	r.progress = newProgress(stderr)
+
+	cells := r.plan(sel)
+	if len(cells) == 0 {
+		fmt.Fprintf(stderr, "bench: no backend applies to the chosen workloads\n")
+		return exitUsage
+	}
+	r.progress.total = len(cells)
+	results := make([]result, 0, len(cells))
+	for _, c := range cells {
+		if ctx.Err() != nil {
+			break
+		}
+		if r.fioWrote {
+			if err := r.fill(r.workingSet); err != nil {
+				fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
+				return exitError
+			}
+			r.fioWrote = false
+		}
+		var res result
+		if c.b.inProcess() {
+			res = r.runInProcess(ctx, c)
+		} else {
+			res = r.runFio(ctx, c)
+			if c.w.writes() {
+				r.fioWrote = true
+			}
+		}
+		results = append(results, res)
+	}
+	if r.fioWrote && r.keepFile() {
+		if err := r.fill(r.workingSet); err != nil {
+			fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
+		}
+	}
+	setSpeedups(results)
+
+	doc := r.document(sel, results)
+	switch {
+	case cfg.json:
+		err = writeJSON(stdout, doc)
+	case cfg.gobench:
+		err = writeGobench(stdout, doc)
+	default:
+		err = writeTables(stdout, doc)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return exitError
+	}
+	if cfg.plot != "" {
+		if err := writePlotFile(cfg.plot, doc); err != nil {
+			fmt.Fprintf(stderr, "bench: plot: %v\n", err)
+			return exitError
+		}
+	}
+	code := exitOK
+	for _, res := range results {
+		if res.Error != "" {
+			fmt.Fprintf(stderr, "bench: %s/%s jobs=%d depth=%d: %s\n", res.Workload, res.Backend, res.Jobs, res.Depth, res.Error)
+			code = exitError
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintf(stderr, "bench: interrupted\n")
+		code = exitError
+	}
+	return code
+}
+
+// selectBackends returns the backends to run: the ones asked for, or
+// every available one. Asking for one that is not available is a usage
+// error.
+func (r *runner) selectBackends() ([]*backend, error) {
+	var sel []*backend
+	for _, b := range backends {
+		if r.cfg.backendsSet {
+			continue
+		}
+		if ok, _ := r.available(b); ok {
+			sel = append(sel, b)
+		}
+	}
+	for _, b := range r.cfg.backends {
+		if ok, why := r.available(b); !ok {
+			return nil, fmt.Errorf("backend %s is not available: %s", b.name, why)
+		}
+		sel = append(sel, b)
+	}
+	return sel, nil
+}
+
+func (r *runner) available(b *backend) (bool, string) {
+	switch {
+	case b.kind == kindFio && r.fio == nil:
+		return false, "fio is not on PATH (apt-get install fio)"
+	case b.kind == kindEngine && b.opts.Backend == "iouringgo":
+		e, err := engine.New(engine.Options{Backend: "iouringgo", CacheSize: -1})
+		if err != nil {
+			return false, "this binary was built without it (go run -tags iouringgo -ldflags=-checklinkname=0 ./cmd/bench)"
+		}
+		e.Close()
+	}
+	return true, ""
+}
+
+// plan lists the cells in run order: workload by workload, each variant,
+// each backend.
+func (r *runner) plan(sel []*backend) []cell {
+	var cells []cell
+	for wi, w := range workloads {
+		if !containsWorkload(r.cfg.workloads, w) {
+			continue
+		}
+		if w.direct && !r.directOK {
+			fmt.Fprintf(r.log, "bench: skipping %s: the file system of %s does not support O_DIRECT\n", w.name, r.path)
+			continue
+		}
+		for _, v := range w.variants {
+			jobs := v.jobs
+			if v.fromFlag {
+				jobs = r.cfg.jobs
+				if jobs == 1 {
+					continue // the 1-job variant already covers it
+				}
+			}
+			for _, b := range sel {
+				if ok, _ := applies(w, v, b); !ok {
+					continue
+				}
+				bi := 0
+				for i, x := range backends {
+					if x == b {
+						bi = i
+					}
+				}
+				cells = append(cells, cell{w: w, v: v, b: b, jobs: jobs, gen: 1 + wi*16 + bi})
+			}
+		}
+	}
+	return cells
+}
+
+func containsWorkload(ws []*workload, w *workload) bool {
+	for _, x := range ws {
+		if x == w {
+			return true
+		}
+	}
+	return false
+}
+
+// describeSize is a size for people: 1 GiB, 192 MiB.
+func describeSize(n int64) string { return humanize.IBytes(uint64(n)) }
