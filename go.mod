@@ -6,4 +6,4 @@ require golang.org/x/sys v0.49.0
 
 require github.com/iceber/iouring-go v0.0.0-20230403020409-002cfd2e2a90
 
-require github.com/dustin/go-humanize v1.1.0 // indirect
+require github.com/dustin/go-humanize v1.1.0

@@ -1,0 +1,210 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Limits of a conversation with a stats server: fsctl never waits or
+// reads without bound, whatever is listening on the socket.
+const (
+	maxResponseBytes = 8 << 20  // body of one response
+	maxHeaderBytes   = 64 << 10 // headers of one response
+	maxErrorBody     = 512      // bytes of an error response quoted back
+	defaultTimeout   = 5 * time.Second
+	maxTimeout       = 5 * time.Minute
+)
+
+// statsClient talks HTTP to an engine's stats server over a Unix socket.
+type statsClient struct {
+	socket string
+	http   *http.Client
+}
+
+// newStatsClient checks that path is a Unix socket, not a symlink to
+// one, and returns a client for it. A socket owned by another user is
+// reported on warn: it may not be the engine you think it is.
+func newStatsClient(path string, timeout time.Duration, s *streams) (*statsClient, error) {
+	st, err := checkSocket(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Uid != uint32(os.Geteuid()) {
+		s.warnf("warning: socket %s belongs to uid %d, not to you (uid %d)", safe(path), st.Uid, os.Geteuid())
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialSocket(ctx, path)
+		},
+		MaxResponseHeaderBytes: maxHeaderBytes,
+		ResponseHeaderTimeout:  timeout,
+		MaxIdleConns:           1,
+		IdleConnTimeout:        10 * time.Second,
+		DisableCompression:     true,
+	}
+	return &statsClient{socket: path, http: &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("the stats server answered with a redirect")
+		},
+	}}, nil
+}
+
+// checkSocket lstats path: it must exist and be a socket itself, never a
+// symlink, which fsctl refuses rather than follow.
+func checkSocket(path string) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("no socket at %s: is the engine running and serving stats there?", safe(path))
+		}
+		return nil, fmt.Errorf("socket %s: %w", safe(path), err)
+	}
+	return &st, socketType(path, &st)
+}
+
+func socketType(path string, st *unix.Stat_t) error {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
+		return nil
+	case unix.S_IFLNK:
+		return fmt.Errorf("refusing %s: it is a symbolic link, and fsctl does not follow symlinks to a stats socket; give the socket's own path", safe(path))
+	}
+	return fmt.Errorf("%s is not a Unix socket", safe(path))
+}
+
+// dialSocket connects to the socket at path without following a symlink
+// there, even one planted after checkSocket: it opens the path itself
+// with O_PATH|O_NOFOLLOW, checks that is a socket, and connects through
+// /proc/self/fd. Without /proc it checks the path again and connects to it.
+func dialSocket(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("no socket at %s (the engine went away?)", safe(path))
+		}
+		return nil, fmt.Errorf("open %s: %w", safe(path), err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", safe(path), err)
+	}
+	if err := socketType(path, &st); err != nil {
+		return nil, err
+	}
+	byFd := "/proc/self/fd/" + strconv.Itoa(fd)
+	c, err := d.DialContext(ctx, "unix", byFd)
+	if err == nil {
+		return c, nil
+	}
+	if _, statErr := os.Stat("/proc/self/fd"); statErr == nil {
+		return nil, fmt.Errorf("connect %s: %w", safe(path), unwrapOpError(err))
+	}
+	if _, err := checkSocket(path); err != nil {
+		return nil, err
+	}
+	c, err = d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", safe(path), unwrapOpError(err))
+	}
+	return c, nil
+}
+
+// unwrapOpError drops net.OpError's restatement of the address, which
+// would name /proc/self/fd/N instead of the socket.
+func unwrapOpError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Err
+	}
+	return err
+}
+
+// get fetches path from the server and decodes its JSON body into v.
+func (c *statsClient) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ringfs"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			if ue.Timeout() {
+				return fmt.Errorf("GET %s on %s: no answer within the timeout", path, safe(c.socket))
+			}
+			err = ue.Err
+		}
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return fmt.Errorf("GET %s on %s: server answered %s: %s", path, safe(c.socket), resp.Status,
+			safe(strings.TrimSpace(string(msg))))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return fmt.Errorf("GET %s: reading the response: %w", path, err)
+	}
+	if len(body) > maxResponseBytes {
+		return fmt.Errorf("GET %s: response larger than %s, refused", path, ibytes(maxResponseBytes))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s: malformed response: %v", path, err)
+	}
+	return nil
+}
+
+// close releases idle connections.
+func (c *statsClient) close() { c.http.CloseIdleConnections() }
+
+// socketFlags are the flags of the commands that talk to an engine.
+type socketFlags struct {
+	socket  string
+	timeout time.Duration
+	json    bool
+}
+
+func (f *socketFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+	DurationVar(*time.Duration, string, time.Duration, string)
+	BoolVar(*bool, string, bool, string)
+}) {
+	fs.StringVar(&f.socket, "socket", "", "`PATH` of the engine's stats socket (engine.ListenStats); required")
+	fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up on a request after this long")
+	fs.BoolVar(&f.json, "json", false, "print a JSON document instead of the human view")
+}
+
+func (f *socketFlags) client(args []string, s *streams) (*statsClient, error) {
+	if len(args) > 0 {
+		return nil, usageErrorf("unexpected argument %q", args[0])
+	}
+	if f.socket == "" {
+		return nil, usageErrorf("--socket PATH is required")
+	}
+	if f.timeout <= 0 || f.timeout > maxTimeout {
+		return nil, usageErrorf("--timeout must be between 0 and %v, got %v", maxTimeout, f.timeout)
+	}
+	return newStatsClient(f.socket, f.timeout, s)
+}
