@@ -1,0 +1,241 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// benchDir is where benchmarks put host files: RINGFS_BENCHDIR, else the
+// test's temporary directory (the real disk, so that fsync costs what it
+// costs).
+func benchDir(b *testing.B) string {
+	if d := os.Getenv("RINGFS_BENCHDIR"); d != "" {
+		dir, err := os.MkdirTemp(d, "pagecache-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}
+	return b.TempDir()
+}
+
+// timeBaseline runs fn rounds times and returns the mean time per call.
+func timeBaseline(rounds int, fn func()) time.Duration {
+	start := time.Now()
+	for range rounds {
+		fn()
+	}
+	return time.Since(start) / time.Duration(rounds)
+}
+
+// BenchmarkHit is a lookup and copy of a cached page (target ≤ 300 ns/op,
+// 0 allocs/op), with pread of the same bytes from the kernel's page cache
+// measured in the same run as the baseline (x_vs_pread > 1: faster).
+func BenchmarkHit(b *testing.B) {
+	for _, bs := range []int{64, PageSize, 16 * KiB} {
+		b.Run(fmt.Sprintf("bs=%s", sizeName(bs)), func(b *testing.B) {
+			const pages = 256
+			data := pattern(150, pages*PageSize)
+			h := newHostFileIn(b, benchDir(b), data, false)
+			c := newCache(b, openBackend(b, uring.BackendUring, nil), Options{Capacity: 2 * pages * PageSize})
+			f := openFile(b, c, h, pages*PageSize)
+			p := make([]byte, bs)
+			offs := make([]int64, 1024)
+			r := rand.New(rand.NewPCG(1, 2))
+			for i := range offs {
+				offs[i] = r.Int64N(pages*PageSize/int64(bs)) * int64(bs)
+			}
+			for off := int64(0); off < pages*PageSize; off += 64 * KiB {
+				if _, err := f.ReadAt(p, off); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := f.ReadAt(make([]byte, pages*PageSize), 0); err != nil {
+				b.Fatal(err)
+			}
+			const baselineOps = 200_000
+			pread := timeBaseline(1, func() {
+				for i := range baselineOps {
+					if _, err := h.fh.ReadAt(p, offs[i%len(offs)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}) / baselineOps
+			before := c.Stats()
+			b.ReportAllocs()
+			b.SetBytes(int64(bs))
+			i := 0
+			for b.Loop() {
+				f.ReadAt(p, offs[i%len(offs)])
+				i++
+			}
+			st := c.Stats().Sub(before)
+			if st.Misses != 0 {
+				b.Fatalf("%d misses in a hit benchmark", st.Misses)
+			}
+			hit := b.Elapsed() / time.Duration(b.N)
+			b.ReportMetric(float64(pread.Nanoseconds()), "pread-ns/op")
+			b.ReportMetric(float64(pread)/float64(hit), "x_vs_pread")
+		})
+	}
+}
+
+func sizeName(n int) string {
+	if n >= KiB && n%KiB == 0 {
+		return fmt.Sprintf("%dKiB", n/KiB)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// BenchmarkPolicy reports the replacement policy's figures as metrics:
+// the S3-FIFO and LRU hit ratios on Zipf(0.99) over 4x the cache (a), with
+// a 2x scan mixed in (b), and the share of the hot set a 2x scan evicts.
+// The timed loop is one S3-FIFO access of the Zipf trace (simulator map
+// included); LRU's cost is measured in the same run.
+func BenchmarkPolicy(b *testing.B) {
+	s3 := simulatePolicy(func(n int) keyCache { return newS3Sim(n) }, policyCapacity, 200_000, policySeed)
+	lru := simulatePolicy(func(n int) keyCache { return newLRUSim(n) }, policyCapacity, 200_000, policySeed)
+	z := newZipf(4*policyCapacity, 0.99, policySeed)
+	trace := make([]uint64, 1<<20)
+	for i := range trace {
+		trace[i] = z.next()
+	}
+	l := newLRUSim(policyCapacity)
+	lruNs := timeBaseline(1, func() {
+		for _, k := range trace {
+			l.access(k)
+		}
+	}).Nanoseconds() / int64(len(trace))
+	s := newS3Sim(policyCapacity)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		s.access(trace[i&(len(trace)-1)])
+		i++
+	}
+	b.ReportMetric(100*s3.zipfHit, "s3fifo-zipf-hit%")
+	b.ReportMetric(100*lru.zipfHit, "lru-zipf-hit%")
+	b.ReportMetric(s3.zipfHit/lru.zipfHit, "x_hit_vs_lru")
+	b.ReportMetric(100*s3.scanHit, "s3fifo-scan-hit%")
+	b.ReportMetric(100*lru.scanHit, "lru-scan-hit%")
+	b.ReportMetric(100*s3.hotEvicted, "scan-evicts-hot%")
+	b.ReportMetric(float64(lruNs), "lru-ns/access")
+}
+
+// BenchmarkWriteback writes back 64 MiB of dirty 4 KiB pages scattered at
+// random over a 256 MiB file (the cache holds them all), and compares it
+// in the same run with pwrite of each page in the order the pages were
+// dirtied (+ fsync for sync=full), and with pwrite of the pages sorted by
+// offset. Every timed round starts with the kernel's copies of the pages
+// clean (an untimed fsync), as after a previous Sync. Metrics: MB/s, SQEs
+// per io_uring_enter, writes per writeback, x_vs_pwrite and
+// x_vs_pwrite_sorted (> 1: the cache is faster).
+func BenchmarkWriteback(b *testing.B) {
+	for _, backend := range []string{uring.BackendUring, uring.BackendPsync} {
+		for _, direct := range []bool{false, true} {
+			for _, mode := range []SyncMode{SyncNone, SyncFull} {
+				name := map[SyncMode]string{SyncNone: "sync=none", SyncFull: "sync=full"}[mode]
+				io := map[bool]string{false: "io=buffered", true: "io=direct"}[direct]
+				b.Run("backend="+backend+"/"+io+"/"+name, func(b *testing.B) { benchWriteback(b, backend, direct, mode) })
+			}
+		}
+	}
+}
+
+func benchWriteback(b *testing.B, backend string, direct bool, mode SyncMode) {
+	const (
+		filePages  = 64 << 10 // 256 MiB
+		dirtyPages = 16 << 10 // 64 MiB
+	)
+	h := newHostFileIn(b, benchDir(b), nil, direct)
+	if err := unix.Fallocate(int(h.fd()), 0, 0, filePages*PageSize); err != nil {
+		b.Skipf("fallocate: %v", err)
+	}
+	// Write the file once so that later writes overwrite in place.
+	chunk := pattern(160, 1<<20)
+	for off := int64(0); off < filePages*PageSize; off += int64(len(chunk)) {
+		if _, err := h.fh.WriteAt(chunk, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fsync := func() {
+		if err := h.fh.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fsync()
+	r := rand.New(rand.NewPCG(3, 4))
+	pages := r.Perm(filePages)[:dirtyPages]
+	sorted := slices.Sorted(slices.Values(pages))
+	page := pattern(161, PageSize)
+	pwrite := func(order []int) time.Duration {
+		const rounds = 2
+		var total time.Duration
+		for range rounds {
+			fsync()
+			start := time.Now()
+			for _, p := range order {
+				page[0]++
+				if _, err := h.fh.WriteAt(page, int64(p)*PageSize); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if mode != SyncNone {
+				fsync()
+			}
+			total += time.Since(start)
+		}
+		return total / rounds
+	}
+	random, inOrder := pwrite(pages), pwrite(sorted)
+	be := openBackend(b, backend, nil)
+	c := newCache(b, be, Options{Capacity: (dirtyPages + 1024) * PageSize})
+	f := openFile(b, c, h, filePages*PageSize)
+	dirty := func() {
+		for _, p := range pages {
+			page[0]++
+			if n, _, err := f.WriteAt(page, int64(p)*PageSize, 0); err != nil || n != PageSize {
+				b.Fatal(n, err)
+			}
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(dirtyPages * PageSize)
+	var ring uring.Stats
+	var wb Stats
+	for b.Loop() {
+		b.StopTimer()
+		dirty()
+		fsync()
+		r0, w0 := be.Stats(), c.Stats()
+		b.StartTimer()
+		if err := f.Writeback(Range{0, 1 << 40}, mode); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		d, dw := be.Stats().Sub(r0), c.Stats().Sub(w0)
+		ring.SQEs += d.SQEs
+		ring.Enters += d.Enters
+		wb.WritebackSQEs += dw.WritebackSQEs
+		b.StartTimer()
+	}
+	per := b.Elapsed() / time.Duration(b.N)
+	if backend == uring.BackendUring {
+		b.ReportMetric(ring.SQEsPerEnter(), "sqes/enter")
+	}
+	b.ReportMetric(float64(wb.WritebackSQEs)/float64(b.N), "writes/op")
+	b.ReportMetric(float64(dirtyPages*PageSize)/random.Seconds()/1e6, "pwrite-MB/s")
+	b.ReportMetric(float64(random)/float64(per), "x_vs_pwrite")
+	b.ReportMetric(float64(inOrder)/float64(per), "x_vs_pwrite_sorted")
+}
