@@ -1,0 +1,364 @@
+//go:build linux
+
+package uring
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Benchmarks. Each reports its figure per read and, as a ratio, against a
+// baseline measured in the same run just before it (the machine is small
+// and shared, so absolute numbers drift): x_vs_pread > 1 means faster than
+// the pread loop.
+
+const benchBlock = 4096
+
+// hotFile returns a 64 MiB file whose pages are in the kernel's cache.
+func hotFile(b *testing.B) *os.File {
+	b.Helper()
+	const size = 64 << 20
+	f := tempFile(b, "hot", randomBytes(1, size), os.O_RDONLY)
+	// Read it once so every page is cached.
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := unix.Pread(int(f.Fd()), buf, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return f
+}
+
+// offsets is a fixed pseudo-random sequence of block offsets in [0, size).
+func offsets(n int, size int64) []int64 {
+	out := make([]int64, n)
+	x := uint64(88172645463325252)
+	for i := range out {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		out[i] = int64(x%uint64(size/benchBlock)) * benchBlock
+	}
+	return out
+}
+
+// measure runs f (which does ops reads) repeatedly for about d and
+// returns nanoseconds per read.
+func measure(d time.Duration, ops int, f func(i int)) float64 {
+	f(0) // warm up
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		for range 16 {
+			f(n)
+			n++
+		}
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(n*ops)
+}
+
+// preadLoop reads batch blocks one pread at a time.
+func preadLoop(fd int, buf []byte, offs []int64, batch int) func(i int) {
+	return func(i int) {
+		base := (i * batch) % (len(offs) - batch)
+		for j := range batch {
+			if _, err := unix.Pread(fd, buf[j*benchBlock:(j+1)*benchBlock], offs[base+j]); err != nil {
+				panic(err)
+			}
+		}
+	}
+}
+
+// batchLoop reads batch blocks with one Submit.
+func batchLoop(be Backend, reqs []Request, offs []int64) func(i int) {
+	return func(i int) {
+		base := (i * len(reqs)) % (len(offs) - len(reqs))
+		for j := range reqs {
+			reqs[j].Off = offs[base+j]
+		}
+		if err := be.Submit(reqs); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// BenchmarkBatchRead: 64 reads of 4 KiB from a cached file per Submit.
+func BenchmarkBatchRead(b *testing.B) {
+	f := hotFile(b)
+	fd := int(f.Fd())
+	const batch = 64
+	offs := offsets(1<<14, 64<<20)
+	buf := make([]byte, batch*benchBlock)
+	b.Run(fmt.Sprintf("backend=pread/batch=%d/bs=4KiB", batch), func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(batch * benchBlock)
+		loop := preadLoop(fd, buf, offs, batch)
+		i := 0
+		for b.Loop() {
+			loop(i)
+			i++
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/read")
+	})
+	for _, name := range testBackends() {
+		b.Run(fmt.Sprintf("backend=%s/batch=%d/bs=4KiB", name, batch), func(b *testing.B) {
+			be := openBackend(b, name, Options{})
+			reqs := make([]Request, batch)
+			for j := range reqs {
+				reqs[j] = Request{Op: OpRead, Fd: int32(fd), Buf: buf[j*benchBlock : (j+1)*benchBlock]}
+			}
+			preadNs := measure(200*time.Millisecond, batch, preadLoop(fd, buf, offs, batch))
+			var nativeNs float64
+			if name != BackendUring {
+				native := openBackend(b, BackendUring, Options{})
+				nreqs := append([]Request(nil), reqs...)
+				nativeNs = measure(200*time.Millisecond, batch, batchLoop(native, nreqs, offs))
+			}
+			loop := batchLoop(be, reqs, offs)
+			loop(0)
+			before := be.Stats()
+			b.ReportAllocs()
+			b.SetBytes(batch * benchBlock)
+			i := 0
+			for b.Loop() {
+				loop(i)
+				i++
+			}
+			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N*batch)
+			b.ReportMetric(ns, "ns/read")
+			b.ReportMetric(preadNs/ns, "x_vs_pread")
+			if nativeNs > 0 {
+				b.ReportMetric(ns/nativeNs, "x_native_vs_this")
+			}
+			if d := be.Stats().Sub(before); d.Enters > 0 {
+				b.ReportMetric(d.SQEsPerEnter(), "sqes/enter")
+			}
+			for j := range reqs {
+				if reqs[j].Err != nil || reqs[j].N != benchBlock {
+					b.Fatalf("request %d: (%d, %v)", j, reqs[j].N, reqs[j].Err)
+				}
+			}
+		})
+	}
+}
+
+// parallelPread measures jobs goroutines doing single preads for about d
+// and returns aggregate nanoseconds per read.
+func parallelPread(fd int, offs []int64, jobs int, d time.Duration) float64 {
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range jobs {
+		wg.Go(func() {
+			buf := alignedBlock()
+			n := 0
+			for i := g * 97; time.Since(start) < d; i++ {
+				if _, err := unix.Pread(fd, buf, offs[i%len(offs)]); err != nil {
+					panic(err)
+				}
+				n++
+			}
+			total.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	return float64(time.Since(start).Nanoseconds()) / float64(total.Load())
+}
+
+// alignedBlock returns a page-aligned 4 KiB block (O_DIRECT needs it).
+func alignedBlock() []byte {
+	b := make([]byte, 2*benchBlock)
+	off := int(-uintptr(unsafe.Pointer(&b[0])) & (benchBlock - 1))
+	return b[off : off+benchBlock : off+benchBlock]
+}
+
+// BenchmarkParallelRead: 32 goroutines each issuing single 4 KiB reads of
+// a cached file. Concurrent callers should share enters.
+func BenchmarkParallelRead(b *testing.B) {
+	f := hotFile(b)
+	fd := int(f.Fd())
+	const jobs = 32
+	offs := offsets(1<<14, 64<<20)
+	par := jobs / runtime.GOMAXPROCS(0)
+	b.Run(fmt.Sprintf("backend=pread/jobs=%d/bs=4KiB", jobs), func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(benchBlock)
+		b.SetParallelism(par)
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			buf := alignedBlock()
+			i := int(next.Add(97))
+			for pb.Next() {
+				if _, err := unix.Pread(fd, buf, offs[i%len(offs)]); err != nil {
+					panic(err)
+				}
+				i++
+			}
+		})
+	})
+	for _, name := range testBackends() {
+		b.Run(fmt.Sprintf("backend=%s/jobs=%d/bs=4KiB", name, jobs), func(b *testing.B) {
+			be := openBackend(b, name, Options{})
+			preadNs := parallelPread(fd, offs, par*runtime.GOMAXPROCS(0), 300*time.Millisecond)
+			before := be.Stats()
+			b.ReportAllocs()
+			b.SetBytes(benchBlock)
+			b.SetParallelism(par)
+			var next atomic.Int64
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				reqs := []Request{{Op: OpRead, Fd: int32(fd), Buf: alignedBlock()}}
+				i := int(next.Add(97))
+				for pb.Next() {
+					reqs[0].Off = offs[i%len(offs)]
+					if err := be.Submit(reqs); err != nil || reqs[0].N != benchBlock {
+						panic(fmt.Sprint(err, reqs[0].Err))
+					}
+					i++
+				}
+			})
+			ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+			d := be.Stats().Sub(before)
+			b.ReportMetric(ns, "ns/read")
+			b.ReportMetric(preadNs/ns, "x_vs_pread")
+			if d.Enters > 0 {
+				b.ReportMetric(d.SQEsPerEnter(), "sqes/enter")
+				b.ReportMetric(float64(d.SQEs)/float64(d.Enters-d.Waits), "sqes/submit_enter")
+			}
+		})
+	}
+}
+
+// directFile is a file of at least 1 GiB, written fully, opened O_DIRECT.
+func directFile(b *testing.B) (*os.File, int64) {
+	b.Helper()
+	const size = 1 << 30
+	dir := b.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		b.Fatal(err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < 2<<30 {
+		b.Skipf("only %d MiB free in %s; need 2 GiB", free>>20, dir)
+	}
+	path := filepath.Join(dir, "direct")
+	w, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := randomBytes(5, 8<<20)
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if _, err := w.WriteAt(chunk, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	w.Close()
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		b.Skipf("O_DIRECT: %v", err)
+	}
+	// Drop the file's pages, so reads go to the device even without
+	// O_DIRECT's help on file systems that cache anyway.
+	unix.Fadvise(int(f.Fd()), 0, size, unix.FADV_DONTNEED)
+	b.Cleanup(func() { f.Close() })
+	return f, size
+}
+
+// BenchmarkDirectRead: random 4 KiB O_DIRECT reads with 32 in flight on a
+// 1 GiB file, as 32 goroutines with one request each or as one goroutine
+// submitting batches of 32; the baseline is 32 goroutines doing O_DIRECT
+// pread.
+func BenchmarkDirectRead(b *testing.B) {
+	f, size := directFile(b)
+	fd := int(f.Fd())
+	const depth = 32
+	offs := offsets(1<<16, size)
+	par := depth / runtime.GOMAXPROCS(0)
+	var preadNs float64
+	baseline := func() float64 {
+		if preadNs == 0 {
+			preadNs = parallelPread(fd, offs, depth, time.Second)
+		}
+		return preadNs
+	}
+	b.Run(fmt.Sprintf("backend=pread/jobs=%d/bs=4KiB", depth), func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(benchBlock)
+		b.SetParallelism(par)
+		var next atomic.Int64
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			buf := alignedBlock()
+			i := int(next.Add(97))
+			for pb.Next() {
+				if _, err := unix.Pread(fd, buf, offs[i%len(offs)]); err != nil {
+					panic(err)
+				}
+				i++
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "IOPS")
+	})
+	b.Run(fmt.Sprintf("backend=uring/jobs=%d/bs=4KiB", depth), func(b *testing.B) {
+		be := openBackend(b, BackendUring, Options{})
+		base := baseline()
+		before := be.Stats()
+		b.ReportAllocs()
+		b.SetBytes(benchBlock)
+		b.SetParallelism(par)
+		var next atomic.Int64
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			reqs := []Request{{Op: OpRead, Fd: int32(fd), Buf: alignedBlock()}}
+			i := int(next.Add(97))
+			for pb.Next() {
+				reqs[0].Off = offs[i%len(offs)]
+				if err := be.Submit(reqs); err != nil || reqs[0].N != benchBlock {
+					panic(fmt.Sprint(err, reqs[0].Err))
+				}
+				i++
+			}
+		})
+		ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+		b.ReportMetric(1e9/ns, "IOPS")
+		b.ReportMetric(base/ns, "x_vs_pread")
+		b.ReportMetric(be.Stats().Sub(before).SQEsPerEnter(), "sqes/enter")
+	})
+	b.Run(fmt.Sprintf("backend=uring/batch=%d/bs=4KiB", depth), func(b *testing.B) {
+		be := openBackend(b, BackendUring, Options{})
+		base := baseline()
+		mem, err := unix.Mmap(-1, 0, depth*benchBlock, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer unix.Munmap(mem)
+		reqs := make([]Request, depth)
+		for j := range reqs {
+			reqs[j] = Request{Op: OpRead, Fd: int32(fd), Buf: mem[j*benchBlock : (j+1)*benchBlock]}
+		}
+		loop := batchLoop(be, reqs, offs)
+		b.ReportAllocs()
+		b.SetBytes(depth * benchBlock)
+		i := 0
+		for b.Loop() {
+			loop(i)
+			i++
+		}
+		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N*depth)
+		b.ReportMetric(1e9/ns, "IOPS")
+		b.ReportMetric(base/ns, "x_vs_pread")
+	})
+}
