@@ -95,8 +95,9 @@ func TestPageIndex(t *testing.T) {
 // TestFarOffsets caches, writes back and reads pages past 128 GiB (the
 // sparse part of the index) and right at the dense/sparse boundary.
 func TestFarOffsets(t *testing.T) {
-	edge := int64(denseLeaves) << leafShift * PageSize                                                         // 128 GiB
-	offsets := []int64{edge - PageSize - 10, edge + 4*PageSize - 3, edge + 9*PageSize, 1 << 40, 3<<40 + 12345} // disjoint; the first spans the edge
+	edge := int64(denseLeaves) << leafShift * PageSize // 128 GiB
+	// Disjoint writes; the first spans the edge.
+	offsets := []int64{edge - PageSize - 10, edge + 4*PageSize - 3, edge + 9*PageSize, 1 << 40, 3<<40 + 12345}
 	h := newHostFile(t, nil, false)
 	c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 64 * PageSize})
 	f := openFile(t, c, h, 0)
