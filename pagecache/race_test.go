@@ -338,3 +338,53 @@ func TestReleaseAndClose(t *testing.T) {
 }
 
 func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// TestUncached: while a file is uncached, reads and writes work from and
+// to the host and add no page; Discard drops dirty pages and releases.
+func TestUncached(t *testing.T) {
+	data := pattern(190, 20*PageSize+10)
+	h := newHostFile(t, data, false)
+	c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 64 * PageSize})
+	f := openFile(t, c, h, int64(len(data)))
+	m := &model{data: append([]byte(nil), data...)}
+	mustRead(t, f, m, 0, 3*PageSize) // some pages cached
+	mustWrite(t, f, m, pattern(191, 100), 50)
+	f.SetUncached(true)
+	if err := f.Invalidate(Range{0, 1 << 62}); err != nil {
+		t.Fatal(err)
+	}
+	checkHost(t, h, m)
+	r := rand.New(rand.NewPCG(192, 0))
+	for range 200 {
+		off := r.Int64N(int64(len(m.data)) + 2*PageSize)
+		n := 1 + r.Int64N(3*PageSize)
+		if r.IntN(2) == 0 {
+			mustWrite(t, f, m, pattern(r.Uint64(), int(n)), off)
+		} else {
+			mustRead(t, f, m, off, int(n))
+		}
+		if f.ResidentBytes() != 0 {
+			t.Fatalf("%d bytes cached while uncached", f.ResidentBytes())
+		}
+	}
+	p := make([]ReadOp, 3)
+	for i := range p {
+		p[i] = ReadOp{File: f, Buf: make([]byte, PageSize), Off: int64(i) * 5 * PageSize}
+	}
+	c.ReadBatch(p, nil)
+	if f.ResidentBytes() != 0 {
+		t.Fatalf("ReadBatch cached %d bytes while uncached", f.ResidentBytes())
+	}
+	checkHost(t, h, m)
+	f.SetUncached(false)
+	mustRead(t, f, m, 0, len(m.data))
+	mustWrite(t, f, m, pattern(193, 10), 7)
+	if f.DirtyBytes() == 0 {
+		t.Fatal("no dirty byte after a cached write")
+	}
+	f.Discard()
+	if !f.Released() || c.Stats().FreeBytes != c.Capacity() {
+		t.Fatalf("Discard: released %v, %d of %d bytes free", f.Released(), c.Stats().FreeBytes, c.Capacity())
+	}
+	t.Logf("uncached: 200 reads/writes and a batch served with 0 pages cached; Discard freed every frame")
+}
