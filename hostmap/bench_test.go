@@ -139,9 +139,16 @@ func writeBenchFile(path string) error {
 // Mapper's ReadAt (chunk lookup + SafeCopy). The hostmap run reports its
 // IOPS ratio to the baselines measured just before it, and to fio's mmap
 // engine when RINGFS_FIO_IOPS is set (see testdata/fio-mmap.sh).
+//
+// On a shared machine wall time includes the time other processes hold
+// the CPU, so each run also reports the process CPU time per read
+// (cpu-ns/op) and IOPS per CPU second, and the hostmap run the ratios of
+// those (x_*_cpu; x_fio_cpu against RINGFS_FIO_IOPS_PER_CPU, fio's IOPS
+// over its usr+sys CPU share).
 func BenchmarkReadAt(b *testing.B) {
 	hotFile(b)
 	nsPerOp := map[string]float64{}
+	cpuPerOp := map[string]float64{}
 	impls := []struct {
 		name string
 		read func(dst []byte, off int64) (int, error)
@@ -156,28 +163,45 @@ func BenchmarkReadAt(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(dst)))
 			i := 0
+			cpu0 := processCPU()
 			for b.Loop() {
 				if n, err := impl.read(dst, bench.offsets[i&(len(bench.offsets)-1)]); n != len(dst) || err != nil {
 					b.Fatalf("read: %d, %v", n, err)
 				}
 				i++
 			}
+			cpu := float64(processCPU()-cpu0) / float64(b.N)
 			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-			nsPerOp[impl.name] = ns
+			nsPerOp[impl.name], cpuPerOp[impl.name] = ns, cpu
 			b.ReportMetric(1e9/ns, "IOPS")
+			b.ReportMetric(cpu, "cpu-ns/op")
+			b.ReportMetric(1e9/cpu, "IOPS/cpu")
 			if impl.name != "hostmap" {
 				return
 			}
 			for _, base := range []string{"osfile", "mmap"} {
 				if bns := nsPerOp[base]; bns > 0 {
 					b.ReportMetric(bns/ns, "x_"+base)
+					b.ReportMetric(cpuPerOp[base]/cpu, "x_"+base+"_cpu")
 				}
 			}
 			if fio, err := strconv.ParseFloat(os.Getenv("RINGFS_FIO_IOPS"), 64); err == nil && fio > 0 {
 				b.ReportMetric(1e9/ns/fio, "x_fio")
 			}
+			if fio, err := strconv.ParseFloat(os.Getenv("RINGFS_FIO_IOPS_PER_CPU"), 64); err == nil && fio > 0 {
+				b.ReportMetric(1e9/cpu/fio, "x_fio_cpu")
+			}
 		})
 	}
+}
+
+// processCPU returns the user and system CPU time of the process, in ns.
+func processCPU() int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkMapClose: Map + Close of a 4 KiB range inside a chunk that is

@@ -38,16 +38,22 @@ fio --name=mmap --ioengine=mmap --rw=randread --bs=4k --size=1g \
 	--filename="$file" --time_based --runtime="$runtime" --invalidate=0 \
 	--output-format=json >"$tmp/fio.json"
 
-iops=$(sed -n 's/^ *"iops" : \([0-9.]*\),$/\1/p' "$tmp/fio.json" | head -n 1)
-if [[ -z $iops ]]; then
-	echo "could not find the read IOPS in fio's output:" >&2
+field() { sed -n "s/^ *\"$1\" : \([0-9.]*\),\$/\1/p" "$tmp/fio.json" | head -n 1; }
+iops=$(field iops)
+usr=$(field usr_cpu)
+sys=$(field sys_cpu)
+if [[ -z $iops || -z $usr || -z $sys ]]; then
+	echo "could not find IOPS and CPU use in fio's output:" >&2
 	cat "$tmp/fio.json" >&2
 	exit 1
 fi
-echo "fio mmap randread 4KiB, 1 job, ${runtime}s: $iops IOPS"
+# IOPS per CPU second: what fio would do with a core to itself, which is
+# what the Go benchmark's IOPS/cpu also reports.
+per_cpu=$(awk -v i="$iops" -v u="$usr" -v s="$sys" 'BEGIN { printf "%.0f", i * 100 / (u + s) }')
+echo "fio mmap randread 4KiB, 1 job, ${runtime}s: $iops IOPS, cpu usr ${usr}% sys ${sys}%, $per_cpu IOPS per CPU second"
 
 if [[ ${1:-} == --bench ]]; then
 	cd "$here/.."
-	RINGFS_FIO_IOPS=$iops RINGFS_BENCH_FILE=$file \
+	RINGFS_FIO_IOPS=$iops RINGFS_FIO_IOPS_PER_CPU=$per_cpu RINGFS_BENCH_FILE=$file \
 		go test -run '^$' -bench '^BenchmarkReadAt$' -benchtime="${BENCHTIME:-3s}" .
 fi
