@@ -192,7 +192,7 @@ func (f *socketFlags) register(fs interface {
 	BoolVar(*bool, string, bool, string)
 }) {
 	fs.StringVar(&f.socket, "socket", "", "`PATH` of the engine's stats socket (engine.ListenStats); required")
-	fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up on a request after this long")
+	fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up on a request after `DURATION`")
 	fs.BoolVar(&f.json, "json", false, "print a JSON document instead of the human view")
 }
 

@@ -78,13 +78,14 @@ type inspectDoc struct {
 }
 
 // fileReport is one file: its path and either an error or the details.
+// (Details is exported only so that encoding/json decodes it in tests.)
 type fileReport struct {
 	Path  string `json:"path"`
 	Error string `json:"error,omitempty"`
-	*fileDetails
+	*Details
 }
 
-type fileDetails struct {
+type Details struct {
 	SizeBytes      int64        `json:"size_bytes"`
 	AllocatedBytes int64        `json:"allocated_bytes"`  // st_blocks × 512
 	BlockSizeBytes int64        `json:"block_size_bytes"` // st_blksize, the preferred I/O size
@@ -192,7 +193,7 @@ func inspectFile(path string, method residencyMethod) fileReport {
 	if err := regular(&fst); err != nil {
 		return fail("open", err)
 	}
-	d := &fileDetails{SizeBytes: fst.Size, AllocatedBytes: fst.Blocks * 512, BlockSizeBytes: int64(fst.Blksize)}
+	d := &Details{SizeBytes: fst.Size, AllocatedBytes: fst.Blocks * 512, BlockSizeBytes: int64(fst.Blksize)}
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		return fail("statfs", err)
@@ -203,7 +204,7 @@ func inspectFile(path string, method residencyMethod) fileReport {
 		return fail("lseek", err)
 	}
 	d.PageCache = residency(fd, fst.Size, method)
-	r.fileDetails = d
+	r.Details = d
 	return r
 }
 
@@ -386,7 +387,6 @@ func cachestat(fd int, off, length int64, cs *unix.Cachestat_t) error {
 // which pages are resident. Mapping and mincore fault nothing in.
 func mincoreResidency(fd int, size int64, pc *pageCacheDoc) error {
 	ps := pc.PageSizeBytes
-	cell := 0
 	for off := int64(0); off < size; off += mincoreWindow {
 		n := min(int64(mincoreWindow), size-off)
 		mem, err := unix.Mmap(fd, off, int(n), unix.PROT_READ, unix.MAP_SHARED)
@@ -399,20 +399,28 @@ func mincoreResidency(fd int, size int64, pc *pageCacheDoc) error {
 		if err != nil {
 			return err
 		}
-		for i, v := range vec {
-			if v&1 == 0 {
-				continue
-			}
-			pc.ResidentPages++
-			page := off/ps + int64(i)
-			for page*ps >= pc.Map[cell].OffsetBytes+pc.Map[cell].Pages*ps {
-				cell++
-			}
-			pc.Map[cell].ResidentPages++
-		}
+		tally(pc, off/ps, vec)
 	}
 	pc.Method = "mincore"
 	return nil
+}
+
+// tally counts the resident pages of a mincore vector whose first entry
+// is page first of the file, in total and in the cells of pc.Map.
+func tally(pc *pageCacheDoc, first int64, vec []byte) {
+	ps := pc.PageSizeBytes
+	cell := 0
+	for i, v := range vec {
+		if v&1 == 0 {
+			continue
+		}
+		pc.ResidentPages++
+		page := first + int64(i)
+		for page*ps >= pc.Map[cell].OffsetBytes+pc.Map[cell].Pages*ps {
+			cell++
+		}
+		pc.Map[cell].ResidentPages++
+	}
 }
 
 func mincore(mem, vec []byte) error {
@@ -465,7 +473,7 @@ func fsName(magic int64) string {
 func renderInspect(w io.Writer, d inspectDoc) error {
 	first := true
 	for _, f := range d.Files {
-		if f.fileDetails == nil {
+		if f.Details == nil {
 			continue
 		}
 		if !first {

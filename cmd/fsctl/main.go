@@ -183,13 +183,24 @@ func writeCommandHelp(w io.Writer, c *command) {
 	fmt.Fprintf(w, "Usage: fsctl %s %s\n\n%s\n", c.name, c.args, strings.TrimSpace(c.detail))
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.setup(fs)
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	if n > 0 {
-		fmt.Fprintf(w, "\nFlags:\n")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprintf(w, "\nFlags:\n\n")
+			first = false
+		}
+		name, usage := flag.UnquoteUsage(f)
+		if name != "" {
+			name = " " + name
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0s" {
+			def = " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(tw, "  --%s%s\t%s%s\n", f.Name, name, usage, def)
+	})
+	tw.Flush()
 }
 
 var helpCommand = &command{

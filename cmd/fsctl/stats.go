@@ -224,16 +224,21 @@ func renderStats(w io.Writer, d statsDoc) error {
 	p("SQEs per enter\t%s (%s SQEs in %s enters), %s\n", perEnter, count(r.SQEs), count(r.Enters), plural(r.Retries, "retry/retries"))
 	p("in flight\t%s now, %s at most\n", count(g.RingInflight), count(g.RingInflightHigh))
 	er := &c.Errors
-	pending := "unknown"
-	if g.FilesPendingError != nil {
-		pending = count(*g.FilesPendingError)
+	p("errors\t%s I/O, %s ring, %s cache fill, %s writeback (%s at eviction)\n",
+		count(er.IO), count(er.Ring), count(er.CacheFill), count(er.CacheWriteback), count(er.EvictionWriteback))
+	if g.FilesPendingError == nil {
+		p("pending\tunknown: files with writeback errors not yet reported\n")
+	} else if *g.FilesPendingError > 0 {
+		p("pending\t%s with a writeback error not yet reported (fsctl cache lists them)\n", plural(*g.FilesPendingError, "file"))
 	}
-	p("errors\t%s I/O, %s ring, %s cache fill, %s writeback (%s at eviction); files with pending writeback errors: %s\n",
-		count(er.IO), count(er.Ring), count(er.CacheFill), count(er.CacheWriteback), count(er.EvictionWriteback), pending)
 	if r.CQOverflows > 0 || r.DroppedCQEs > 0 {
 		p("ring trouble\t%s CQ overflows, %s dropped CQEs\n", count(r.CQOverflows), count(r.DroppedCQEs))
 	}
 
+	maxMark := "" // the maximum of an interval is a bucket's upper bound
+	if d.Interval != nil {
+		maxMark = "≤"
+	}
 	p("\nlatency\tCOUNT\tP50\tP99\tMAX\n")
 	for _, row := range []struct {
 		name string
@@ -243,7 +248,7 @@ func renderStats(w io.Writer, d statsDoc) error {
 			p("%s\t0\t-\t-\t-\n", row.name)
 			continue
 		}
-		p("%s\t%s\t≤%s\t≤%s\t%s\n", row.name, count(row.l.Count), duration(row.l.P50Ns), duration(row.l.P99Ns), duration(row.l.MaxNs))
+		p("%s\t%s\t≤%s\t≤%s\t%s%s\n", row.name, count(row.l.Count), duration(row.l.P50Ns), duration(row.l.P99Ns), maxMark, duration(row.l.MaxNs))
 	}
 	return tw.Flush()
 }

@@ -14,7 +14,9 @@ var versionCommand = &command{
 	name:    "version",
 	args:    "[--json]",
 	summary: "show fsctl's version, the commit it was built from, and its Go version",
-	detail:  "Version prints the module version, the VCS revision fsctl was built from, and the Go toolchain.",
+	detail: `
+Version prints fsctl's module version, the VCS revision it was built from
+(when the build recorded one), and the Go toolchain and platform.`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		asJSON := fs.Bool("json", false, "print a JSON document")
 		return func(_ context.Context, s *streams, args []string) error {

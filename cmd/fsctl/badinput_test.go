@@ -1,0 +1,212 @@
+//go:build linux
+
+package main
+
+import (
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeServer serves handler on a Unix socket in a private directory and
+// counts the connections it accepts.
+type fakeServer struct {
+	path  string
+	conns atomic.Int64
+}
+
+func startFakeServer(t *testing.T, handler http.Handler) *fakeServer {
+	t.Helper()
+	s := &fakeServer{path: filepath.Join(t.TempDir(), "fake.sock")}
+	l, err := net.Listen("unix", s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler, ConnState: func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// TestBadInput: every misuse gets a clear message on stderr, nothing on
+// stdout, and the right exit status.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "regular")
+	os.WriteFile(regular, []byte("x"), 0o600)
+
+	// A live socket behind a symlink: refused without connecting.
+	live := startFakeServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("{}"))
+	}))
+	link := filepath.Join(dir, "link.sock")
+	if err := os.Symlink(live.path, link); err != nil {
+		t.Fatal(err)
+	}
+	// A server that never answers, and one that answers too much.
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	silent := startFakeServer(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-hang }))
+	huge := startFakeServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(`{"mode": "`))
+		chunk := []byte(strings.Repeat("a", 1<<20))
+		for range 10 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	broken := startFakeServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no \x1b[31mstats\x1b[0m here", http.StatusNotFound)
+	}))
+	garbage := startFakeServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("<html>"))
+	}))
+
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"no command", nil, 2, "Usage:"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"unknown flag", []string{"stats", "--frob"}, 2, "flag provided but not defined: -frob"},
+		{"flag without value", []string{"stats", "--socket"}, 2, "flag needs an argument: -socket"},
+		{"no socket flag", []string{"stats"}, 2, "--socket PATH is required"},
+		{"no socket flag (cache)", []string{"cache", "--json"}, 2, "--socket PATH is required"},
+		{"stray argument", []string{"stats", "--socket", live.path, "extra"}, 2, `unexpected argument "extra"`},
+		{"watch too short", []string{"stats", "--socket", live.path, "--watch", "1ms"}, 2, "--watch must be at least 50ms"},
+		{"bad duration", []string{"stats", "--socket", live.path, "--watch", "soon"}, 2, `invalid value "soon" for flag -watch`},
+		{"bad timeout", []string{"cache", "--socket", live.path, "--timeout", "-1s"}, 2, "--timeout must be between"},
+		{"missing socket", []string{"stats", "--socket", filepath.Join(dir, "nope.sock")}, 1, "no socket at " + filepath.Join(dir, "nope.sock")},
+		{"missing socket (cache)", []string{"cache", "--socket", filepath.Join(dir, "nope.sock")}, 1, "is the engine running"},
+		{"symlink socket", []string{"stats", "--socket", link}, 1, "refusing " + link + ": it is a symbolic link"},
+		{"symlink socket (cache)", []string{"cache", "--socket", link, "--json"}, 1, "symbolic link"},
+		{"not a socket", []string{"stats", "--socket", regular}, 1, regular + " is not a Unix socket"},
+		{"silent server", []string{"stats", "--socket", silent.path, "--timeout", "300ms"}, 1, "no answer within the timeout"},
+		{"oversized response", []string{"stats", "--socket", huge.path}, 1, "response larger than 8.0 MiB, refused"},
+		{"error status", []string{"cache", "--socket", broken.path}, 1, `404 Not Found: "no \x1b[31mstats`},
+		{"not JSON", []string{"stats", "--socket", garbage.path}, 1, "malformed response"},
+		{"inspect nothing", []string{"inspect"}, 2, "no FILE given"},
+		{"inspect missing", []string{"inspect", filepath.Join(dir, "nope")}, 1, filepath.Join(dir, "nope") + ": stat: no such file or directory"},
+		{"inspect directory", []string{"inspect", dir}, 1, "open: is a directory"},
+		{"inspect socket", []string{"inspect", live.path}, 1, "open: not a regular file"},
+		{"probe argument", []string{"probe", "x"}, 2, `unexpected argument "x"`},
+		{"version argument", []string{"version", "x"}, 2, `unexpected argument "x"`},
+		{"help unknown", []string{"help", "frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"help too many", []string{"help", "stats", "cache"}, 2, "at most one command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runFsctl(t, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", r.code, tc.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stderr %q, want it to contain %q", r.stderr, tc.stderr)
+			}
+			if tc.code == 2 && tc.args != nil && !strings.Contains(r.stderr, "fsctl help") {
+				t.Errorf("usage error without a pointer to help: %q", r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+	t.Cleanup(func() { // after the parallel subtests
+		if n := live.conns.Load(); n != 0 {
+			t.Errorf("the server behind the symlink got %d connections", n)
+		}
+	})
+}
+
+// TestHelp: help and -h print usage on stdout and exit 0.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"help", "stats"}, {"stats", "-h"},
+		{"inspect", "--help"}, {"cache", "-h"}, {"probe", "-h"}, {"version", "-h"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := runFsctl(t, args...)
+			if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "Usage") {
+				t.Errorf("%q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	r := runFsctl(t, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "fsctl ") {
+		t.Errorf("version: exit %d, %q", r.code, r.stdout)
+	}
+}
+
+// TestSocketSwappedForSymlink: a symlink put in place of the socket after
+// fsctl checked it is still not followed when fsctl connects.
+func TestSocketSwappedForSymlink(t *testing.T) {
+	target := startFakeServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("{}")) }))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s := &streams{out: &strings.Builder{}, err: &strings.Builder{}}
+	c, err := newStatsClient(path, time.Second, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	os.Remove(path)
+	if err := os.Symlink(target.path, path); err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	err = c.get(t.Context(), "/stats", &v)
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("get through a swapped-in symlink: %v", err)
+	}
+	if n := target.conns.Load(); n != 0 {
+		t.Errorf("the symlink's target got %d connections", n)
+	}
+}
+
+// TestParseArgs: flags may follow arguments, and "--" ends the flags.
+func TestParseArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		pos  string
+		json bool
+	}{
+		{[]string{"a", "b"}, "a,b", false},
+		{[]string{"--json", "a"}, "a", true},
+		{[]string{"a", "--json", "b"}, "a,b", true},
+		{[]string{"a", "--", "--json"}, "a,--json", false},
+		{[]string{"--", "-x"}, "-x", false},
+	} {
+		var pos []string
+		var asJSON bool
+		fs := newFlagSetForTest(&asJSON)
+		pos, err := parseArgs(fs, tc.args)
+		if err != nil || strings.Join(pos, ",") != tc.pos || asJSON != tc.json {
+			t.Errorf("%q: %q json=%v err=%v, want %q json=%v", tc.args, pos, asJSON, err, tc.pos, tc.json)
+		}
+	}
+}
+
+func newFlagSetForTest(asJSON *bool) *flag.FlagSet {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(asJSON, "json", false, "")
+	return fs
+}
