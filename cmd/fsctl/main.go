@@ -130,6 +130,10 @@ func run(ctx context.Context, args []string, s *streams) int {
 	if err == nil {
 		return exitOK
 	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		s.warnf("%s: interrupted", cmd.name)
+		return exitFailure
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {

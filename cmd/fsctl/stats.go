@@ -188,8 +188,10 @@ func renderStats(w io.Writer, d statsDoc) error {
 		}
 		p("cache\t%s resident of %s (%s), %s dirty\n", ibytes(g.CacheResidentBytes), ibytes(g.CacheCapacityBytes),
 			percent(float64(g.CacheResidentBytes), float64(g.CacheCapacityBytes)), dirty)
-		k := &c.Cache
-		p("hit ratio\t%s\t%s hits, %s misses\n", percent(float64(k.Hits), float64(k.Hits+k.Misses)), count(k.Hits), count(k.Misses))
+		// Hits and misses as the engine counts them: reads served from the
+		// cache, and reads that had to fill it.
+		k, hits, misses := &c.Cache, c.Reads.CacheHit.Ops, c.Reads.Fill.Ops
+		p("hit ratio\t%s\t%s hits, %s misses\n", percent(float64(hits), float64(hits+misses)), count(hits), count(misses))
 		p("readahead\t%s\t%s\n", ibytes(k.ReadaheadBytes), byteRate(k.ReadaheadBytes, period))
 		p("writeback\t%s\t%s\t%s\n", ibytes(k.WritebackBytes), byteRate(k.WritebackBytes, period), plural(k.WritebackBatches, "batch/batches"))
 		p("evictions\t%s\t%s\t%s dirty\n", count(k.Evictions), opRate(k.Evictions, period), count(k.EvictionsDirty))

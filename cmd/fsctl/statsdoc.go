@@ -109,8 +109,8 @@ type latencyDocs struct {
 }
 
 // latencyDoc: percentiles are upper bounds of the engine's power-of-two
-// buckets. In an interval, max_ns is the upper bound of the slowest
-// bucket that moved (capped by the all-time maximum).
+// buckets, capped at max_ns. In an interval, max_ns is the upper bound of
+// the slowest bucket that moved (capped by the all-time maximum).
 type latencyDoc struct {
 	Count uint64 `json:"count"`
 	P50Ns int64  `json:"p50_ns"`
@@ -182,6 +182,8 @@ func newCounters(s engine.Stats, interval bool) countersDoc {
 	}
 }
 
+// newLatency converts l; percentiles, which are bucket upper bounds, are
+// capped at the maximum, itself a bound.
 func newLatency(l engine.Latency, interval bool) latencyDoc {
 	d := latencyDoc{Count: l.Count, P50Ns: l.P50Ns, P99Ns: l.P99Ns, MaxNs: l.MaxNs}
 	if interval {
@@ -192,6 +194,9 @@ func newLatency(l engine.Latency, interval bool) latencyDoc {
 				break
 			}
 		}
+	}
+	if d.MaxNs > 0 {
+		d.P50Ns, d.P99Ns = min(d.P50Ns, d.MaxNs), min(d.P99Ns, d.MaxNs)
 	}
 	return d
 }
