@@ -100,36 +100,35 @@ type session struct {
 	osf *os.File
 }
 
-// openSession opens the file through b; direct asks for O_DIRECT.
-func openSession(b *backend, path string, size int64, direct bool, cacheSize int64) (*session, error) {
+// openSession opens the file through b; direct asks for O_DIRECT. Engine
+// backends reuse the runner's engine for b: a file's cached pages are
+// dropped when its last handle closes, so every cell starts cold, but the
+// cache memory stays mapped, and faulting in a fresh arena (hundreds of
+// milliseconds in some VMs) is paid once per run, not per cell.
+func (r *runner) openSession(b *backend, direct bool) (*session, error) {
 	flag := os.O_RDWR
 	if direct {
 		flag |= syscall.O_DIRECT
 	}
 	switch b.kind {
 	case kindEngine:
-		opts := b.opts
-		if cacheSize > 0 && !opts.HostMmap {
-			opts.CacheSize = cacheSize
-		}
-		e, err := engine.New(opts)
+		e, err := r.engineFor(b)
 		if err != nil {
 			return nil, err
 		}
-		f, err := e.Open(path, flag, 0)
+		f, err := e.Open(r.path, flag, 0)
 		if err != nil {
-			e.Close()
 			return nil, err
 		}
 		return &session{h: f, eng: e, ef: f}, nil
 	case kindOS:
-		f, err := os.OpenFile(path, flag, 0)
+		f, err := os.OpenFile(r.path, flag, 0)
 		if err != nil {
 			return nil, err
 		}
 		return &session{h: f, osf: f}, nil
 	case kindMmap:
-		m, err := openMmap(path, size)
+		m, err := openMmap(r.path, r.size)
 		if err != nil {
 			return nil, err
 		}
@@ -138,10 +137,42 @@ func openSession(b *backend, path string, size int64, direct bool, cacheSize int
 	return nil, fmt.Errorf("backend %s does not run in this process", b.name)
 }
 
+// engineFor returns the run's engine for b, creating it on first use.
+func (r *runner) engineFor(b *backend) (*engine.Engine, error) {
+	if e := r.engines[b]; e != nil {
+		return e, nil
+	}
+	opts := b.opts
+	if r.cacheSize > 0 && !opts.HostMmap {
+		opts.CacheSize = r.cacheSize
+	}
+	e, err := engine.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	if r.engines == nil {
+		r.engines = make(map[*backend]*engine.Engine)
+	}
+	r.engines[b] = e
+	return e, nil
+}
+
+// closeEngines closes the run's engines.
+func (r *runner) closeEngines() error {
+	var errs []error
+	for b, e := range r.engines {
+		if err := e.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b.name, err))
+		}
+	}
+	r.engines = nil
+	return errors.Join(errs...)
+}
+
 func (s *session) close() error {
 	switch {
-	case s.eng != nil:
-		return errors.Join(s.ef.Close(), s.eng.Close())
+	case s.ef != nil:
+		return s.ef.Close()
 	case s.osf != nil:
 		return s.osf.Close()
 	case s.mm != nil:

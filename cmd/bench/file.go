@@ -53,7 +53,11 @@ func (r *runner) prepareFile() error {
 	f.Close()
 	r.workingSet = cfg.workingSet
 	if r.workingSet == 0 {
-		r.workingSet = min(defaultWorkingSet, r.size)
+		r.workingSet = defaultWorkingSet
+		if cfg.quick {
+			r.workingSet = quickWorkingSet
+		}
+		r.workingSet = min(r.workingSet, r.size)
 	}
 	if r.workingSet > r.size {
 		return usagef("--working-set %s is larger than the file (%s)", describeSize(r.workingSet), describeSize(r.size))

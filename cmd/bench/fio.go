@@ -108,7 +108,7 @@ func (r *runner) runFio(ctx context.Context, c cell) result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
-	r.progress.cell(c, start, r.duration, nil)
+	r.progress.cell(c, start, r.duration, 0, 1)
 	err := cmd.Run()
 	r.progress.done()
 	if err != nil {
@@ -159,7 +159,7 @@ type fioJob struct {
 	Error      int     `json:"error"`
 	Read       fioDir  `json:"read"`
 	Write      fioDir  `json:"write"`
-	Mixed      *fioDir `json:"mixed"` // with --unified_rw_reporting=both
+	Mixed      *fioDir `json:"mixed"`       // with --unified_rw_reporting=both
 	JobRuntime float64 `json:"job_runtime"` // ms, summed over the group's jobs
 	UsrCPU     float64 `json:"usr_cpu"`     // % of job_runtime
 	SysCPU     float64 `json:"sys_cpu"`

@@ -42,8 +42,9 @@ const (
 	quickSize         = 256 << 20
 	minSize           = 16 << 20
 	defaultWorkingSet = 192 << 20 // fits the default 256 MiB ringfs cache
+	quickWorkingSet   = 64 << 20
 	defaultDuration   = 800 * time.Millisecond
-	quickDuration     = 150 * time.Millisecond
+	quickDuration     = 100 * time.Millisecond
 )
 
 // usageError is a bad command line: exit status 2.
@@ -64,11 +65,11 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	var size, workingSet, backendList, workloadList string
 	fs.StringVar(&cfg.file, "file", "", "run on this `path` instead of a temporary file; it is kept afterwards (see --overwrite)")
 	fs.StringVar(&size, "size", "", "size of the scratch file, e.g. 1GiB, 256MiB (default 1GiB, 256MiB with --quick)")
-	fs.StringVar(&workingSet, "working-set", "", "bytes the hot and write workloads stay in (default: the smaller of 192MiB and --size)")
+	fs.StringVar(&workingSet, "working-set", "", "bytes the hot and write workloads stay in (default: the smaller of 192MiB (64MiB with --quick) and --size)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary scratch file and print its path")
 	fs.BoolVar(&cfg.overwrite, "overwrite", false, "let --file overwrite an existing file that does not hold bench's pattern")
-	fs.DurationVar(&cfg.duration, "duration", 0, "timed length of each cell (default 800ms, 150ms with --quick)")
-	fs.BoolVar(&cfg.quick, "quick", false, "a short run: smaller file, shorter cells (about 20 s)")
+	fs.DurationVar(&cfg.duration, "duration", 0, "timed length of each cell (default 800ms, 100ms with --quick)")
+	fs.BoolVar(&cfg.quick, "quick", false, "a short run: 256MiB file, 64MiB working set, 100ms cells, no fio unless named in --backends (about 20 s)")
 	fs.IntVar(&cfg.jobs, "jobs", runtime.NumCPU(), "goroutines (fio jobs) of the multi-job randread-hot rows")
 	fs.StringVar(&backendList, "backends", "", "comma-separated backends to run (default: every one available): "+backendNames())
 	fs.StringVar(&workloadList, "workloads", "", "comma-separated workloads to run (default: all): "+workloadNames())

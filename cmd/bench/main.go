@@ -53,7 +53,12 @@ type runner struct {
 	directOK bool
 	// temp: the file is bench's own, removed at the end unless --keep.
 	temp bool
+	// engines are the engine backends' engines, one per backend for the
+	// run (see openSession).
+	engines map[*backend]*engine.Engine
 }
+
+var trace = os.Getenv("RINGFS_BENCH_TRACE") != ""
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args, stderr)
@@ -109,27 +114,47 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	r.progress.total = len(cells)
 	results := make([]result, 0, len(cells))
-	for _, c := range cells {
+	ioFailed := false
+	for _, g := range groupCells(cells) {
 		if ctx.Err() != nil {
 			break
 		}
-		if r.fioWrote {
-			if err := r.fill(r.workingSet); err != nil {
+		var inproc []cell
+		for _, c := range g {
+			if c.b.inProcess() {
+				inproc = append(inproc, c)
+			}
+		}
+		if err := r.restorePattern(); err != nil {
+			fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
+			return exitError
+		}
+		start := time.Now()
+		results = append(results, r.runGroup(ctx, inproc)...)
+		if trace {
+			fmt.Fprintf(stderr, "trace: %s jobs=%d in-process: %v\n", g[0].w.name, g[0].jobs, time.Since(start))
+		}
+		for _, c := range g {
+			if c.b.inProcess() || ctx.Err() != nil {
+				continue
+			}
+			if err := r.restorePattern(); err != nil {
 				fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
 				return exitError
 			}
-			r.fioWrote = false
-		}
-		var res result
-		if c.b.inProcess() {
-			res = r.runInProcess(ctx, c)
-		} else {
-			res = r.runFio(ctx, c)
+			start := time.Now()
+			results = append(results, r.runFio(ctx, c))
 			if c.w.writes() {
 				r.fioWrote = true
 			}
+			if trace {
+				fmt.Fprintf(stderr, "trace: %s %s: %v\n", c.w.name, c.b.name, time.Since(start))
+			}
 		}
-		results = append(results, res)
+	}
+	if err := r.closeEngines(); err != nil {
+		fmt.Fprintf(stderr, "bench: closing engines: %v\n", err)
+		ioFailed = true
 	}
 	if r.fioWrote && r.keepFile() {
 		if err := r.fill(r.workingSet); err != nil {
@@ -158,6 +183,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	code := exitOK
+	if ioFailed {
+		code = exitError
+	}
 	for _, res := range results {
 		if res.Error != "" {
 			fmt.Fprintf(stderr, "bench: %s/%s jobs=%d depth=%d: %s\n", res.Workload, res.Backend, res.Jobs, res.Depth, res.Error)
@@ -171,6 +199,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// groupCells splits cells (in plan order) into runs of one variant of
+// one workload.
+func groupCells(cells []cell) [][]cell {
+	var out [][]cell
+	for i, c := range cells {
+		if i == 0 || c.w != cells[i-1].w || c.v != cells[i-1].v {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], c)
+	}
+	return out
+}
+
+// restorePattern rewrites the working set with the pattern after fio
+// wrote its own data there.
+func (r *runner) restorePattern() error {
+	if !r.fioWrote {
+		return nil
+	}
+	r.fioWrote = false
+	return r.fill(r.workingSet)
+}
+
 // selectBackends returns the backends to run: the ones asked for, or
 // every available one. Asking for one that is not available is a usage
 // error.
@@ -180,9 +231,15 @@ func (r *runner) selectBackends() ([]*backend, error) {
 		if r.cfg.backendsSet {
 			continue
 		}
+		if b.kind == kindFio && r.cfg.quick {
+			continue // fio's start-up alone is half a second a cell
+		}
 		if ok, _ := r.available(b); ok {
 			sel = append(sel, b)
 		}
+	}
+	if !r.cfg.backendsSet && r.cfg.quick && r.fio != nil {
+		fmt.Fprintf(r.log, "bench: --quick leaves fio out; name fio backends in --backends to include them\n")
 	}
 	for _, b := range r.cfg.backends {
 		if ok, why := r.available(b); !ok {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,12 +18,12 @@ import (
 type progress struct {
 	w     io.Writer
 	on    bool
-	total int
-	n     int
+	total int // cells in the run
+	n     int // cells started
 
-	mu   sync.Mutex
-	stop chan struct{}
-	wg   sync.WaitGroup
+	count atomic.Pointer[func() int64] // operations so far in the running round
+	stop  chan struct{}
+	wg    sync.WaitGroup
 }
 
 func newProgress(w io.Writer) *progress {
@@ -34,16 +35,20 @@ func newProgress(w io.Writer) *progress {
 	return p
 }
 
-// cell starts the line for c; ops, when not nil, counts the operations
-// done so far.
-func (p *progress) cell(c cell, start time.Time, d time.Duration, ops func() int64) {
-	p.n++
+// cell starts the line for round (of rounds) of c, which runs for d.
+func (p *progress) cell(c cell, start time.Time, d time.Duration, round, rounds int) {
+	if round == 0 {
+		p.n++
+	}
 	if !p.on {
 		return
 	}
 	p.stop = make(chan struct{})
 	p.wg.Add(1)
 	label := fmt.Sprintf("[%d/%d] %s %s jobs=%d depth=%d", p.n, p.total, c.w.name, c.b.name, c.jobs, c.v.depth)
+	if rounds > 1 {
+		label += fmt.Sprintf(" round %d/%d", round+1, rounds)
+	}
 	go func() {
 		defer p.wg.Done()
 		t := time.NewTicker(200 * time.Millisecond)
@@ -51,8 +56,8 @@ func (p *progress) cell(c cell, start time.Time, d time.Duration, ops func() int
 		for {
 			el := time.Since(start)
 			line := fmt.Sprintf("%s  %.1f/%.1fs", label, el.Seconds(), d.Seconds())
-			if ops != nil && el > 0 {
-				line += "  " + formatIOPS(float64(ops())/el.Seconds()) + " IOPS"
+			if f := p.count.Load(); f != nil && el > 0 {
+				line += "  " + formatIOPS(float64((*f)())/el.Seconds()) + " IOPS"
 			}
 			fmt.Fprintf(p.w, "\r\x1b[K%s", line)
 			select {
@@ -62,6 +67,15 @@ func (p *progress) cell(c cell, start time.Time, d time.Duration, ops func() int
 			}
 		}
 	}()
+}
+
+// ops sets the counter of operations of the running round (nil: none).
+func (p *progress) ops(f func() int64) {
+	if f == nil {
+		p.count.Store(nil)
+		return
+	}
+	p.count.Store(&f)
 }
 
 // done clears the line.

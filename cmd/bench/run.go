@@ -21,10 +21,10 @@ import (
 
 // cell is one backend running one variant of one workload.
 type cell struct {
-	w   *workload
-	v   variant
-	b   *backend
-	gen int // the generation this cell's writes carry
+	w    *workload
+	v    variant
+	b    *backend
+	gen  int // the generation this cell's writes carry
 	jobs int
 }
 
@@ -62,34 +62,111 @@ type job struct {
 	_       [64]byte
 }
 
-// runInProcess runs c on a fresh session: open, warm, time, sync,
-// verify, close.
-func (r *runner) runInProcess(ctx context.Context, c cell) (res result) {
+// live is an in-process cell in progress: its session stays open across
+// its timed rounds, and the rounds' figures add up.
+type live struct {
+	c      cell
+	s      *session
+	res    result
+	hist   histogram
+	ops    int64
+	busy   time.Duration // timed time, over all rounds
+	cpu    time.Duration
+	allocs uint64
+	enters uint64 // io_uring_enter calls (engine backends)
+	sqes   uint64
+	reads  uint64 // engine reads, and how many filled the cache
+	fills  uint64
+}
+
+// maxRound is the longest timed round of a read-only workload. Their
+// cells run in rounds taking turns, so that a burst of load from
+// elsewhere on the machine hits every backend of a comparison alike.
+const maxRound = 200 * time.Millisecond
+
+// rounds is how many rounds the cells of w are split into. Workloads that
+// write run in one round, one cell after another: a ringfs engine in
+// Exclusive mode must be the only writer while it has the file open.
+func (r *runner) rounds(w *workload) int {
+	if w.writes() {
+		return 1
+	}
+	return max(1, int((r.duration+maxRound-1)/maxRound))
+}
+
+// runGroup runs the in-process cells of one variant of one workload: all
+// are opened and warmed, then timed in rounds taking turns (in a
+// different order each round), then checked and closed.
+func (r *runner) runGroup(ctx context.Context, cells []cell) []result {
+	if len(cells) == 0 {
+		return nil
+	}
+	if cells[0].w.writes() {
+		out := make([]result, 0, len(cells))
+		for _, c := range cells {
+			out = append(out, r.runCells(ctx, []cell{c})...)
+		}
+		return out
+	}
+	return r.runCells(ctx, cells)
+}
+
+func (r *runner) runCells(ctx context.Context, cells []cell) []result {
+	ls := make([]*live, len(cells))
+	for i, c := range cells {
+		ls[i] = r.open(c)
+	}
+	n := r.rounds(cells[0].w)
+	per := r.duration / time.Duration(n)
+	for round := range n {
+		for k := range ls {
+			l := ls[(k+round)%len(ls)]
+			if l.res.Error != "" || ctx.Err() != nil {
+				continue
+			}
+			r.progress.cell(l.c, time.Now(), per, round, n)
+			r.timeRound(ctx, l, per)
+			r.progress.done()
+		}
+	}
+	out := make([]result, len(ls))
+	for i, l := range ls {
+		out[i] = r.finish(ctx, l)
+	}
+	return out
+}
+
+// open opens and, for hot workloads, warms a cell's session.
+func (r *runner) open(c cell) *live {
 	w, v, b := c.w, c.v, c.b
-	res = result{Workload: w.name, Backend: b.name, BlockSize: w.block, Jobs: c.jobs, Depth: v.depth, variant: v}
-	fail := func(err error) result {
-		res.Error = err.Error()
-		return res
-	}
-	s, err := openSession(b, r.path, r.size, w.direct, r.cacheSize)
+	l := &live{c: c, res: result{Workload: w.name, Backend: b.name, BlockSize: w.block, Jobs: c.jobs, Depth: v.depth, variant: v}}
+	s, err := r.openSession(b, w.direct)
 	if err != nil {
-		return fail(fmt.Errorf("open: %w", err))
+		l.res.Error = fmt.Sprintf("open: %v", err)
+		return l
 	}
-	defer func() {
-		if err := s.close(); err != nil && res.Error == "" {
-			res.Error = fmt.Sprintf("close: %v", err)
-		}
-	}()
+	l.s = s
 	if w.hot() {
+		t := time.Now()
 		if err := warm(s.h, r.workingSet); err != nil {
-			return fail(fmt.Errorf("warming the working set: %w", err))
+			l.res.Error = fmt.Sprintf("warming the working set: %v", err)
+		}
+		if trace {
+			fmt.Fprintf(r.log, "trace: warm %s: %v\n", b.name, time.Since(t))
 		}
 	}
+	return l
+}
+
+// timeRound runs one timed round of l for d: the jobs start together and
+// stop together; a write workload's Sync is inside the round.
+func (r *runner) timeRound(ctx context.Context, l *live, d time.Duration) {
+	c, s := l.c, l.s
+	w, v := c.w, c.v
 	if r.stats != nil && s.eng != nil {
 		r.stats.attach(s.eng)
 		defer r.stats.detach(s.eng)
 	}
-
 	jobs := make([]*job, c.jobs)
 	for i := range jobs {
 		jobs[i] = &job{written: make([]int64, 0, maxRecorded)}
@@ -122,16 +199,18 @@ func (r *runner) runInProcess(ctx context.Context, c cell) (res result) {
 	allocs0 := heapAllocs()
 	start := time.Now()
 	close(startGate)
-	r.progress.cell(c, start, r.duration, func() int64 {
+	r.progress.ops(func() int64 {
 		var n int64
 		for _, j := range jobs {
 			n += j.ops.Load()
 		}
 		return n
 	})
+	timer := time.NewTimer(d)
 	select {
-	case <-time.After(r.duration):
+	case <-timer.C:
 	case <-ctx.Done():
+		timer.Stop()
 	}
 	stop.Store(true)
 	done.Wait()
@@ -139,49 +218,65 @@ func (r *runner) runInProcess(ctx context.Context, c cell) (res result) {
 	if w.syncAtEnd {
 		syncErr = s.h.Sync()
 	}
-	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
-	allocs := heapAllocs() - allocs0
-	r.progress.done()
+	l.busy += time.Since(start)
+	l.cpu += cpuTime() - cpu0
+	l.allocs += heapAllocs() - allocs0
+	r.progress.ops(nil)
 
-	var h histogram
 	for _, j := range jobs {
-		res.Ops += j.ops.Load()
-		h.merge(&j.hist)
-		if j.err != nil && res.Error == "" {
-			res.Error = j.err.Error()
+		l.ops += j.ops.Load()
+		l.hist.merge(&j.hist)
+		if j.err != nil && l.res.Error == "" {
+			l.res.Error = j.err.Error()
 		}
 	}
-	if res.Error == "" && syncErr != nil {
-		res.Error = fmt.Sprintf("sync: %v", syncErr)
+	if l.res.Error == "" && syncErr != nil {
+		l.res.Error = fmt.Sprintf("sync: %v", syncErr)
+	}
+	if s.eng != nil {
+		dd := s.eng.Stats().Sub(engBefore)
+		l.enters += dd.Ring.Enters
+		l.sqes += dd.Ring.SQEs
+		l.reads += dd.Reads.Ops()
+		l.fills += dd.Reads.Fill.Ops
+	}
+	if l.res.Error == "" && w.writes() {
+		if err := r.verifyWrites(s.h, c.gen, jobs, w); err != nil {
+			l.res.Error = err.Error()
+		}
+	}
+}
+
+// finish turns l's totals into its result and closes its session.
+func (r *runner) finish(ctx context.Context, l *live) result {
+	res := l.res
+	w, b := l.c.w, l.c.b
+	if l.s != nil {
+		if err := l.s.close(); err != nil && res.Error == "" {
+			res.Error = fmt.Sprintf("close: %v", err)
+		}
 	}
 	if ctx.Err() != nil && res.Error == "" {
 		res.Error = "interrupted"
 	}
-	res.Seconds = elapsed.Seconds()
+	res.Ops = l.ops
+	res.Seconds = l.busy.Seconds()
 	res.finish()
-	res.Lat = latency{P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
+	res.Lat = latency{P50: l.hist.quantile(0.50), P99: l.hist.quantile(0.99), Max: l.hist.max}
 	if res.Ops > 0 {
-		res.CPUPerOp = cpu.Seconds() / float64(res.Ops)
-		res.AllocsPerOp = ptr(float64(allocs) / float64(res.Ops))
+		res.CPUPerOp = l.cpu.Seconds() / float64(res.Ops)
+		res.AllocsPerOp = ptr(float64(l.allocs) / float64(res.Ops))
 	}
 	if st := latencyStride(w); st > 1 {
 		res.Notes = append(res.Notes, fmt.Sprintf("latency timed on 1 op in %d", st))
 	}
-	if s.eng != nil {
-		d := s.eng.Stats().Sub(engBefore)
-		if b.ring && d.Ring.Enters > 0 {
-			res.SQEsPerEnter = ptr(d.SQEsPerEnter)
+	if b.kind == kindEngine {
+		if b.ring && l.enters > 0 {
+			res.SQEsPerEnter = ptr(float64(l.sqes) / float64(l.enters))
 		}
-		reads := d.Reads.Ops()
-		if w.hot() && reads > 0 && d.Reads.Fill.Ops*100 > reads {
+		if w.hot() && l.reads > 0 && l.fills*100 > l.reads {
 			res.Notes = append(res.Notes, fmt.Sprintf("%.1f%% of reads missed the ringfs cache",
-				100*float64(d.Reads.Fill.Ops)/float64(reads)))
-		}
-	}
-	if res.Error == "" && w.writes() {
-		if err := r.verifyWrites(s.h, c.gen, jobs, w); err != nil {
-			res.Error = err.Error()
+				100*float64(l.fills)/float64(l.reads)))
 		}
 	}
 	return res
