@@ -480,11 +480,15 @@ func runWritebackSweepCase(t *testing.T, inj *fault.Injector, be uring.Backend, 
 		}
 		checkCleanOnHost(t, f, h, m)
 	}
-	write(30)
+	scale := 1
+	if soak() {
+		scale = 4
+	}
+	write(16 * scale)
 	step(Range{0, 20 * PageSize}, SyncData)
-	write(20)
+	write(10 * scale)
 	step(Range{0, 1 << 40}, SyncNone)
-	write(10)
+	write(6 * scale)
 	step(Range{0, 1 << 40}, SyncFull)
 	fired := inj.Fired() - firedStart
 	reached := matched.Load() >= int64(k)
