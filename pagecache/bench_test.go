@@ -239,3 +239,43 @@ func benchWriteback(b *testing.B, backend string, direct bool, mode SyncMode) {
 	b.ReportMetric(float64(random)/float64(per), "x_vs_pwrite")
 	b.ReportMetric(float64(inOrder)/float64(per), "x_vs_pwrite_sorted")
 }
+
+// BenchmarkMiss reads random 4 KiB pages of a file 16 times the cache, so
+// nearly every read fills (with readahead cut to one page) and evicts;
+// pread of the same pages is the baseline measured in the same run.
+func BenchmarkMiss(b *testing.B) {
+	const pages = 4096
+	data := pattern(200, pages*PageSize)
+	h := newHostFileIn(b, benchDir(b), data, false)
+	c := newCache(b, openBackend(b, uring.BackendUring, nil), Options{Capacity: pages / 16 * PageSize, Readahead: PageSize})
+	f := openFile(b, c, h, pages*PageSize)
+	offs := make([]int64, 4096)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range offs {
+		offs[i] = r.Int64N(pages) * PageSize
+	}
+	p := make([]byte, PageSize)
+	const baselineOps = 50_000
+	pread := timeBaseline(1, func() {
+		for i := range baselineOps {
+			if _, err := h.fh.ReadAt(p, offs[i%len(offs)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}) / baselineOps
+	before := c.Stats()
+	b.ReportAllocs()
+	b.SetBytes(PageSize)
+	i := 0
+	for b.Loop() {
+		if _, err := f.ReadAt(p, offs[i%len(offs)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	st := c.Stats().Sub(before)
+	miss := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(float64(st.Misses)/float64(b.N), "misses/op")
+	b.ReportMetric(float64(pread.Nanoseconds()), "pread-ns/op")
+	b.ReportMetric(float64(pread)/float64(miss), "x_vs_pread")
+}
