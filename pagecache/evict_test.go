@@ -178,7 +178,7 @@ func runEvictionModel(t *testing.T, backend string, seed uint64, ops int, log *o
 			mustWrite(t, f, m, pattern(r.Uint64(), int(n)), off)
 		case k < 95: // writeback
 			mode := SyncMode(r.IntN(3))
-			off := r.Int64N(size)
+			off := r.Int64N(size + 1)
 			n := r.Int64N(64 * PageSize)
 			log.add(fmt.Sprintf("writeback-%d", mode), off, n, size)
 			if err := f.Writeback(Range{off, off + n}, mode); err != nil {
