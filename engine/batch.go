@@ -166,7 +166,7 @@ func (b *batch) run() {
 			path = pathDirect
 		}
 		if !op.Write {
-			op.N = op.File.ino.clampDirect(op.N, op.Off)
+			op.N = op.File.ino.clampDirect(op.Buf, op.N, op.Off, op.Err)
 		}
 		e.st.record(kind, path, r.N, d, r.Err)
 		if op.Write && op.N > 0 {

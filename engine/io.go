@@ -124,7 +124,7 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 	}
 	if aligned(p, off) {
 		n, err := ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
-		return ino.clampDirect(n, off), err
+		return ino.clampDirect(p, n, off, err), err
 	}
 	a0 := off &^ (directAlign - 1)
 	a1 := (off + int64(len(p)) + directAlign - 1) &^ (directAlign - 1)
@@ -132,18 +132,25 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 	n, err := ino.e.hostIO(uring.OpRead, f.fd, buf, a0, uint32(flags))
 	got := max(min(n-int(off-a0), len(p)), 0)
 	copy(p[:got], buf[off-a0:])
-	return ino.clampDirect(got, off), err
+	return ino.clampDirect(p, got, off, err), err
 }
 
-// clampDirect limits a direct read's count to the engine's size (the host
-// may hold bytes past it after a failed write).
-func (ino *inode) clampDirect(n int, off int64) int {
-	if ino.cf != nil {
-		if size := ino.cf.Size(); off+int64(n) > size {
-			return int(max(size-off, 0))
-		}
+// clampDirect fits the count n of a direct read of p at off to the
+// engine's size: the host may hold bytes past it (after a failed write),
+// and it may end before it, when the cache extended the file and has not
+// written the end back; the bytes between the host's end and the
+// engine's are a hole (the range's dirty pages were flushed before the
+// read), so they read as zeros.
+func (ino *inode) clampDirect(p []byte, n int, off int64, err error) int {
+	if ino.cf == nil {
+		return n
 	}
-	return n
+	want := int(max(0, min(int64(len(p)), ino.cf.Size()-off)))
+	if n < want && err == nil {
+		clear(p[n:want])
+		return want
+	}
+	return min(n, want)
 }
 
 // writeDirect serves a write on an O_DIRECT handle: cached pages in the
