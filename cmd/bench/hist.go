@@ -78,3 +78,5 @@ func (h *histogram) quantile(q float64) int64 {
 	}
 	return h.max
 }
+
+func timeNs(v int64) time.Duration { return time.Duration(v) }

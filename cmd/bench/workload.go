@@ -120,3 +120,14 @@ func blockLabel(n int) string {
 	}
 	return fmt.Sprintf("%dB", n)
 }
+
+// blockWords formats a block size for people: "4 KiB".
+func blockWords(n int) string {
+	l := blockLabel(n)
+	for i, c := range l {
+		if c < '0' || c > '9' {
+			return l[:i] + " " + l[i:]
+		}
+	}
+	return l
+}

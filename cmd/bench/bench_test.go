@@ -1,0 +1,392 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestUsageErrors: a bad command line exits with status 2 and says what
+// is wrong, before any file is written.
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown backend", []string{"--backends", "ringfs,nosuch"}, `unknown backend "nosuch"`},
+		{"unknown workload", []string{"--workloads", "randread-cold"}, `unknown workload "randread-cold"`},
+		{"known names listed", []string{"--backends", "x"}, "known: ringfs, ringfs-writethrough"},
+		{"empty backend list", []string{"--backends", ","}, "--backends names no backend"},
+		{"bad size", []string{"--size", "lots"}, `--size "lots": want a size`},
+		{"size too small", []string{"--size", "1MiB"}, "below the minimum"},
+		{"bad working set", []string{"--working-set", "12x"}, "--working-set"},
+		{"negative duration", []string{"--duration", "-1s"}, "negative"},
+		{"bad duration", []string{"--duration", "soon"}, "invalid value"},
+		{"jobs zero", []string{"--jobs", "0"}, "--jobs 0 is out of range"},
+		{"two outputs", []string{"--json", "--gobench"}, "pick one"},
+		{"keep with file", []string{"--keep", "--file", "/tmp/x"}, "--keep is for the temporary file"},
+		{"positional", []string{"extra"}, `unexpected argument "extra"`},
+		{"unknown flag", []string{"--fast"}, "flag provided but not defined: -fast"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tt.args, &stdout, &stderr)
+			if code != exitUsage {
+				t.Errorf("exit status %d, want %d; stderr:\n%s", code, exitUsage, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr does not say %q:\n%s", tt.want, stderr.String())
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout not empty: %q", stdout.String())
+			}
+		})
+	}
+}
+
+// TestUnavailableBackend: naming a backend this binary or machine lacks
+// is a usage error too.
+func TestUnavailableBackend(t *testing.T) {
+	r := &runner{cfg: &config{}}
+	if ok, _ := r.available(backendByName("iouringgo")); ok {
+		t.Skip("built with the iouringgo backend")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--backends", "iouringgo"}, &stdout, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "-tags iouringgo -ldflags=-checklinkname=0") {
+		t.Errorf("exit status %d, stderr %q; want 2 and how to build it", code, stderr.String())
+	}
+}
+
+// TestFileNotOurs: --file refuses to overwrite a file that does not hold
+// bench's data.
+func TestFileNotOurs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("keep me "), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--file", path, "--backends", "os"}, &stdout, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "--overwrite") {
+		t.Errorf("exit status %d, stderr %q; want 2 and a pointer to --overwrite", code, stderr.String())
+	}
+	if data, _ := os.ReadFile(path); !bytes.HasPrefix(data, []byte("keep me keep me")) {
+		t.Errorf("the file was changed")
+	}
+}
+
+func TestParseFio(t *testing.T) {
+	tests := []struct {
+		file       string
+		kind       kind
+		ops        int64
+		seconds    float64
+		lat        latency
+		cpuSeconds float64
+	}{
+		// fio 3.33, psync, 2 jobs, 4 KiB random reads of a hot file.
+		{"fio-psync-randread.json", randRead, 97688, 0.300, latency{P50: 2064, P99: 79360, Max: 10520319},
+			(15.833333 + 40.166667) / 100 * 0.600},
+		// fio 3.33, io_uring, 8 jobs, 70/30 random reads/writes, end_fsync:
+		// the "mixed" section (unified_rw_reporting=both) is used.
+		{"fio-io_uring-mixed.json", mixed, 70915, 0.373, latency{P50: 2704, P99: 374784, Max: 24788082},
+			(2.048481 + 8.159781) / 100 * 2.929},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// fio can print notices before the document.
+			for _, prefix := range []string{"", "fio: note: both iodepth >= 1 and synchronous I/O engine are selected\n"} {
+				got, err := parseFio(append([]byte(prefix), data...), tt.kind)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.ops != tt.ops || got.seconds != tt.seconds || got.lat != tt.lat {
+					t.Errorf("got ops %d seconds %v lat %+v, want %d %v %+v", got.ops, got.seconds, got.lat, tt.ops, tt.seconds, tt.lat)
+				}
+				if d := got.cpuSeconds - tt.cpuSeconds; d > 1e-9 || d < -1e-9 {
+					t.Errorf("cpu seconds %v, want %v", got.cpuSeconds, tt.cpuSeconds)
+				}
+			}
+		})
+	}
+}
+
+func TestParseFioErrors(t *testing.T) {
+	psync, err := os.ReadFile("testdata/fio-psync-randread.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		out  string
+		kind kind
+		want string
+	}{
+		{"no json", "fio: failed parsing option\n", randRead, "no JSON report"},
+		{"truncated", string(psync[:len(psync)/2]), randRead, "parsing fio's report"},
+		{"no jobs", `{"fio version":"fio-3.33","jobs":[]}`, randRead, "0 job groups"},
+		{"job error", `{"jobs":[{"jobname":"x","error":5}]}`, randRead, "failed with error 5"},
+		{"no mixed section", string(psync), mixed, "no mixed section"},
+		{"no runtime", `{"jobs":[{"jobname":"x","read":{"total_ios":1}}]}`, randRead, "no runtime"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseFio([]byte(tt.out), tt.kind)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestFioArgs: fio gets the same file, region, block size, concurrency
+// and duration as the in-process rows, and is kept hot.
+func TestFioArgs(t *testing.T) {
+	r := &runner{path: "/f", size: 1 << 30, workingSet: 192 << 20, duration: 800e6}
+	hot := workloadByName("randread-hot")
+	args := strings.Join(r.fioArgs(cell{w: hot, v: hot.variants[0], b: backendByName("fio-io_uring"), jobs: 1}), " ")
+	for _, want := range []string{"--filename=/f", "--ioengine=io_uring", "--rw=randread", "--bs=4096",
+		"--size=201326592", "--numjobs=1", "--iodepth=1", "--runtime=800ms", "--invalidate=0", "--output-format=json"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("randread-hot args lack %s: %s", want, args)
+		}
+	}
+	direct := workloadByName("randread-direct")
+	args = strings.Join(r.fioArgs(cell{w: direct, v: direct.variants[0], b: backendByName("fio-io_uring"), jobs: 32}), " ")
+	for _, want := range []string{"--direct=1", "--numjobs=1", "--iodepth=32", "--size=1073741824"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("randread-direct io_uring args lack %s: %s", want, args)
+		}
+	}
+	args = strings.Join(r.fioArgs(cell{w: direct, v: direct.variants[0], b: backendByName("fio-psync"), jobs: 32}), " ")
+	if !strings.Contains(args, "--numjobs=32") || !strings.Contains(args, "--iodepth=1") {
+		t.Errorf("randread-direct psync args: %s", args)
+	}
+	rw := workloadByName("randwrite")
+	args = strings.Join(r.fioArgs(cell{w: rw, v: rw.variants[0], b: backendByName("fio-psync"), jobs: 1}), " ")
+	if !strings.Contains(args, "--end_fsync=1") {
+		t.Errorf("randwrite args lack the final fsync: %s", args)
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for v := int64(1); v <= 100000; v++ {
+		h.add(timeNs(v))
+	}
+	for _, tt := range []struct {
+		q    float64
+		want int64
+	}{{0.5, 50000}, {0.99, 99000}, {1, 100000}} {
+		got := h.quantile(tt.q)
+		if d := float64(got-tt.want) / float64(tt.want); d > 0.03 || d < -0.03 {
+			t.Errorf("quantile(%v) = %d, want %d within 3%%", tt.q, got, tt.want)
+		}
+	}
+	if h.max != 100000 {
+		t.Errorf("max %d", h.max)
+	}
+	for v := uint64(0); v < 1<<20; v += 7 {
+		if b := bucketOf(v); b < 0 || b >= histBuckets || (b > 0 && bucketOf(v) < bucketOf(v/2)) {
+			t.Fatalf("bucketOf(%d) = %d", v, b)
+		}
+	}
+}
+
+func TestPatternCatchesBadData(t *testing.T) {
+	buf := alignedBuf(2 * patternBlock)
+	prepare(buf, 3)
+	stamp(buf, 8192, 3)
+	if err := verify(buf, 8192, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(buf, 8192, -1); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		off   int64
+		want  int
+		dirty func(b []byte)
+		msg   string
+	}{
+		{"wrong offset", 4096, -1, nil, "header names offset"},
+		{"stale generation", 8192, 4, nil, "a write was lost"},
+		{"body", 8192, 3, func(b []byte) { b[patternBlock+100] ^= 1 }, "body differs"},
+		{"garbage generation", 8192, -1, func(b []byte) { b[patternBlock+12] ^= 0x40 }, "bad generation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := append([]byte(nil), buf...)
+			if tt.dirty != nil {
+				tt.dirty(b)
+			}
+			if err := verify(b, tt.off, tt.want); err == nil || !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("verify = %v, want an error saying %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+var inProcessBackends = []string{"ringfs", "ringfs-writethrough", "ringfs-mmap", "ringfs-psync", "os", "mmap"}
+
+// buildBench builds the command without -race (the race detector would
+// make the timed loops crawl) and returns its path.
+func buildBench(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bench")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestEndToEnd builds the command and runs every workload on every
+// in-process backend on a small file: every applicable pair has a row
+// with operations and no error, the JSON has its schema, the plot is
+// well-formed SVG, and the Go benchmark lines are in benchstat's format.
+func TestEndToEnd(t *testing.T) {
+	bin := buildBench(t)
+	dir := t.TempDir()
+	plot := filepath.Join(dir, "bench.svg")
+	cmd := exec.Command(bin, "--quick", "--json", "--size", "64MiB", "--working-set", "16MiB", "--duration", "30ms",
+		"--jobs", "2", "--backends", strings.Join(inProcessBackends, ","), "--plot", plot)
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var doc document
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("JSON: %v\n%s", err, stdout.String())
+	}
+	if doc.SchemaVersion != 1 {
+		t.Errorf("schema_version %d", doc.SchemaVersion)
+	}
+	if doc.Config.FileSizeBytes != 64<<20 || doc.Config.WorkingSetBytes != 16<<20 {
+		t.Errorf("config: file %d, working set %d", doc.Config.FileSizeBytes, doc.Config.WorkingSetBytes)
+	}
+	for _, w := range workloads {
+		for _, name := range inProcessBackends {
+			b := backendByName(name)
+			found := 0
+			for _, r := range doc.Results {
+				if r.Workload != w.name || r.Backend != name {
+					continue
+				}
+				found++
+				if r.Ops <= 0 || r.Error != "" || r.IOPS <= 0 || r.Seconds <= 0 {
+					t.Errorf("%s/%s jobs=%d: ops %d, iops %v, error %q", w.name, name, r.Jobs, r.Ops, r.IOPS, r.Error)
+				}
+				if r.BlockSize != w.block || r.AllocsPerOp == nil || r.Lat.P50 <= 0 || r.Lat.Max < r.Lat.P99 {
+					t.Errorf("%s/%s: block %d, allocs %v, latency %+v", w.name, name, r.BlockSize, r.AllocsPerOp, r.Lat)
+				}
+				if r.SpeedupVsOS == nil {
+					t.Errorf("%s/%s: no speedup_vs_os", w.name, name)
+				}
+			}
+			want := 0
+			for _, v := range w.variants {
+				if ok, _ := applies(w, v, b); ok {
+					want++
+				}
+			}
+			if found != want {
+				t.Errorf("%s/%s: %d rows, want %d", w.name, name, found, want)
+			}
+			if want == 0 && !(w.direct && name == "mmap") {
+				t.Errorf("%s/%s: no row applies", w.name, name)
+			}
+		}
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, "ringfs-bench-*")); len(leftovers) > 0 {
+		t.Errorf("scratch file left behind: %v", leftovers)
+	}
+
+	svg, err := os.ReadFile(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	for {
+		if _, err := dec.Token(); err != nil {
+			if err.Error() != "EOF" {
+				t.Errorf("plot is not well-formed XML: %v", err)
+			}
+			break
+		}
+	}
+	if !bytes.Contains(svg, []byte("randread-hot")) || !bytes.Contains(svg, []byte("<rect")) {
+		t.Errorf("plot lacks bars")
+	}
+
+	var gb bytes.Buffer
+	if err := writeGobench(&gb, &doc); err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`^BenchmarkBench/workload=[a-z-]+/backend=[a-z_-]+/bs=\d+[KM]iB/jobs=\d+/depth=\d+-\d+\t\d+\t[\d.]+ ns/op\t[\d.]+ MB/s\t`)
+	n := 0
+	for _, l := range strings.Split(gb.String(), "\n") {
+		if strings.HasPrefix(l, "Benchmark") {
+			n++
+			if !line.MatchString(l) {
+				t.Errorf("not a benchmark line: %q", l)
+			}
+		}
+	}
+	if n != len(doc.Results) {
+		t.Errorf("%d benchmark lines for %d results", n, len(doc.Results))
+	}
+}
+
+// TestEndToEndFio runs fio's rows of a read and a write workload, when
+// fio is installed: its report parses, and the pattern is restored after
+// fio wrote its own data (the cells after it verify their reads).
+func TestEndToEndFio(t *testing.T) {
+	if _, err := exec.LookPath("fio"); err != nil {
+		t.Skip("fio is not installed")
+	}
+	bin := buildBench(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "--json", "--size", "32MiB", "--working-set", "8MiB", "--duration", "50ms",
+		"--workloads", "randwrite,seqread", "--backends", "fio-psync,fio-io_uring,os")
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var doc document
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Results) != 6 {
+		t.Fatalf("%d results, want 6", len(doc.Results))
+	}
+	for _, r := range doc.Results {
+		if r.Ops <= 0 || r.Error != "" {
+			t.Errorf("%s/%s: ops %d, error %q", r.Workload, r.Backend, r.Ops, r.Error)
+		}
+		if strings.HasPrefix(r.Backend, "fio-") && (r.AllocsPerOp != nil || r.Lat.P99 <= 0) {
+			t.Errorf("%s/%s: allocs %v, latency %+v", r.Workload, r.Backend, r.AllocsPerOp, r.Lat)
+		}
+	}
+}
