@@ -171,6 +171,20 @@ func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd boo
 		return ino.cf.DirectWrite(buf, off, fl, f.fd)
 	}
 	rw := uint32(flags) &^ (unix.RWF_SYNC | unix.RWF_DSYNC)
+	if ino.e.opts.HostMmap && ino.e.opts.Mode != Shared {
+		// The engine keeps the size: serialize with mmapWrite and
+		// truncate, and grow the size by what was written.
+		ino.mu.Lock()
+		defer ino.mu.Unlock()
+		if atEnd {
+			off = ino.mmSize.Load()
+		}
+		n, err := ino.e.hostIO(uring.OpWrite, f.fd, buf, off, rw)
+		if n > 0 && off+int64(n) > ino.mmSize.Load() {
+			ino.mmSize.Store(off + int64(n))
+		}
+		return n, off, err
+	}
 	if atEnd {
 		rw |= unix.RWF_APPEND
 	}
