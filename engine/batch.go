@@ -88,8 +88,12 @@ func (b *batch) add(op *Op) {
 		return
 	}
 	ino := f.ino
-	direct := f.direct && aligned(op.Buf, op.Off)
 	uncached := ino.cf == nil && !(b.e.opts.HostMmap && b.e.opts.Mode != Shared)
+	// A direct write to a file whose size and pages the engine keeps runs
+	// alone, under the file's locks: in the batch, a fill's readahead
+	// could cache the range's old bytes around it, and the size would not
+	// grow.
+	direct := f.direct && aligned(op.Buf, op.Off) && (!op.Write || uncached)
 	switch {
 	case !op.Write && ino.cf != nil && !f.direct:
 		b.reads = append(b.reads, pagecache.ReadOp{File: ino.cf, Buf: op.Buf, Off: op.Off})
