@@ -235,7 +235,10 @@ func (f *File) Name() string { return f.name }
 func (f *File) Fd() uintptr { return uintptr(f.fd) }
 
 func (f *File) pathErr(op string, err error) error {
-	return &fs.PathError{Op: op, Path: f.name, Err: unwrapErrno(err)}
+	if err != ErrWriteAtInAppendMode { // keep it: errors.Is must find it
+		err = unwrapErrno(err)
+	}
+	return &fs.PathError{Op: op, Path: f.name, Err: err}
 }
 
 // RWF_* flags ReadAtFlags and WriteAtFlags accept.
