@@ -39,6 +39,14 @@ func startFakeServer(t *testing.T, handler http.Handler) *fakeServer {
 	return s
 }
 
+// runInProcess runs the command line through run, as main does.
+func runInProcess(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errb strings.Builder
+	code := run(t.Context(), args, &streams{out: &out, err: &errb})
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
 // TestBadInput: every misuse gets a clear message on stderr, nothing on
 // stdout, and the right exit status.
 func TestBadInput(t *testing.T) {
@@ -79,38 +87,44 @@ func TestBadInput(t *testing.T) {
 		args   []string
 		code   int
 		stderr string
+		exec   bool // also run the built binary, for the real exit status
 	}{
-		{"no command", nil, 2, "Usage:"},
-		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{"unknown flag", []string{"stats", "--frob"}, 2, "flag provided but not defined: -frob"},
-		{"flag without value", []string{"stats", "--socket"}, 2, "flag needs an argument: -socket"},
-		{"no socket flag", []string{"stats"}, 2, "--socket PATH is required"},
-		{"no socket flag (cache)", []string{"cache", "--json"}, 2, "--socket PATH is required"},
-		{"stray argument", []string{"stats", "--socket", live.path, "extra"}, 2, `unexpected argument "extra"`},
-		{"watch too short", []string{"stats", "--socket", live.path, "--watch", "1ms"}, 2, "--watch must be at least 50ms"},
-		{"bad duration", []string{"stats", "--socket", live.path, "--watch", "soon"}, 2, `invalid value "soon" for flag -watch`},
-		{"bad timeout", []string{"cache", "--socket", live.path, "--timeout", "-1s"}, 2, "--timeout must be between"},
-		{"missing socket", []string{"stats", "--socket", filepath.Join(dir, "nope.sock")}, 1, "no socket at " + filepath.Join(dir, "nope.sock")},
-		{"missing socket (cache)", []string{"cache", "--socket", filepath.Join(dir, "nope.sock")}, 1, "is the engine running"},
-		{"symlink socket", []string{"stats", "--socket", link}, 1, "refusing " + link + ": it is a symbolic link"},
-		{"symlink socket (cache)", []string{"cache", "--socket", link, "--json"}, 1, "symbolic link"},
-		{"not a socket", []string{"stats", "--socket", regular}, 1, regular + " is not a Unix socket"},
-		{"silent server", []string{"stats", "--socket", silent.path, "--timeout", "300ms"}, 1, "no answer within the timeout"},
-		{"oversized response", []string{"stats", "--socket", huge.path}, 1, "response larger than 8.0 MiB, refused"},
-		{"error status", []string{"cache", "--socket", broken.path}, 1, `404 Not Found: "no \x1b[31mstats`},
-		{"not JSON", []string{"stats", "--socket", garbage.path}, 1, "malformed response"},
-		{"inspect nothing", []string{"inspect"}, 2, "no FILE given"},
-		{"inspect missing", []string{"inspect", filepath.Join(dir, "nope")}, 1, filepath.Join(dir, "nope") + ": stat: no such file or directory"},
-		{"inspect directory", []string{"inspect", dir}, 1, "open: is a directory"},
-		{"inspect socket", []string{"inspect", live.path}, 1, "open: not a regular file"},
-		{"probe argument", []string{"probe", "x"}, 2, `unexpected argument "x"`},
-		{"version argument", []string{"version", "x"}, 2, `unexpected argument "x"`},
-		{"help unknown", []string{"help", "frobnicate"}, 2, `unknown command "frobnicate"`},
-		{"help too many", []string{"help", "stats", "cache"}, 2, "at most one command"},
+		{"no command", nil, 2, "Usage:", true},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`, false},
+		{"unknown flag", []string{"stats", "--frob"}, 2, "flag provided but not defined: -frob", true},
+		{"flag without value", []string{"stats", "--socket"}, 2, "flag needs an argument: -socket", false},
+		{"no socket flag", []string{"stats"}, 2, "--socket PATH is required", false},
+		{"no socket flag (cache)", []string{"cache", "--json"}, 2, "--socket PATH is required", false},
+		{"stray argument", []string{"stats", "--socket", live.path, "extra"}, 2, `unexpected argument "extra"`, false},
+		{"watch too short", []string{"stats", "--socket", live.path, "--watch", "1ms"}, 2, "--watch must be at least 50ms", false},
+		{"bad duration", []string{"stats", "--socket", live.path, "--watch", "soon"}, 2, `invalid value "soon" for flag -watch`, false},
+		{"bad timeout", []string{"cache", "--socket", live.path, "--timeout", "-1s"}, 2, "--timeout must be between", false},
+		{"missing socket", []string{"stats", "--socket", filepath.Join(dir, "nope.sock")}, 1, "no socket at " + filepath.Join(dir, "nope.sock"), true},
+		{"missing socket (cache)", []string{"cache", "--socket", filepath.Join(dir, "nope.sock")}, 1, "is the engine running", false},
+		{"symlink socket", []string{"stats", "--socket", link}, 1, "refusing " + link + ": it is a symbolic link", true},
+		{"symlink socket (cache)", []string{"cache", "--socket", link, "--json"}, 1, "symbolic link", false},
+		{"not a socket", []string{"stats", "--socket", regular}, 1, regular + " is not a Unix socket", false},
+		{"silent server", []string{"stats", "--socket", silent.path, "--timeout", "300ms"}, 1, "no answer within the timeout", false},
+		{"oversized response", []string{"stats", "--socket", huge.path}, 1, "response larger than 8.0 MiB, refused", true},
+		{"error status", []string{"cache", "--socket", broken.path}, 1, `404 Not Found: "no \x1b[31mstats`, false},
+		{"not JSON", []string{"stats", "--socket", garbage.path}, 1, "malformed response", false},
+		{"inspect nothing", []string{"inspect"}, 2, "no FILE given", false},
+		{"inspect missing", []string{"inspect", filepath.Join(dir, "nope")}, 1, filepath.Join(dir, "nope") + ": stat: no such file or directory", true},
+		{"inspect directory", []string{"inspect", dir}, 1, "open: is a directory", false},
+		{"inspect socket", []string{"inspect", live.path}, 1, "open: not a regular file", false},
+		{"probe argument", []string{"probe", "x"}, 2, `unexpected argument "x"`, false},
+		{"version argument", []string{"version", "x"}, 2, `unexpected argument "x"`, false},
+		{"help unknown", []string{"help", "frobnicate"}, 2, `unknown command "frobnicate"`, false},
+		{"help too many", []string{"help", "stats", "cache"}, 2, "at most one command", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := runFsctl(t, tc.args...)
+			r := runInProcess(t, tc.args...)
+			if tc.exec {
+				if b := runFsctl(t, tc.args...); b != r {
+					t.Errorf("the binary differs from run():\n%+v\n%+v", b, r)
+				}
+			}
 			if r.code != tc.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", r.code, tc.code, r.stderr)
 			}
@@ -138,13 +152,17 @@ func TestHelp(t *testing.T) {
 		{"inspect", "--help"}, {"cache", "-h"}, {"probe", "-h"}, {"version", "-h"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			t.Parallel()
-			r := runFsctl(t, args...)
+			r := runInProcess(t, args...)
 			if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "Usage") {
 				t.Errorf("%q: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
 			}
 		})
 	}
-	r := runFsctl(t, "version")
+	r := runFsctl(t, "stats", "-h")
+	if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "Usage: fsctl stats") {
+		t.Errorf("binary stats -h: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runInProcess(t, "version")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "fsctl ") {
 		t.Errorf("version: exit %d, %q", r.code, r.stdout)
 	}
