@@ -60,7 +60,11 @@
 // fsctl could not learn is null (cache_dirty_bytes when GET /files
 // failed, dirty_pages under mincore). In stats, "totals" are counters
 // since the engine started, "interval" (with --watch) the counters of the
-// last interval, and "gauges" the state at the snapshot.
+// last interval, and "gauges" the state at the snapshot. The human view's
+// hit ratio is reads.cache_hit.ops / (reads.cache_hit.ops + reads.fill.ops):
+// the engine's count of reads served from its cache. The page cache's own
+// "cache.hits" and "cache.misses" count only lookups made through the
+// cache's fill path.
 //
 // # Exit status
 //
