@@ -336,12 +336,25 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 		return 0, off, f.pathErr(op, syscall.EFBIG)
 	}
 	// RLIMIT_FSIZE: a write crossing the limit is short; past it, EFBIG.
-	limited := false
-	if !atEnd && off+int64(len(p)) > f.fsizeMax {
-		if off >= f.fsizeMax {
+	// An append learns its offset from the size, so under a limit the
+	// writes to the file are serialized while it is checked.
+	limited, end := false, off
+	if f.fsizeMax < 1<<63-1 {
+		f.ino.limitMu.Lock()
+		defer f.ino.limitMu.Unlock()
+		if atEnd {
+			size, err := f.ino.size(f.fd)
+			if err != nil {
+				return 0, off, f.pathErr(op, err)
+			}
+			end = size
+		}
+	}
+	if (!atEnd || f.fsizeMax < 1<<63-1) && end+int64(len(p)) > f.fsizeMax {
+		if end >= f.fsizeMax {
 			return 0, off, f.pathErr(op, syscall.EFBIG)
 		}
-		p, limited = p[:f.fsizeMax-off], true
+		p, limited = p[:f.fsizeMax-end], true
 	}
 	start := time.Now()
 	n, at, path, err := f.ino.write(f, p, off, flags, atEnd)

@@ -38,6 +38,10 @@ type inode struct {
 	// mmSize is the logical size in HostMmap mode.
 	mmSize atomic.Int64
 
+	// limitMu serializes the writes of handles under RLIMIT_FSIZE, so
+	// that an append's offset is known when the limit is checked.
+	limitMu sync.Mutex
+
 	mu sync.Mutex
 	// fd is the engine's descriptor for cache I/O and mappings (O_RDWR
 	// when the file allows); access is its O_ACCMODE. +checklocks:mu
