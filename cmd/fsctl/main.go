@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 )
 
 // Exit codes.
@@ -173,7 +172,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 func writeUsage(w io.Writer) {
 	fmt.Fprintf(w, "fsctl shows what a running ringfs engine is doing and inspects files and the host.\n\n")
 	fmt.Fprintf(w, "Usage:\n\n  fsctl COMMAND [flags] [args]\n\nCommands:\n\n")
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	tw := newTable(w)
 	for _, c := range commands {
 		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
 	}
@@ -187,7 +186,7 @@ func writeCommandHelp(w io.Writer, c *command) {
 	fmt.Fprintf(w, "Usage: fsctl %s %s\n\n%s\n", c.name, c.args, strings.TrimSpace(c.detail))
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.setup(fs)
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	tw := newTable(w)
 	first := true
 	fs.VisitAll(func(f *flag.Flag) {
 		if first {

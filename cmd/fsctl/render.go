@@ -141,20 +141,3 @@ func plural[T int | int64 | uint64](n T, word string) string {
 	}
 	return count(n) + " " + many
 }
-
-// joinNonEmpty joins the non-empty parts with sep.
-func joinNonEmpty(sep string, parts ...string) string {
-	out := parts[:0:0]
-	for _, p := range parts {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return strings.Join(out, sep)
-}
-
-// errnoName returns the symbolic name of an errno ("EPERM"), or "" if
-// it has none.
-func errnoName(e unix.Errno) string {
-	return unix.ErrnoName(e)
-}

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -122,7 +121,7 @@ func watchStats(ctx context.Context, s *streams, st *statsSource, every time.Dur
 		return err
 	}
 	ended := func(err error) error {
-		if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, ctx.Err())) {
+		if ctx.Err() != nil { // interrupted mid-request: a clean end too
 			return nil
 		}
 		return err
