@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -29,13 +30,23 @@ const (
 
 // ServeStats serves the engine's stats over HTTP on l until l is closed
 // or the engine is: GET /stats returns Stats as JSON, GET /files the
-// FileStats list. At most statsMaxConns connections are served at once;
+// FileStats list (GET /files?limit=N: the N most resident). At most statsMaxConns connections are served at once;
 // reads, writes and idle connections time out. It returns nil when the
 // engine closed it.
 func (e *Engine) ServeStats(l net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, e.Stats()) })
-	mux.HandleFunc("GET /files", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, e.Files()) })
+	mux.HandleFunc("GET /files", func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		if v := r.URL.Query().Get("limit"); v != "" {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 0 {
+				http.Error(w, "limit must be a non-negative integer", http.StatusBadRequest)
+				return
+			}
+		}
+		writeJSON(w, e.FilesTop(n))
+	})
 	srv := &http.Server{
 		Handler:           http.MaxBytesHandler(mux, 1<<10),
 		ReadHeaderTimeout: statsReadTimeout,

@@ -137,6 +137,10 @@ func (l *Latency) finish() {
 		l.Count += c
 	}
 	l.P50Ns, l.P99Ns = l.quantile(0.50), l.quantile(0.99)
+	if l.MaxNs > 0 {
+		// A bucket's upper bound may pass the largest value seen.
+		l.P50Ns, l.P99Ns = min(l.P50Ns, l.MaxNs), min(l.P99Ns, l.MaxNs)
+	}
 }
 
 // Stats is a snapshot of an engine's counters. Counters are totals since
@@ -145,6 +149,7 @@ type Stats struct {
 	Mode           string `json:"mode"`
 	Backend        string `json:"backend"`
 	FallbackReason string `json:"fallback_reason,omitempty"`
+	StartedUnixNs  int64  `json:"started_unix_ns"` // identifies the engine instance
 	UptimeNs       int64  `json:"uptime_ns"`
 	OpenHandles    int    `json:"open_handles"`
 	OpenFiles      int    `json:"open_files"`
@@ -169,7 +174,8 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	s := Stats{
 		Mode: e.opts.Mode.String(), Backend: e.be.Name(),
-		UptimeNs: int64(time.Since(e.started)), Errors: e.st.errors.Load(),
+		StartedUnixNs: e.started.UnixNano(), UptimeNs: int64(time.Since(e.started)),
+		Errors: e.st.errors.Load(),
 	}
 	s.Ring = e.be.Stats()
 	s.FallbackReason = s.Ring.FallbackReason
@@ -266,7 +272,10 @@ type FileStats struct {
 }
 
 // Files describes every file the engine holds, most resident first.
-func (e *Engine) Files() []FileStats {
+func (e *Engine) Files() []FileStats { return e.FilesTop(0) }
+
+// FilesTop is Files limited to the n most resident files (n ≤ 0: all).
+func (e *Engine) FilesTop(n int) []FileStats {
 	e.mu.Lock()
 	out := make([]FileStats, 0, len(e.inodes))
 	inos := make([]*inode, 0, len(e.inodes))
@@ -294,5 +303,8 @@ func (e *Engine) Files() []FileStats {
 		}
 		return out[i].Path < out[j].Path
 	})
+	if n > 0 && len(out) > n {
+		out = out[:n]
+	}
 	return out
 }

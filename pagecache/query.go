@@ -21,7 +21,12 @@ func (f *File) ReadCached(p []byte, off int64) (n int, hit bool) {
 		return 0, true
 	}
 	n = f.copyOut(p[:end-off], off)
-	return n, off+int64(n) == end
+	if off+int64(n) == end {
+		f.c.st.hits.Add(1)
+		f.c.st.hitBytes.Add(uint64(n))
+		return n, true
+	}
+	return n, false
 }
 
 // SetFd replaces the host descriptors the cache uses for the file (when
