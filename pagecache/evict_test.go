@@ -262,6 +262,12 @@ func TestEvictionKeepsUndurablePages(t *testing.T) {
 			if st.EvictionWritebackErrors == 0 || st.Pressure == 0 || st.BypassBytes == 0 {
 				t.Fatalf("no pressure reported: %+v", st)
 			}
+			// No handle has seen the failure yet: one opened now gets it too
+			// (F5), and so does the handle open when it happened.
+			late := fa.Errs.Sample()
+			if err := fa.Errs.Check(&late); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("handle opened after the failed eviction: %v, want EIO", err)
+			}
 			if err := fa.Errs.Check(&cursor); !errors.Is(err, syscall.EIO) {
 				t.Fatalf("A's error sequence: %v, want EIO", err)
 			}
