@@ -58,6 +58,7 @@ func (r *runner) fioArgs(c cell) []string {
 		"--percentile_list=50:99",
 		"--norandommap",
 		"--randrepeat=0",
+		"--disk_util=0", // saves fio a third of a second of start-up
 		"--output-format=json",
 	}
 	if w.direct {
