@@ -1,0 +1,185 @@
+//go:build linux
+
+package engine
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/iotest"
+)
+
+// The io.Reader, io.ReaderAt, io.Seeker and io.Writer contracts, in
+// every kind of engine (TESTPLAN B10).
+
+var contractModes = []struct {
+	name string
+	opts Options
+}{
+	{"exclusive", Options{Mode: Exclusive, CacheSize: 1 << 20}},
+	{"exclusive/tiny", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Readahead: 4096}},
+	{"writethrough", Options{Mode: Writethrough, CacheSize: 1 << 20}},
+	{"shared", Options{Mode: Shared}},
+	{"uncached", Options{Mode: Exclusive, CacheSize: -1}},
+	{"hostmmap", Options{Mode: Exclusive, HostMmap: true}},
+	{"psync", Options{Mode: Exclusive, Backend: "psync"}},
+}
+
+// TestIotestReader runs testing/iotest.TestReader, which checks Read,
+// ReadAt and Seek against the content and against each other, on files
+// of several sizes, through a fresh handle and through an
+// io.SectionReader.
+func TestIotestReader(t *testing.T) {
+	checkLeaks(t)
+	sizes := []int{0, 1, 4095, 4096, 4097, 65536 + 77}
+	checked := 0
+	for _, mode := range contractModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEngine(t, mode.opts)
+			dir := t.TempDir()
+			for _, size := range sizes {
+				path := filepath.Join(dir, "f")
+				content := pattern(size, 3, uint64(size))
+				writeHost(t, path, content)
+				f := openFile(t, e, path, os.O_RDONLY)
+				if err := iotest.TestReader(f, content); err != nil {
+					t.Fatalf("size %d: iotest.TestReader: %v", size, err)
+				}
+				if err := iotest.TestReader(io.NewSectionReader(f, 0, int64(size)), content); err != nil {
+					t.Fatalf("size %d: iotest.TestReader on a SectionReader: %v", size, err)
+				}
+				// Written through the engine rather than found on the host.
+				w := openFile(t, e, path, os.O_RDWR|os.O_TRUNC)
+				if n, err := w.WriteAt(content, 0); n != size || err != nil {
+					t.Fatalf("WriteAt: %d, %v", n, err)
+				}
+				if err := iotest.TestReader(io.NewSectionReader(w, 0, int64(size)), content); err != nil {
+					t.Fatalf("size %d written by the engine: %v", size, err)
+				}
+				f.Close()
+				w.Close()
+				checked += 3
+			}
+		})
+	}
+	t.Logf("iotest.TestReader passed %d times (%d modes × %d sizes × 3 readers)", checked, len(contractModes), len(sizes))
+}
+
+// TestReaderAtContract: ReadAt returns a non-nil error whenever n <
+// len(p) (io.EOF at the end), never uses or moves the offset, and Read at
+// the end returns 0, io.EOF; zero-length calls at and past the end
+// return 0, nil and change nothing.
+func TestReaderAtContract(t *testing.T) {
+	checkLeaks(t)
+	const size = 2*4096 + 100
+	calls := 0
+	for _, mode := range contractModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEngine(t, mode.opts)
+			path := filepath.Join(t.TempDir(), "f")
+			content := pattern(size, 4, 0)
+			writeHost(t, path, content)
+			f := openFile(t, e, path, os.O_RDWR)
+			if _, err := f.Seek(1234, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			for _, off := range []int64{0, 1, 4095, 4096, size - 1, size, size + 1, size + 4096, 1 << 40} {
+				for _, n := range []int{1, 100, 4096, 8192, size + 10} {
+					p := make([]byte, n)
+					got, err := f.ReadAt(p, off)
+					want := int(max(0, min(int64(n), size-off)))
+					if got != want {
+						t.Fatalf("ReadAt(%d bytes, %d) = %d, want %d (%v)", n, off, got, want, err)
+					}
+					if got < n && err != io.EOF {
+						t.Fatalf("ReadAt(%d bytes, %d) = %d with err %v: n < len(p) needs io.EOF", n, off, got, err)
+					}
+					if got == n && err != nil {
+						t.Fatalf("ReadAt(%d bytes, %d) full with err %v", n, off, err)
+					}
+					if !bytes.Equal(p[:got], content[min(off, size):min(off, size)+int64(got)]) {
+						t.Fatalf("ReadAt(%d bytes, %d): wrong data", n, off)
+					}
+					calls++
+				}
+			}
+			if pos, _ := f.Seek(0, io.SeekCurrent); pos != 1234 {
+				t.Fatalf("ReadAt moved the offset to %d", pos)
+			}
+			// WriteAt does not move it either.
+			if _, err := f.WriteAt(content[:10], 0); err != nil {
+				t.Fatal(err)
+			}
+			if pos, _ := f.Seek(0, io.SeekCurrent); pos != 1234 {
+				t.Fatalf("WriteAt moved the offset to %d", pos)
+			}
+			// Read at and past the end: 0, io.EOF.
+			for _, at := range []int64{size, size + 10} {
+				if _, err := f.Seek(at, io.SeekStart); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := f.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+					t.Fatalf("Read at %d (size %d) = %d, %v; want 0, io.EOF", at, size, n, err)
+				}
+				calls++
+			}
+			// Zero-length calls at and after the end: 0, nil, nothing changes.
+			for _, at := range []int64{0, size, size + 1, 1 << 40} {
+				if n, err := f.ReadAt(nil, at); n != 0 || err != nil {
+					t.Fatalf("ReadAt(nil, %d) = %d, %v", at, n, err)
+				}
+				if n, err := f.ReadAt([]byte{}, at); n != 0 || err != nil {
+					t.Fatalf("ReadAt([]byte{}, %d) = %d, %v", at, n, err)
+				}
+				if n, err := f.WriteAt(nil, at); n != 0 || err != nil {
+					t.Fatalf("WriteAt(nil, %d) = %d, %v", at, n, err)
+				}
+				if _, err := f.Seek(at, io.SeekStart); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := f.Read(nil); n != 0 || err != nil {
+					t.Fatalf("Read(nil) at %d = %d, %v", at, n, err)
+				}
+				if n, err := f.Write(nil); n != 0 || err != nil {
+					t.Fatalf("Write(nil) at %d = %d, %v", at, n, err)
+				}
+				if pos, _ := f.Seek(0, io.SeekCurrent); pos != at {
+					t.Fatalf("zero-length Read/Write moved the offset from %d to %d", at, pos)
+				}
+				calls += 5
+			}
+			fi, err := f.Stat()
+			if err != nil || fi.Size() != size {
+				t.Fatalf("zero-length calls changed the size: %v, %v", fi.Size(), err)
+			}
+			// Map of length 0, at the start, at the end and past it.
+			for _, at := range []int64{0, size, 1 << 40} {
+				m, err := f.Map(at, 0, true)
+				if err != nil {
+					t.Fatalf("Map(%d, 0): %v", at, err)
+				}
+				if len(m.Bytes()) != 0 || m.Len() != 0 {
+					t.Fatalf("Map(%d, 0): %d bytes", at, len(m.Bytes()))
+				}
+				if n, err := m.ReadAt(nil, 0); n != 0 || err != nil {
+					t.Fatalf("empty Mapping.ReadAt: %d, %v", n, err)
+				}
+				if err := m.Close(); err != nil {
+					t.Fatalf("empty Mapping.Close: %v", err)
+				}
+				if err := m.Close(); err == nil {
+					t.Fatalf("second Close of an empty Mapping succeeded")
+				}
+				calls++
+			}
+			f.Close()
+			host := readHost(t, path)
+			if len(host) != size {
+				t.Fatalf("host size %d after zero-length calls, want %d", len(host), size)
+			}
+		})
+	}
+	t.Logf("%d calls kept the io.ReaderAt/io.Reader contracts", calls)
+}
