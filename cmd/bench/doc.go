@@ -49,7 +49,7 @@
 //	--size N           scratch file size (1GiB; 256MiB with --quick)
 //	--working-set N    the hot and write workloads' region (192MiB; 64MiB with --quick)
 //	--keep             keep the temporary file; --file it later to skip writing it again
-//	--duration D       timed length of each cell (800ms; 100ms with --quick)
+//	--duration D       timed length of each cell (600ms; 100ms with --quick)
 //	--quick            about 20 s: smaller file and working set, short cells, no fio unless named
 //	--jobs N           goroutines of the multi-job randread-hot rows (number of CPUs)
 //	--backends LIST    comma-separated backends; --workloads LIST likewise

@@ -43,7 +43,7 @@ const (
 	minSize           = 16 << 20
 	defaultWorkingSet = 192 << 20 // fits the default 256 MiB ringfs cache
 	quickWorkingSet   = 64 << 20
-	defaultDuration   = 800 * time.Millisecond
+	defaultDuration   = 600 * time.Millisecond
 	quickDuration     = 100 * time.Millisecond
 )
 
@@ -68,7 +68,7 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&workingSet, "working-set", "", "bytes the hot and write workloads stay in (default: the smaller of 192MiB (64MiB with --quick) and --size)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary scratch file and print its path")
 	fs.BoolVar(&cfg.overwrite, "overwrite", false, "let --file overwrite an existing file that does not hold bench's pattern")
-	fs.DurationVar(&cfg.duration, "duration", 0, "timed length of each cell (default 800ms, 100ms with --quick)")
+	fs.DurationVar(&cfg.duration, "duration", 0, "timed length of each cell (default 600ms, 100ms with --quick)")
 	fs.BoolVar(&cfg.quick, "quick", false, "a short run: 256MiB file, 64MiB working set, 100ms cells, no fio unless named in --backends (about 20 s)")
 	fs.IntVar(&cfg.jobs, "jobs", runtime.NumCPU(), "goroutines (fio jobs) of the multi-job randread-hot rows")
 	fs.StringVar(&backendList, "backends", "", "comma-separated backends to run (default: every one available): "+backendNames())
