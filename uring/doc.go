@@ -13,7 +13,11 @@
 // with one io_uring_enter (several only when the call holds more requests
 // than the submission queue has room for). Concurrent callers with single
 // requests share enters: whoever is submitting flushes every queued SQE,
-// its own and the others'. Stats().SQEsPerEnter shows how well that works.
+// its own and the others'. Because a read of cached data completes inside
+// io_uring_enter, a small submission made while other Submit calls are in
+// progress first yields briefly (holding the submit lock) so that the
+// others can queue their requests. Stats().SQEsPerEnter shows how well
+// that works.
 //
 // Short reads and writes are resumed until the request is complete; a read
 // that returns 0 bytes ends at end of file (N < length, Err nil). A

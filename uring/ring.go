@@ -62,6 +62,12 @@ type Ring struct {
 
 	// pendingN mirrors len of the pending queue for lock-free checks.
 	pendingN atomic.Int32
+	// submitters counts Submit calls in progress; when there are several,
+	// small submissions wait a moment for each other (see Submit).
+	submitters atomic.Int32
+	// gathering is set while the holder of sqMu waits for other callers'
+	// requests (see gather).
+	gathering atomic.Bool
 
 	mu sync.Mutex
 	// slots holds one entry per request the ring may have in flight; a

@@ -33,6 +33,8 @@ import (
 func (r *Ring) Submit(reqs []Request) error {
 	r.c.submits.Add(1)
 	r.c.requests.Add(uint64(len(reqs)))
+	r.submitters.Add(1)
+	defer r.submitters.Add(-1)
 	var w *waiter
 	var err error
 	for i := 0; i < len(reqs); {
@@ -44,6 +46,11 @@ func (r *Ring) Submit(reqs []Request) error {
 		}
 		if queued == 0 {
 			continue
+		}
+		if queued < combineBelow && r.submitters.Load() > 1 && r.sqMu.TryLock() {
+			r.gather()
+			r.submitLocked()
+			r.sqMu.Unlock()
 		}
 		r.flush()
 		r.await(w)
@@ -285,6 +292,42 @@ func (r *Ring) enterSubmit(n uint32) bool {
 	}
 }
 
+// combineBelow is the size under which a submission, when other Submit
+// calls are in progress, waits for their requests (see gather); larger
+// ones fill an enter by themselves.
+const combineBelow = 8
+
+// combineYields bounds the yields of one submission waiting for others;
+// it yields again only while the pending queue keeps growing.
+const combineYields = 2
+
+// leaderYields is how many times a leader with nothing to reap yields to
+// the submitting callers before it waits in the kernel (it yields for as
+// long as a submission is gathering): the completion is usually one flush
+// away, and a wait in io_uring_enter blocks the thread.
+const leaderYields = 2
+
+// gather lets other callers queue their requests before the holder of
+// sqMu submits: a read of cached data completes inside io_uring_enter, so
+// without a pause every caller would run its own enter from start to end
+// before the next one is scheduled. It yields while the pending queue
+// grows, at most combineYields times; meanwhile leaders yield instead of
+// waiting in the kernel, and the other callers park.
+//
+// Preconditions: r.sqMu is held.
+func (r *Ring) gather() {
+	r.gathering.Store(true)
+	for n, seen := 0, int32(-1); n < combineYields; n++ {
+		p := r.pendingN.Load()
+		if p == seen {
+			break // nobody joined
+		}
+		seen = p
+		runtime.Gosched()
+	}
+	r.gathering.Store(false)
+}
+
 // maxBusyRetries bounds consecutive EAGAIN/EBUSY answers from
 // io_uring_enter (with backoff, about ten seconds) before the ring is
 // declared broken.
@@ -358,6 +401,7 @@ func (r *Ring) await(w *waiter) {
 // Preconditions: r.cqMu is held.
 func (r *Ring) lead(w *waiter) {
 	ts := unix.NsecToTimespec(int64(waitTimeout))
+	yields := 0
 	for {
 		r.reap(w)
 		if w.remaining.Load() == 0 {
@@ -381,6 +425,11 @@ func (r *Ring) lead(w *waiter) {
 		}
 		if w.remaining.Load() == 0 {
 			return
+		}
+		if r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1) {
+			yields++
+			runtime.Gosched()
+			continue
 		}
 		_, errno := r.enter(0, 1, enterGetEvents, &ts)
 		switch errno {
