@@ -260,6 +260,13 @@ func benchParallelRead(b *testing.B, size int64) {
 	}
 }
 
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // directFile is a file of at least 1 GiB, written fully, opened O_DIRECT.
 func directFile(b *testing.B) (*os.File, int64) {
 	b.Helper()
@@ -320,7 +327,7 @@ func BenchmarkDirectRead(b *testing.B) {
 		b.SetBytes(benchBlock)
 		b.SetParallelism(par)
 		var next atomic.Int64
-		start := time.Now()
+		start, cpu := time.Now(), cpuTime()
 		b.RunParallel(func(pb *testing.PB) {
 			buf := alignedBlock()
 			i := int(next.Add(97))
@@ -332,6 +339,7 @@ func BenchmarkDirectRead(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "IOPS")
+		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu_us/read")
 	})
 	b.Run(fmt.Sprintf("backend=uring/jobs=%d/bs=4KiB", depth), func(b *testing.B) {
 		be := openBackend(b, BackendUring, Options{})
@@ -342,7 +350,7 @@ func BenchmarkDirectRead(b *testing.B) {
 		b.SetParallelism(par)
 		b.ResetTimer()
 		var next atomic.Int64
-		start := time.Now()
+		start, cpu := time.Now(), cpuTime()
 		b.RunParallel(func(pb *testing.PB) {
 			reqs := []Request{{Op: OpRead, Fd: int32(fd), Buf: alignedBlock()}}
 			i := int(next.Add(97))
@@ -356,6 +364,7 @@ func BenchmarkDirectRead(b *testing.B) {
 		})
 		ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
 		b.ReportMetric(1e9/ns, "IOPS")
+		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu_us/read")
 		b.ReportMetric(base/ns, "x_vs_pread")
 		b.ReportMetric(be.Stats().Sub(before).SQEsPerEnter(), "sqes/enter")
 	})
@@ -375,12 +384,17 @@ func BenchmarkDirectRead(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(depth * benchBlock)
 		i := 0
+		var cpu time.Duration
 		for b.Loop() {
+			if i == 0 {
+				cpu = cpuTime()
+			}
 			loop(i)
 			i++
 		}
 		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N*depth)
 		b.ReportMetric(1e9/ns, "IOPS")
+		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N*depth), "cpu_us/read")
 		b.ReportMetric(base/ns, "x_vs_pread")
 	})
 }
