@@ -154,12 +154,25 @@ func writeTables(out io.Writer, doc *document) error {
 				formatNs(r.CPUPerOp*1e9), formatOpt(r.AllocsPerOp, "%.2f"), formatOpt(r.SQEsPerEnter, "%.1f"),
 				formatOpt(r.SpeedupVsOS, "%.2f×"))
 			for _, n := range r.Notes {
-				if !strings.HasPrefix(n, "latency timed") {
+				if !strings.HasPrefix(n, "latency timed") && !strings.HasPrefix(n, "the final Sync") {
 					notes = append(notes, fmt.Sprintf("%s jobs=%d: %s", r.Backend, r.Jobs, n))
 				}
 			}
 		}
 		tw.Flush()
+		if w.syncAtEnd {
+			var parts []string
+			for _, r := range rows {
+				for _, n := range r.Notes {
+					if d, ok := strings.CutPrefix(n, "the final Sync took "); ok {
+						parts = append(parts, fmt.Sprintf("%s %s", r.Backend, strings.TrimSuffix(strings.Replace(d, " of the ", " of ", 1), " timed")))
+					}
+				}
+			}
+			if len(parts) > 0 {
+				fmt.Fprintf(bw, "  time in the final Sync (of the timed time): %s\n", strings.Join(parts, ", "))
+			}
+		}
 		if latencyStride(w) > 1 {
 			fmt.Fprintf(bw, "  latency of in-process rows: 1 op in %d timed (timing every op would slow the loop)\n", latencyStride(w))
 		}

@@ -77,6 +77,7 @@ type live struct {
 	sqes   uint64
 	reads  uint64 // engine reads, and how many filled the cache
 	fills  uint64
+	sync   time.Duration // in the write workloads' final Syncs
 }
 
 // maxRound is the longest timed round of a read-only workload. Their
@@ -216,7 +217,9 @@ func (r *runner) timeRound(ctx context.Context, l *live, d time.Duration) {
 	done.Wait()
 	var syncErr error
 	if w.syncAtEnd {
+		t := time.Now()
 		syncErr = s.h.Sync()
+		l.sync += time.Since(t)
 	}
 	l.busy += time.Since(start)
 	l.cpu += cpuTime() - cpu0
@@ -269,6 +272,10 @@ func (r *runner) finish(ctx context.Context, l *live) result {
 	}
 	if st := latencyStride(w); st > 1 {
 		res.Notes = append(res.Notes, fmt.Sprintf("latency timed on 1 op in %d", st))
+	}
+	if w.syncAtEnd && l.busy > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("the final Sync took %v of the %v timed",
+			l.sync.Round(time.Millisecond), l.busy.Round(time.Millisecond)))
 	}
 	if b.kind == kindEngine {
 		if b.ring && l.enters > 0 {
