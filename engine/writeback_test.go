@@ -49,6 +49,9 @@ func TestFsyncErrorEachHandle(t *testing.T) {
 					hs[i] = openFile(t, e, path, os.O_RDWR)
 				}
 				model := readHost(t, path)
+				if _, err := hs[0].ReadAt(make([]byte, len(model)), 0); err != nil { // cached, so the writes are dirty
+					t.Fatal(err)
+				}
 				for i := range 5 {
 					p := pattern(3000, 13, uint64(i+1))
 					off := int64(i * 5000)
@@ -66,6 +69,9 @@ func TestFsyncErrorEachHandle(t *testing.T) {
 				var dirty int64
 				if e.cache != nil {
 					dirty = fileStats(t, e, path).DirtyBytes
+					if mode.opts.Mode == Exclusive && mode.opts.CacheSize == 0 && dirty != 5*3000 {
+						t.Fatalf("DirtyBytes %d, want %d", dirty, 5*3000)
+					}
 				}
 				inj.Add(fault.Rule{Name: "fsync EIO", When: fault.And(fault.Syncs(), fault.Nth(1)), Do: fault.Effect{Errno: syscall.EIO}})
 				wbBefore := e.Stats().Cache.WritebackBytes
