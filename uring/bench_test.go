@@ -60,11 +60,15 @@ func offsets(n int, size int64) []int64 {
 	return out
 }
 
-// measure runs f (which does ops reads) repeatedly for about d and
-// returns nanoseconds per read.
-func measure(d time.Duration, ops int, f func(i int)) float64 {
+// cost is a baseline's price per read: wall time, and CPU time of this
+// process (which other processes' load on the shared machine disturbs far
+// less).
+type cost struct{ wallNs, cpuNs float64 }
+
+// measure runs f (which does ops reads) repeatedly for about d.
+func measure(d time.Duration, ops int, f func(i int)) cost {
 	f(0) // warm up
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	n := 0
 	for time.Since(start) < d {
 		for range 16 {
@@ -72,7 +76,21 @@ func measure(d time.Duration, ops int, f func(i int)) float64 {
 			n++
 		}
 	}
-	return float64(time.Since(start).Nanoseconds()) / float64(n*ops)
+	reads := float64(n * ops)
+	return cost{float64(time.Since(start).Nanoseconds()) / reads, float64((cpuTime() - cpu).Nanoseconds()) / reads}
+}
+
+// report adds the ns/read, cpu_ns/read and ratio metrics of reads done
+// in wall time since start and CPU time since cpu.
+func report(b *testing.B, reads int, wall time.Duration, cpu time.Duration, base cost) {
+	ns := float64(wall.Nanoseconds()) / float64(reads)
+	cns := float64(cpu.Nanoseconds()) / float64(reads)
+	b.ReportMetric(ns, "ns/read")
+	b.ReportMetric(cns, "cpu_ns/read")
+	if base.wallNs > 0 {
+		b.ReportMetric(base.wallNs/ns, "x_vs_pread")
+		b.ReportMetric(base.cpuNs/cns, "x_cpu_vs_pread")
+	}
 }
 
 // preadLoop reads batch blocks one pread at a time.
@@ -118,11 +136,15 @@ func benchBatchRead(b *testing.B, size int64) {
 		b.SetBytes(batch * benchBlock)
 		loop := preadLoop(fd, buf, offs, batch)
 		i := 0
+		var cpu time.Duration
 		for b.Loop() {
+			if i == 0 {
+				cpu = cpuTime()
+			}
 			loop(i)
 			i++
 		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/read")
+		report(b, b.N*batch, b.Elapsed(), cpuTime()-cpu, cost{})
 	})
 	for _, name := range testBackends() {
 		b.Run(fmt.Sprintf("backend=%s/batch=%d/bs=4KiB", name, batch), func(b *testing.B) {
@@ -131,12 +153,12 @@ func benchBatchRead(b *testing.B, size int64) {
 			for j := range reqs {
 				reqs[j] = Request{Op: OpRead, Fd: int32(fd), Buf: buf[j*benchBlock : (j+1)*benchBlock]}
 			}
-			preadNs := measure(200*time.Millisecond, batch, preadLoop(fd, buf, offs, batch))
-			var nativeNs float64
+			pread := measure(200*time.Millisecond, batch, preadLoop(fd, buf, offs, batch))
+			var native cost
 			if name != BackendUring {
-				native := openBackend(b, BackendUring, Options{})
+				nb := openBackend(b, BackendUring, Options{})
 				nreqs := append([]Request(nil), reqs...)
-				nativeNs = measure(200*time.Millisecond, batch, batchLoop(native, nreqs, offs))
+				native = measure(200*time.Millisecond, batch, batchLoop(nb, nreqs, offs))
 			}
 			loop := batchLoop(be, reqs, offs)
 			loop(0)
@@ -144,15 +166,20 @@ func benchBatchRead(b *testing.B, size int64) {
 			b.ReportAllocs()
 			b.SetBytes(batch * benchBlock)
 			i := 0
+			var cpu time.Duration
 			for b.Loop() {
+				if i == 0 {
+					cpu = cpuTime()
+				}
 				loop(i)
 				i++
 			}
-			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N*batch)
-			b.ReportMetric(ns, "ns/read")
-			b.ReportMetric(preadNs/ns, "x_vs_pread")
-			if nativeNs > 0 {
-				b.ReportMetric(ns/nativeNs, "x_native_vs_this")
+			cpu = cpuTime() - cpu
+			report(b, b.N*batch, b.Elapsed(), cpu, pread)
+			if native.wallNs > 0 {
+				reads := float64(b.N * batch)
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/reads/native.wallNs, "x_native_vs_this")
+				b.ReportMetric(float64(cpu.Nanoseconds())/reads/native.cpuNs, "x_cpu_native_vs_this")
 			}
 			if d := be.Stats().Sub(before); d.Enters > 0 {
 				b.ReportMetric(d.SQEsPerEnter(), "sqes/enter")
@@ -166,12 +193,11 @@ func benchBatchRead(b *testing.B, size int64) {
 	}
 }
 
-// parallelPread measures jobs goroutines doing single preads for about d
-// and returns aggregate nanoseconds per read.
-func parallelPread(fd int, offs []int64, jobs int, d time.Duration) float64 {
+// parallelPread measures jobs goroutines doing single preads for about d.
+func parallelPread(fd int, offs []int64, jobs int, d time.Duration) cost {
 	var total atomic.Int64
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	for g := range jobs {
 		wg.Go(func() {
 			buf := alignedBlock()
@@ -186,7 +212,8 @@ func parallelPread(fd int, offs []int64, jobs int, d time.Duration) float64 {
 		})
 	}
 	wg.Wait()
-	return float64(time.Since(start).Nanoseconds()) / float64(total.Load())
+	reads := float64(total.Load())
+	return cost{float64(time.Since(start).Nanoseconds()) / reads, float64((cpuTime() - cpu).Nanoseconds()) / reads}
 }
 
 // alignedBlock returns a page-aligned 4 KiB block (O_DIRECT needs it).
@@ -215,6 +242,7 @@ func benchParallelRead(b *testing.B, size int64) {
 		b.SetBytes(benchBlock)
 		b.SetParallelism(par)
 		var next atomic.Int64
+		start, cpu := time.Now(), cpuTime()
 		b.RunParallel(func(pb *testing.PB) {
 			buf := alignedBlock()
 			i := int(next.Add(97))
@@ -225,18 +253,19 @@ func benchParallelRead(b *testing.B, size int64) {
 				i++
 			}
 		})
+		report(b, b.N, time.Since(start), cpuTime()-cpu, cost{})
 	})
 	for _, name := range testBackends() {
 		b.Run(fmt.Sprintf("backend=%s/jobs=%d/bs=4KiB", name, jobs), func(b *testing.B) {
 			be := openBackend(b, name, Options{})
-			preadNs := parallelPread(fd, offs, par*runtime.GOMAXPROCS(0), 300*time.Millisecond)
+			pread := parallelPread(fd, offs, par*runtime.GOMAXPROCS(0), 300*time.Millisecond)
 			before := be.Stats()
 			b.ReportAllocs()
 			b.SetBytes(benchBlock)
 			b.SetParallelism(par)
 			b.ResetTimer()
 			var next atomic.Int64
-			start := time.Now()
+			start, cpu := time.Now(), cpuTime()
 			b.RunParallel(func(pb *testing.PB) {
 				reqs := []Request{{Op: OpRead, Fd: int32(fd), Buf: alignedBlock()}}
 				i := int(next.Add(97))
@@ -248,10 +277,8 @@ func benchParallelRead(b *testing.B, size int64) {
 					i++
 				}
 			})
-			ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
+			report(b, b.N, time.Since(start), cpuTime()-cpu, pread)
 			d := be.Stats().Sub(before)
-			b.ReportMetric(ns, "ns/read")
-			b.ReportMetric(preadNs/ns, "x_vs_pread")
 			if d.Enters > 0 {
 				b.ReportMetric(d.SQEsPerEnter(), "sqes/enter")
 				b.ReportMetric(float64(d.SQEs)/float64(d.Enters-d.Waits), "sqes/submit_enter")
@@ -315,12 +342,12 @@ func BenchmarkDirectRead(b *testing.B) {
 	const depth = 32
 	offs := offsets(1<<16, size)
 	par := depth / runtime.GOMAXPROCS(0)
-	var preadNs float64
-	baseline := func() float64 {
-		if preadNs == 0 {
-			preadNs = parallelPread(fd, offs, depth, time.Second)
+	var pread cost
+	baseline := func() cost {
+		if pread.wallNs == 0 {
+			pread = parallelPread(fd, offs, depth, time.Second)
 		}
-		return preadNs
+		return pread
 	}
 	b.Run(fmt.Sprintf("backend=pread/jobs=%d/bs=4KiB", depth), func(b *testing.B) {
 		b.ReportAllocs()
@@ -339,7 +366,7 @@ func BenchmarkDirectRead(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "IOPS")
-		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu_us/read")
+		report(b, b.N, time.Since(start), cpuTime()-cpu, cost{})
 	})
 	b.Run(fmt.Sprintf("backend=uring/jobs=%d/bs=4KiB", depth), func(b *testing.B) {
 		be := openBackend(b, BackendUring, Options{})
@@ -364,8 +391,7 @@ func BenchmarkDirectRead(b *testing.B) {
 		})
 		ns := float64(time.Since(start).Nanoseconds()) / float64(b.N)
 		b.ReportMetric(1e9/ns, "IOPS")
-		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu_us/read")
-		b.ReportMetric(base/ns, "x_vs_pread")
+		report(b, b.N, time.Since(start), cpuTime()-cpu, base)
 		b.ReportMetric(be.Stats().Sub(before).SQEsPerEnter(), "sqes/enter")
 	})
 	b.Run(fmt.Sprintf("backend=uring/batch=%d/bs=4KiB", depth), func(b *testing.B) {
@@ -394,7 +420,6 @@ func BenchmarkDirectRead(b *testing.B) {
 		}
 		ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N*depth)
 		b.ReportMetric(1e9/ns, "IOPS")
-		b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N*depth), "cpu_us/read")
-		b.ReportMetric(base/ns, "x_vs_pread")
+		report(b, b.N*depth, b.Elapsed(), cpuTime()-cpu, base)
 	})
 }
