@@ -182,6 +182,11 @@ func TestDirtyBytesExact(t *testing.T) {
 		{8 * 4096, 5, 11 + 4096 + 10 + 5},   // past the end: a new page
 		{100, 10, 11 + 4096 + 10 + 5},       // rewriting dirty bytes
 		{5 * 4096, 3 * 4096, 4122 + 3*4096}, // three whole clean cached pages
+		// pagecache keeps one dirty span per page: a second, disjoint
+		// write into a dirty page widens the span over the bytes between
+		// (valid cached bytes, so rewriting them is harmless): page 1's
+		// span [1000, 1001) becomes [1000, 3010).
+		{4096 + 3000, 10, 4122 + 3*4096 - 1 + 2010},
 	}
 	for i, s := range steps {
 		if n, err := f.WriteAt(pattern(s.n, 7, uint64(i+1)), s.off); n != s.n || err != nil {
@@ -197,7 +202,7 @@ func TestDirtyBytesExact(t *testing.T) {
 	if got := fileStats(t, e, path).DirtyBytes; got != 0 {
 		t.Fatalf("DirtyBytes after Sync: %d", got)
 	}
-	t.Logf("%d writes: DirtyBytes followed the bytes written exactly, 0 after Sync", len(steps))
+	t.Logf("%d writes: DirtyBytes followed the bytes written exactly (per-page covering span for two writes in one page), 0 after Sync", len(steps))
 }
 
 // TestDirectCoherence: an O_DIRECT read sees a cached write, and a

@@ -54,7 +54,7 @@ func TestFsyncErrorEachHandle(t *testing.T) {
 				}
 				for i := range 5 {
 					p := pattern(3000, 13, uint64(i+1))
-					off := int64(i * 5000)
+					off := int64(i*4096 + 100) // one write per page: dirty spans are per page
 					if _, err := hs[i%handles].WriteAt(p, off); err != nil {
 						t.Fatal(err)
 					}
