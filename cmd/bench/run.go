@@ -179,14 +179,18 @@ func (r *runner) timeRound(ctx context.Context, l *live, d time.Duration) {
 	for i, j := range jobs {
 		ready.Add(1)
 		done.Add(1)
-		go func() {
-			defer done.Done()
+		// Each job allocates its buffers, then waits at the gate, so
+		// that set-up is neither timed nor counted as allocations.
+		wait := func() {
 			ready.Done()
 			<-startGate
+		}
+		go func() {
+			defer done.Done()
 			if v.batched {
-				r.batchLoop(s, w, v, region, uint64(i), j, &stop)
+				r.batchLoop(s, w, v, region, uint64(i), j, &stop, wait)
 			} else {
-				r.loop(s.h, w, c, region, uint64(i), len(jobs), j, &stop)
+				r.loop(s.h, w, c, region, uint64(i), len(jobs), j, &stop, wait)
 			}
 		}()
 	}
@@ -290,7 +294,7 @@ func (r *runner) finish(ctx context.Context, l *live) result {
 }
 
 // loop is one goroutine of a cell: operations until stop.
-func (r *runner) loop(h handle, w *workload, c cell, region int64, id uint64, njobs int, j *job, stop *atomic.Bool) {
+func (r *runner) loop(h handle, w *workload, c cell, region int64, id uint64, njobs int, j *job, stop *atomic.Bool, wait func()) {
 	bs := int64(w.block)
 	rbuf := alignedBuf(w.block)
 	wbuf := alignedBuf(w.block)
@@ -301,6 +305,7 @@ func (r *runner) loop(h handle, w *workload, c cell, region int64, id uint64, nj
 	stride := latencyStride(w)
 	verifyReads := w.kind != mixed // a read racing a write of the same block may see both
 	var n int64
+	wait()
 	for !stop.Load() {
 		var off int64
 		switch w.kind {
@@ -357,7 +362,7 @@ func (r *runner) loop(h handle, w *workload, c cell, region int64, id uint64, nj
 
 // batchLoop keeps v.depth reads in flight with Engine.Submit batches.
 // Every operation of a batch is given the batch's latency.
-func (r *runner) batchLoop(s *session, w *workload, v variant, region int64, id uint64, j *job, stop *atomic.Bool) {
+func (r *runner) batchLoop(s *session, w *workload, v variant, region int64, id uint64, j *job, stop *atomic.Bool, wait func()) {
 	bs := int64(w.block)
 	ops := make([]engine.Op, v.depth)
 	bufs := make([][]byte, v.depth)
@@ -367,6 +372,7 @@ func (r *runner) batchLoop(s *session, w *workload, v variant, region int64, id 
 	rng := rand.NewPCG(r.seed, id)
 	nblocks := uint64(region / bs)
 	var n int64
+	wait()
 	for !stop.Load() {
 		for i := range ops {
 			ops[i] = engine.Op{File: s.ef, Buf: bufs[i], Off: int64(rng.Uint64()%nblocks) * bs}
