@@ -61,6 +61,20 @@ func TestReadersWithWriter(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(seed, 99))
 	log := &opLog{seed: seed}
+	stopped := false
+	stopReaders := func() {
+		if !stopped {
+			stopped = true
+			close(done)
+			wg.Wait()
+		}
+	}
+	defer stopReaders() // also when the writer fails: no reader outlives the test
+	defer func() {
+		if t.Failed() {
+			t.Log(log.dump(40))
+		}
+	}()
 	for i := 0; i < ops && !t.Failed(); i++ {
 		off := pages/2*PageSize + r.Int64N(pages/2*PageSize-PageSize)
 		n := 1 + r.Int64N(min(3*PageSize, pages*PageSize-off))
@@ -78,10 +92,9 @@ func TestReadersWithWriter(t *testing.T) {
 			}
 		}
 	}
-	close(done)
-	wg.Wait()
+	stopReaders()
 	if t.Failed() {
-		t.Fatal(log.dump(40))
+		t.FailNow()
 	}
 	checkInvariants(t, c, true, f)
 	if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {

@@ -125,9 +125,13 @@ func TestReadahead(t *testing.T) {
 			if lo < pageOf(tt.off)*PageSize {
 				t.Errorf("read at %d, before the request's page %d", lo, pageOf(tt.off))
 			}
-			// Readahead: bytes read past the request's last page.
-			past := max(hi-pageEnd(reqEnd)*PageSize, 0)
-			if past > cap || int64(st.ReadaheadBytes) > cap {
+			// Readahead: bytes read past the request's last page, which
+			// ReadaheadBytes must count exactly.
+			past := int64(0)
+			for _, o := range filterOps(ops, isRead) {
+				past += max(o.off+o.length-max(o.off, pageEnd(reqEnd)*PageSize), 0)
+			}
+			if past > cap || int64(st.ReadaheadBytes) != past {
 				t.Errorf("read %d bytes past the request (ReadaheadBytes %d), cap %d", past, st.ReadaheadBytes, cap)
 			}
 			if tt.n < cap && hi > max(pageEnd(tt.off+cap), pageEnd(reqEnd))*PageSize {

@@ -3,6 +3,7 @@
 package pagecache
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -339,4 +340,96 @@ func TestPolicyBookkeeping(t *testing.T) {
 		t.Fatalf("seed %d: queues list %d distinct entries, %d resident", seed, len(walked), len(in))
 	}
 	t.Logf("seed %d: 20000 policy operations, queues always equal to the resident set (%d at the end)", seed, len(in))
+}
+
+// TestS3FIFORules checks the policy's rules one by one on a 20-entry
+// policy (small queue share: 2 entries).
+func TestS3FIFORules(t *testing.T) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s *s3sim) string
+	}{
+		{"new keys enter the small queue", func(t *testing.T, s *s3sim) string {
+			s.access(1)
+			return queueOf(s, 1)
+		}},
+		{"a key hit twice in small moves to main when it reaches the tail", func(t *testing.T, s *s3sim) string {
+			fill(s, 0, 20) // keys 0..19
+			s.access(0)
+			s.access(0)
+			s.access(100) // evicts: small's tail is key 0, promoted
+			return queueOf(s, 0)
+		}},
+		{"a key hit once in small is evicted into the ghost", func(t *testing.T, s *s3sim) string {
+			fill(s, 0, 20)
+			s.access(0)
+			s.access(100)
+			if s.resident(0) {
+				return "resident"
+			}
+			s.access(0) // back from the ghost
+			return queueOf(s, 0)
+		}},
+		{"a one-time scan passes through small and leaves main alone", func(t *testing.T, s *s3sim) string {
+			fill(s, 0, 20)
+			for range 3 { // make every key hot
+				fill(s, 0, 20)
+			}
+			for k := uint64(1000); k < 1100; k++ {
+				s.access(k)
+			}
+			n := 0
+			for k := range uint64(20) {
+				if s.resident(k) {
+					n++
+				}
+			}
+			if n >= 18 { // the scan may take the two main entries it meets first
+				return "hot keys resident"
+			}
+			return fmt.Sprintf("only %d hot keys resident", n)
+		}},
+		{"main gives a hit key another round", func(t *testing.T, s *s3sim) string {
+			fill(s, 0, 20)
+			for k := range uint64(20) { // everything to main via two hits
+				s.access(k)
+				s.access(k)
+			}
+			for k := uint64(100); k < 120; k++ {
+				s.access(k)
+			}
+			s.access(19) // resident in main if it got a second round
+			return queueOf(s, 19)
+		}},
+	}
+	want := []string{"small", "main", "main", "hot keys resident", "main"}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newS3Sim(20)
+			if got := tt.run(t, s); got != want[i] {
+				t.Fatalf("got %q, want %q", got, want[i])
+			}
+			t.Logf("%s: %s", tt.name, want[i])
+		})
+	}
+}
+
+func fill(s *s3sim, from, to uint64) {
+	for k := from; k < to; k++ {
+		s.access(k)
+	}
+}
+
+func queueOf(s *s3sim, key uint64) string {
+	e, ok := s.entry[key]
+	if !ok {
+		return "evicted"
+	}
+	switch s.p.links[e].in {
+	case inSmall:
+		return "small"
+	case inMain:
+		return "main"
+	}
+	return "none"
 }

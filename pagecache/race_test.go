@@ -72,6 +72,15 @@ func TestTruncateRacingWriteback(t *testing.T) {
 					thrash.Add(1)
 				}
 			}()
+			defer func() { // also when the owner fails: no goroutine outlives the test
+				stop.Store(true)
+				wg.Wait()
+			}()
+			defer func() {
+				if t.Failed() {
+					t.Log(log.dump(50))
+				}
+			}()
 			r := rand.New(rand.NewPCG(seed, 3))
 			for i := 0; i < ops && !t.Failed(); i++ {
 				size := int64(len(m.data))
@@ -113,7 +122,7 @@ func TestTruncateRacingWriteback(t *testing.T) {
 			stop.Store(true)
 			wg.Wait()
 			if t.Failed() {
-				t.Fatal(log.dump(50))
+				t.FailNow()
 			}
 			if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
 				t.Fatal(err)
