@@ -58,6 +58,8 @@ type runner struct {
 	engines map[*backend]*engine.Engine
 }
 
+// trace (RINGFS_BENCH_TRACE=1) prints each cell's wall time and each
+// warm-up's on stderr, to see where a run's time goes.
 var trace = os.Getenv("RINGFS_BENCH_TRACE") != ""
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -501,4 +500,3 @@ func heapAllocs() uint64 {
 	return allocSample[0].Value.Uint64()
 }
 
-var errInterrupted = errors.New("interrupted")
