@@ -499,4 +499,3 @@ func heapAllocs() uint64 {
 	}
 	return allocSample[0].Value.Uint64()
 }
-
