@@ -61,12 +61,17 @@ func (r resources) String() string {
 }
 
 func snapshotResources(t testing.TB) resources {
-	t.Helper()
+	fail := func(err error) {
+		if t == nil {
+			panic(err)
+		}
+		t.Fatal(err)
+	}
 	var r resources
 	r.goroutines = runtime.NumGoroutine()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
 	for _, e := range ents {
 		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
@@ -80,7 +85,7 @@ func snapshotResources(t testing.TB) resources {
 	}
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
-		t.Fatal(err)
+		fail(err)
 	}
 	for line := range strings.Lines(string(maps)) {
 		if strings.Contains(line, "io_uring") {
@@ -209,3 +214,23 @@ func shapeOf(t testing.TB, f *os.File) fileShape {
 
 // runtimeGosched yields, for polling loops in tests.
 func runtimeGosched() { runtime.Gosched() }
+
+// TestMain fails the run if any test left an io_uring instance (its
+// descriptor or its mappings) behind, on top of the per-test checks.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		var r resources
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			r = snapshotResources(nil)
+			if r.ringFds == 0 && r.ringMaps == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if r.ringFds != 0 || r.ringMaps != 0 {
+			fmt.Fprintf(os.Stderr, "io_uring instances left behind after all tests: %v\n", r)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
