@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,13 +99,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 type limitConn struct {
 	net.Conn
 	release func()
-	done    bool
+	// done makes the release happen once: http.Server.Close and the
+	// connection's own goroutine may close it at the same time.
+	done atomic.Bool
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	if !c.done {
-		c.done = true
+	if c.done.CompareAndSwap(false, true) {
 		c.release()
 	}
 	return err
