@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -144,8 +145,7 @@ func New(opts Options) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	arena, err := unix.Mmap(-1, 0, int(capacity), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	arena, err := mapArena(capacity)
 	if err != nil {
 		return nil, fmt.Errorf("pagecache: mapping %d-byte arena: %w", capacity, err)
 	}
@@ -165,6 +165,34 @@ func New(opts Options) (*Cache, error) {
 		}
 	}
 	return c, nil
+}
+
+// hugePage is the transparent huge page size the arena is aligned to.
+const hugePage = 2 << 20
+
+// mapArena maps the arena: anonymous, MAP_NORESERVE, aligned to 2 MiB
+// and advised MADV_HUGEPAGE, so that where the kernel allows it the arena
+// is backed by huge pages: random hits then miss the TLB far less (it
+// matters most in virtual machines, where a TLB miss walks two page
+// tables), and registering it pins far fewer pages.
+func mapArena(capacity int64) ([]byte, error) {
+	size := uintptr(capacity)
+	raw, err := unix.MmapPtr(-1, 0, nil, size+hugePage, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, err
+	}
+	start := uintptr(raw)
+	aligned := (start + hugePage - 1) &^ (hugePage - 1)
+	if head := aligned - start; head > 0 {
+		unix.MunmapPtr(raw, head)
+	}
+	if tail := start + size + hugePage - (aligned + size); tail > 0 {
+		unix.MunmapPtr(unsafe.Add(raw, aligned-start+size), tail)
+	}
+	arena := unsafe.Slice((*byte)(unsafe.Add(raw, aligned-start)), size)
+	unix.Madvise(arena, unix.MADV_HUGEPAGE) // advice only; failure is harmless
+	return arena, nil
 }
 
 // registeredBuffer is the size of each registered piece of the arena (the
@@ -194,7 +222,7 @@ func (c *Cache) Close() error {
 	if c.fixed {
 		c.be.UnregisterBuffers()
 	}
-	err := unix.Munmap(c.arena)
+	err := unix.MunmapPtr(unsafe.Pointer(&c.arena[0]), uintptr(len(c.arena)))
 	c.arena = nil
 	return err
 }
