@@ -17,7 +17,9 @@ import (
 type psync struct {
 	inj    Injector
 	reason string
-	c      counters
+	c      *counters // own, or the native ring's for its inline requests
+	own    counters
+	inline bool // count syscalls as inline requests of a ring
 	closed atomic.Bool
 
 	mu sync.RWMutex
@@ -28,7 +30,9 @@ type psync struct {
 var _ Backend = (*psync)(nil)
 
 func newPsync(opts Options, reason string) *psync {
-	return &psync{inj: opts.Injector, reason: reason}
+	p := &psync{inj: opts.Injector, reason: reason}
+	p.c = &p.own
+	return p
 }
 
 func (p *psync) Name() string { return BackendPsync }
@@ -57,7 +61,7 @@ func failAll(reqs []Request, err error) {
 func (p *psync) run(r *Request, iov []unix.Iovec) []unix.Iovec {
 	r.N, r.Err = 0, nil
 	if errno := r.validate(); errno != 0 {
-		finish(r, 0, errno, &p.c)
+		finish(r, 0, errno, p.c)
 		return iov
 	}
 	if (r.Op.IsRead() || r.Op.IsWrite()) && r.length() == 0 {
@@ -68,7 +72,7 @@ func (p *psync) run(r *Request, iov []unix.Iovec) []unix.Iovec {
 		var res int32
 		iov, res = p.once(r, &pr, iov)
 		p.c.completions.Add(1)
-		if settle(r, &pr, res, &p.c) {
+		if settle(r, &pr, res, p.c) {
 			return iov
 		}
 	}
@@ -89,7 +93,11 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 	if errno != 0 {
 		return iov, -int32(errno)
 	}
-	p.c.enters.Add(1)
+	if p.inline {
+		p.c.inline.Add(1)
+	} else {
+		p.c.enters.Add(1)
+	}
 	var n int
 	var err error
 	off := r.Off + int64(pr.done)

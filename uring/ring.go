@@ -44,6 +44,8 @@ type Ring struct {
 	cqes                    []cqe
 
 	c counters
+	// inline runs requests given to Do with plain syscalls, counting into c.
+	inline psync
 
 	// cqMu is held by the goroutine that reaps completions (the leader).
 	cqMu sync.Mutex
@@ -177,6 +179,7 @@ func newRing(opts Options) (*Ring, error) {
 		return nil, &BackendError{Reason: "io_uring_setup", Errno: err.(syscall.Errno)}
 	}
 	r := &Ring{fd: fd, features: p.features, sqpoll: opts.SQPoll, inj: opts.Injector, log: opts.logger()}
+	r.inline = psync{inj: opts.Injector, c: &r.c, inline: true}
 	if err := r.mapRings(&p); err != nil {
 		unix.Close(fd)
 		return nil, err

@@ -28,6 +28,7 @@ type Stats struct {
 	CQOverflows      uint64 `json:"cq_overflows"`        // times the kernel held back CQEs (NODROP backlog)
 	DroppedCQEs      uint64 `json:"dropped_cqes"`        // CQEs the kernel reported lost
 	Errors           uint64 `json:"errors"`              // requests completed with an error
+	Inline           uint64 `json:"inline"`              // requests run with a plain syscall (Do) instead of the ring
 	InflightHighMark uint64 `json:"inflight_high_water"` // most requests in flight at once
 	Inflight         uint64 `json:"inflight"`            // requests in flight now
 }
@@ -59,6 +60,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.CQOverflows -= prev.CQOverflows
 	d.DroppedCQEs -= prev.DroppedCQEs
 	d.Errors -= prev.Errors
+	d.Inline -= prev.Inline
 	return d
 }
 
@@ -67,7 +69,7 @@ type counters struct {
 	submits, requests, enters, sqes, completions, waits           atomic.Uint64
 	retryEnterEINTR, retryEnterBusy, retryCQEEINTR, retryCQEAgain atomic.Uint64
 	shortResubmits, cqOverflows, droppedCQEs, errors              atomic.Uint64
-	inflight, inflightHigh                                        atomic.Uint64
+	inflight, inflightHigh, inline                                atomic.Uint64
 }
 
 func (c *counters) snapshot(s *Stats) {
@@ -85,6 +87,7 @@ func (c *counters) snapshot(s *Stats) {
 	s.CQOverflows = c.cqOverflows.Load()
 	s.DroppedCQEs = c.droppedCQEs.Load()
 	s.Errors = c.errors.Load()
+	s.Inline = c.inline.Load()
 	s.Inflight = c.inflight.Load()
 	s.InflightHighMark = c.inflightHigh.Load()
 }
