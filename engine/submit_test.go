@@ -1,0 +1,160 @@
+//go:build linux
+
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestSubmitOneEnter: a Submit of 32 reads that all miss goes to the
+// kernel with exactly one submitting io_uring_enter carrying 32 SQEs
+// (enters that only wait for completions are counted apart, in Waits):
+// O_DIRECT reads on a cached engine, reads on an uncached engine and in
+// Shared mode, and cache misses whose fills are batched.
+func TestSubmitOneEnter(t *testing.T) {
+	checkLeaks(t)
+	const batch, stride = 32, 128 << 10 // misses ≥ 64 KiB apart: their fills do not overlap
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	content := pattern(batch*stride, 22, 0)
+	writeHost(t, path, content)
+	direct := directSupported(dir)
+	for _, tc := range []struct {
+		name string
+		opts Options
+		flag int
+		sqes uint64 // per read
+	}{
+		{"odirect/cached engine", Options{Mode: Exclusive}, os.O_RDONLY | syscall.O_DIRECT, 1},
+		{"odirect/uncached engine", Options{Mode: Exclusive, CacheSize: -1}, os.O_RDONLY | syscall.O_DIRECT, 1},
+		{"uncached engine", Options{Mode: Exclusive, CacheSize: -1}, os.O_RDONLY, 1},
+		{"shared", Options{Mode: Shared}, os.O_RDONLY, 1},
+		// A fill reads the requested pages and the readahead behind them
+		// with separate requests (an error in the readahead alone must not
+		// fail the read): two SQEs per miss, all in the one enter.
+		{"cache misses", Options{Mode: Exclusive}, os.O_RDONLY, 2},
+		{"cache misses/readahead 4KiB", Options{Mode: Exclusive, Readahead: 4096}, os.O_RDONLY, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.flag&syscall.O_DIRECT != 0 && !direct {
+				t.Skip("no O_DIRECT here")
+			}
+			o := tc.opts
+			o.Backend = "uring"
+			e := newEngine(t, o)
+			f := openFile(t, e, path, tc.flag)
+			rng := rand.New(rand.NewPCG(22, 1))
+			ops := make([]Op, batch)
+			for i := range ops {
+				off := int64(i)*stride + rng.Int64N(stride/4096-16)*4096
+				ops[i] = Op{File: f, Buf: alignedBuf(4096), Off: off}
+			}
+			before := e.Stats()
+			if err := e.Submit(ops); err != nil {
+				t.Fatal(err)
+			}
+			d := e.Stats().Sub(before)
+			for i, op := range ops {
+				if op.N != 4096 || op.Err != nil || !bytes.Equal(op.Buf, content[op.Off:op.Off+4096]) {
+					t.Fatalf("op %d: %d, %v, data right %v", i, op.N, op.Err, bytes.Equal(op.Buf, content[op.Off:op.Off+4096]))
+				}
+			}
+			submitting := d.Ring.Enters - d.Ring.Waits
+			if submitting != 1 || d.Ring.SQEs != batch*tc.sqes {
+				t.Fatalf("%d reads: %d submitting enters (of %d, %d waits), %d SQEs; want 1 enter with %d SQEs",
+					batch, submitting, d.Ring.Enters, d.Ring.Waits, d.Ring.SQEs, batch*tc.sqes)
+			}
+			if d.CacheEnabled && tc.flag&syscall.O_DIRECT == 0 && (d.Cache.FillBatches != 1 || d.Cache.Misses != batch) {
+				t.Fatalf("cache: %d fill batches, %d misses; want 1, %d", d.Cache.FillBatches, d.Cache.Misses, batch)
+			}
+			t.Logf("%d missing reads: 1 submitting io_uring_enter, %d SQEs (%d waiting enters)", batch, d.Ring.SQEs, d.Ring.Waits)
+		})
+	}
+}
+
+// vmRSS returns the process's resident set in bytes.
+func vmRSS(t testing.TB) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestRSSBound: random 4 KiB reads all over an 8 GiB sparse file through
+// a 256 MiB cache keep the process's resident memory within the cache
+// plus 64 MiB: the cache is a hard bound whatever the file size.
+func TestRSSBound(t *testing.T) {
+	if raceEnabled {
+		// Under -race VmRSS also counts the race detector's shadow of the
+		// arena and of the heap (about 420 MiB peak here): the bound is
+		// checked by the run without -race.
+		t.Skip("VmRSS includes the race detector's shadow memory; run without -race")
+	}
+	checkLeaks(t)
+	const fileSize, cacheSize, slack = 8 << 30, 256 << 20, 64 << 20
+	// Each miss fills 16 pages (64 KiB readahead), so 30000 reads turn
+	// the cache over about seven times.
+	reads := 30_000
+	if os.Getenv("RINGFS_SOAK") != "" {
+		reads = 300_000
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	base := vmRSS(t)
+	e := newEngine(t, Options{Mode: Exclusive, CacheSize: cacheSize})
+	path := filepath.Join(t.TempDir(), "sparse")
+	if err := os.WriteFile(path, []byte("head"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fileSize); err != nil {
+		t.Skipf("cannot make an 8 GiB sparse file here: %v", err)
+	}
+	f := openFile(t, e, path, os.O_RDONLY)
+	rng := rand.New(rand.NewPCG(23, 0))
+	p := make([]byte, 4096)
+	var peak int64
+	for i := range reads {
+		off := rng.Int64N(fileSize/4096) * 4096
+		if n, err := f.ReadAt(p, off); n != 4096 || err != nil {
+			t.Fatalf("ReadAt(%d): %d, %v", off, n, err)
+		}
+		if off != 0 && firstNonzeroByte(p) >= 0 {
+			t.Fatalf("a hole at %d read nonzero bytes", off)
+		}
+		if i%5000 == 4999 {
+			peak = max(peak, vmRSS(t))
+		}
+	}
+	st := e.Stats()
+	if st.Cache.Evictions == 0 {
+		t.Fatalf("no eviction: the cache did not fill (resident %d)", st.Cache.ResidentBytes)
+	}
+	if peak > cacheSize+slack {
+		t.Fatalf("VmRSS peaked at %d MiB (%d MiB before the engine), over the %d MiB cache + %d MiB", peak>>20, base>>20, cacheSize>>20, slack>>20)
+	}
+	t.Logf("%d random reads over 8 GiB: VmRSS peak %d MiB (%d MiB before), cache resident %d MiB, %d evictions; bound %d MiB",
+		reads, peak>>20, base>>20, st.Cache.ResidentBytes>>20, st.Cache.Evictions, (cacheSize+slack)>>20)
+}
