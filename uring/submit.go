@@ -192,6 +192,9 @@ func (r *Ring) fillSQ() {
 		r.prepSQE(&r.sqes[r.sqTailLocal&r.sqMask], idx, s)
 		r.sqTailLocal++
 		space--
+		if r.sqpoll {
+			r.c.sqes.Add(1)
+		}
 	}
 	r.mu.Unlock()
 	woken.wake()
@@ -372,7 +375,9 @@ func (r *Ring) enter(toSubmit, minComplete, flags uint32, ts *unix.Timespec) (in
 	if e != 0 {
 		return 0, e
 	}
-	if toSubmit > 0 {
+	if toSubmit > 0 && !r.sqpoll {
+		// With SQPOLL the kernel answers a wakeup with to_submit, not
+		// with what it consumed; fillSQ counts those SQEs instead.
 		r.c.sqes.Add(uint64(n))
 	}
 	return int(n), 0
