@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestConcurrentMixed runs many goroutines against one backend, each on
@@ -199,5 +200,58 @@ func (w *worker) request(off int64, ln int, fixedCursor *int) (Request, func(*Re
 			return fmt.Errorf("got (%d, %v)", r.N, r.Err)
 		}
 		return nil
+	}
+}
+
+// TestSQPoll runs verified mixed I/O on rings whose submission queue is
+// polled by a kernel thread (submissions need no enter while it is awake;
+// a short idle time makes it sleep and need waking too). psync has no
+// queue; iouringgo ignores SQPoll (see newIouringgo) and runs as usual.
+func TestSQPoll(t *testing.T) {
+	for _, name := range testBackends() {
+		if name == BackendPsync {
+			continue
+		}
+		for _, idle := range []time.Duration{time.Millisecond, 50 * time.Millisecond} {
+			t.Run(fmt.Sprintf("backend=%s/idle=%v", name, idle), func(t *testing.T) {
+				before := snapshotResources(t)
+				be, err := New(Options{Backend: name, Entries: 16, SQPoll: true, SQPollIdle: idle})
+				if err != nil {
+					t.Skipf("SQPOLL unavailable: %v", err)
+				}
+				const goroutines, region = 8, 64 << 10
+				f := tempFile(t, "sqpoll", nil, os.O_RDWR)
+				if err := f.Truncate(goroutines * region); err != nil {
+					t.Fatal(err)
+				}
+				fixed := mmapBuffer(t, goroutines*region)
+				if err := be.RegisterBuffers([][]byte{fixed}); err != nil {
+					t.Fatal(err)
+				}
+				var wg sync.WaitGroup
+				for g := range goroutines {
+					wg.Go(func() {
+						w := &worker{be: be, fd: int32(f.Fd()), base: int64(g) * region,
+							model: make([]byte, region), fixed: fixed[g*region : (g+1)*region],
+							rng: rand.New(rand.NewPCG(uint64(g), 99))}
+						if g%2 == 0 {
+							time.Sleep(3 * idle) // let the poll thread fall asleep
+						}
+						if n, err := w.run(1000); err != nil {
+							t.Errorf("goroutine %d after %d ops: %v", g, n, err)
+						}
+					})
+				}
+				wg.Wait()
+				s := be.Stats()
+				t.Logf("%d requests verified with SQPOLL; %d enters for %d SQEs", s.Requests, s.Enters, s.SQEs)
+				if want := s.Requests + s.ShortResubmits + s.RetryCQEEINTR + s.RetryCQEAgain; s.SQEs != want {
+					t.Errorf("Stats.SQEs %d, but %d SQEs were written", s.SQEs, want)
+				}
+				be.Close()
+				f.Close()
+				checkNoLeaks(t, before)
+			})
+		}
 	}
 }

@@ -81,16 +81,11 @@ func newIouringgo(opts Options) (Backend, error) {
 		}
 	}
 	mk := func(flags uint32) *iosys.IOURingParams {
-		p := &iosys.IOURingParams{Flags: flags | iosys.IORING_SETUP_CQSIZE | iosys.IORING_SETUP_CLAMP, CQEntries: 2 * entries}
-		if opts.SQPoll {
-			p.Flags |= iosys.IORING_SETUP_SQPOLL
-			idle := opts.SQPollIdle
-			if idle == 0 {
-				idle = 50 * time.Millisecond
-			}
-			p.SQThreadIdle = uint32(idle / time.Millisecond)
-		}
-		return p
+		// Options.SQPoll is not honoured: the library waits for SQ space
+		// by spinning under its submit lock and wakes a sleeping poll
+		// thread only after it has all its SQEs, so a full SQ whose poll
+		// thread fell asleep never drains (TestSQPoll hung on it).
+		return &iosys.IOURingParams{Flags: flags | iosys.IORING_SETUP_CQSIZE | iosys.IORING_SETUP_CLAMP, CQEntries: 2 * entries}
 	}
 	// SUBMIT_ALL keeps the kernel from stopping a batch at an SQE that
 	// fails at submission (a bad buffer index, say); without it the rest
