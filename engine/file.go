@@ -178,7 +178,7 @@ func (e *Engine) attach(f *File, key inodeKey, name string, acc int, st *unix.St
 		}
 		if ino == nil {
 			var err error
-			if ino, err = e.newInode(key, name, f.fd, acc, st); err != nil {
+			if ino, err = e.newInode(key, name, f.fd, acc); err != nil {
 				e.mu.Unlock()
 				return nil, err
 			}

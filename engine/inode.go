@@ -66,8 +66,13 @@ type inode struct {
 }
 
 // newInode opens the engine's own descriptors for the file behind the
-// handle descriptor hfd.
-func (e *Engine) newInode(key inodeKey, name string, hfd int32, access int, st *unix.Stat_t) (*inode, error) {
+// handle descriptor hfd. The file is stat'ed again: the caller's stat may
+// predate the write-back of a previous inode of the same file.
+func (e *Engine) newInode(key inodeKey, name string, hfd int32, access int) (*inode, error) {
+	var st unix.Stat_t
+	if err := fstat(hfd, &st); err != nil {
+		return nil, err
+	}
 	ino := &inode{e: e, key: key, path: name, dfd: -1}
 	ino.mode.Store(st.Mode)
 	fd, acc, err := reopen(hfd, unix.O_RDWR, access)
@@ -189,15 +194,13 @@ func (ino *inode) sync(mode pagecache.SyncMode) error {
 			return err
 		}
 	}
-	req := [1]uring.Request{{Op: uring.OpFsync, Fd: fd}}
+	req := uring.Request{Op: uring.OpFsync, Fd: fd}
 	if mode == pagecache.SyncData {
-		req[0].Flags = uring.FsyncDatasync
+		req.Flags = uring.FsyncDatasync
 	}
-	if err := ino.e.be.Submit(req[:]); err != nil {
-		return err
-	}
-	ino.ownErrs.Record(req[0].Err)
-	return req[0].Err
+	_, err := uring.Do(ino.e.be, req)
+	ino.ownErrs.Record(err)
+	return err
 }
 
 // flushForClose writes back the file when its last reference goes and

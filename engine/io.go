@@ -81,8 +81,15 @@ func (ino *inode) write(f *File, p []byte, off int64, flags int, atEnd bool) (in
 // submitted.
 var reqPool = sync.Pool{New: func() any { return new([1]uring.Request) }}
 
-// hostIO runs one read or write on the host through the backend.
+// hostIO runs one read or write on the host through the backend: a write
+// as a plain syscall (uring.Do: a lone buffered write would go to a kernel
+// worker thread from the ring), a read through the ring (reads of cached
+// data complete inline, and direct reads of concurrent callers share
+// enters).
 func (e *Engine) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint32) (int, error) {
+	if op.IsWrite() {
+		return uring.Do(e.be, uring.Request{Op: op, Fd: fd, Buf: p, Off: off, Flags: flags})
+	}
 	r := reqPool.Get().(*[1]uring.Request)
 	r[0] = uring.Request{Op: op, Fd: fd, Buf: p, Off: off, Flags: flags}
 	if err := e.be.Submit(r[:]); err != nil {
@@ -300,14 +307,8 @@ func (ino *inode) allocate(hfd int32, mode uint32, off, length int64) error {
 		ino.mu.Lock()
 		defer ino.mu.Unlock()
 	}
-	r := reqPool.Get().(*[1]uring.Request)
-	defer reqPool.Put(r)
-	r[0] = uring.Request{Op: uring.OpFallocate, Fd: hfd, Off: off, Len: length, Flags: mode}
-	if err := ino.e.be.Submit(r[:]); err != nil {
+	if _, err := uring.Do(ino.e.be, uring.Request{Op: uring.OpFallocate, Fd: hfd, Off: off, Len: length, Flags: mode}); err != nil {
 		return err
-	}
-	if r[0].Err != nil {
-		return r[0].Err
 	}
 	if mm && mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+length > ino.mmSize.Load() {
 		ino.mmSize.Store(off + length)

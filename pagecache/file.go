@@ -658,12 +658,8 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 	if f.released {
 		return syscall.EBADF
 	}
-	reqs := [1]uring.Request{{Op: uring.OpFallocate, Fd: f.fd, Off: off, Len: length, Flags: mode}}
-	if err := f.c.be.Submit(reqs[:]); err != nil {
+	if _, err := uring.Do(f.c.be, uring.Request{Op: uring.OpFallocate, Fd: f.fd, Off: off, Len: length, Flags: mode}); err != nil {
 		return err
-	}
-	if reqs[0].Err != nil {
-		return reqs[0].Err
 	}
 	end := off + length
 	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {

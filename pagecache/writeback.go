@@ -262,13 +262,12 @@ func (f *File) finishWriteback(wc *wbCtx) {
 //
 // Preconditions: f.wbMu is held.
 func (f *File) sync(mode SyncMode) error {
-	req := [1]uring.Request{{Op: uring.OpFsync, Fd: f.fd}}
+	req := uring.Request{Op: uring.OpFsync, Fd: f.fd}
 	if mode == SyncData {
-		req[0].Flags = uring.FsyncDatasync
+		req.Flags = uring.FsyncDatasync
 	}
-	f.c.be.Submit(req[:])
+	_, err := uring.Do(f.c.be, req)
 	f.c.st.syncs.Add(1)
-	err := req[0].Err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.unsynced == 0 {
@@ -317,14 +316,12 @@ func (f *File) DirectWrite(p []byte, off int64, fl WriteFlags, directFd int32) (
 	if err := f.dropRange(r); err != nil {
 		return 0, off, err
 	}
-	reqs := [1]uring.Request{{Op: uring.OpWrite, Fd: directFd, Off: off, Buf: p}}
-	f.c.be.Submit(reqs[:])
-	n := reqs[0].N
+	n, err := uring.Do(f.c.be, uring.Request{Op: uring.OpWrite, Fd: directFd, Off: off, Buf: p})
 	if n > 0 && off+int64(n) > f.size.Load() {
 		f.size.Store(off + int64(n))
 	}
 	f.c.st.directWriteBytes.Add(uint64(n))
-	return n, off, reqs[0].Err
+	return n, off, err
 }
 
 // Invalidate writes back the dirty pages overlapping r and drops every
