@@ -5,6 +5,7 @@ package engine
 import (
 	"io"
 	"io/fs"
+	"sync"
 	"syscall"
 	"time"
 
@@ -39,12 +40,29 @@ func (e *Engine) Submit(ops []Op) error {
 		}
 		return fs.ErrClosed
 	}
-	b := batch{e: e, start: time.Now()}
+	b := batchPool.Get().(*batch)
+	b.e, b.start = e, time.Now()
 	for i := range ops {
 		b.add(&ops[i])
 	}
 	b.run()
+	b.reset()
+	batchPool.Put(b)
 	return nil
+}
+
+// batchPool recycles batches, so that Submit does not allocate its
+// bookkeeping on every call.
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+// reset empties b, dropping every reference to callers' memory.
+func (b *batch) reset() {
+	clear(b.reads)
+	clear(b.readOf)
+	clear(b.host)
+	clear(b.hostOf)
+	clear(b.open)
+	b.e, b.reads, b.readOf, b.host, b.hostOf, b.open = nil, b.reads[:0], b.readOf[:0], b.host[:0], b.hostOf[:0], b.open[:0]
 }
 
 // batch sorts the operations of a Submit by how they are served.
