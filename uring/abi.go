@@ -123,6 +123,11 @@ const (
 	FeatRsrcTags       = 1 << 10
 	FeatCQESkip        = 1 << 11
 	FeatLinkedFile     = 1 << 12
+	FeatRegRegRing     = 1 << 13
+	FeatRecvsendBundle = 1 << 14
+	FeatMinTimeout     = 1 << 15
+	FeatRWAttr         = 1 << 16
+	FeatNoIOWait       = 1 << 17
 )
 
 // FeatureNames maps each feature bit to the name used in the uapi header.
@@ -143,6 +148,11 @@ var FeatureNames = []struct {
 	{FeatRsrcTags, "RSRC_TAGS"},
 	{FeatCQESkip, "CQE_SKIP"},
 	{FeatLinkedFile, "LINKED_FILE"},
+	{FeatRegRegRing, "REG_REG_RING"},
+	{FeatRecvsendBundle, "RECVSEND_BUNDLE"},
+	{FeatMinTimeout, "MIN_TIMEOUT"},
+	{FeatRWAttr, "RW_ATTR"},
+	{FeatNoIOWait, "NO_IOWAIT"},
 }
 
 // SQE flags.
