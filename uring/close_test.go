@@ -5,6 +5,7 @@ package uring
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"syscall"
@@ -177,50 +178,63 @@ func TestCloseRacesSubmits(t *testing.T) {
 }
 
 // TestCancelInflight cancels a read that cannot complete (an empty pipe):
-// the read fails with ECANCELED and the cancel itself succeeds. psync runs
+// the read fails with ECANCELED and the cancel itself succeeds, whether
+// the cancel names the descriptor or its registered index. psync runs
 // requests synchronously, so it has nothing in flight to cancel.
 func TestCancelInflight(t *testing.T) {
 	for _, name := range testBackends() {
 		if name == BackendPsync {
 			continue
 		}
-		t.Run("backend="+name, func(t *testing.T) {
-			be := openBackend(t, name, Options{})
-			var p [2]int
-			if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
-				t.Fatal(err)
-			}
-			defer syscall.Close(p[0])
-			defer syscall.Close(p[1])
-			done := make(chan []Request)
-			go func() {
-				reqs := []Request{{Op: OpRead, Fd: int32(p[0]), Buf: make([]byte, 10)}}
-				be.Submit(reqs)
-				done <- reqs
-			}()
-			// Cancel until the read is found in flight (the first cancels
-			// may run before it was submitted).
-			cancels := 0
-			for {
-				select {
-				case reqs := <-done:
-					if !errors.Is(reqs[0].Err, syscall.ECANCELED) || reqs[0].N != 0 {
-						t.Fatalf("cancelled read: (%d, %v), want ECANCELED", reqs[0].N, reqs[0].Err)
+		for _, fixed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("backend=%s/fixed=%v", name, fixed), func(t *testing.T) {
+				be := openBackend(t, name, Options{})
+				var p [2]int
+				if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+					t.Fatal(err)
+				}
+				defer syscall.Close(p[0])
+				defer syscall.Close(p[1])
+				cancel := Request{Op: OpCancel, Fd: int32(p[0])}
+				if fixed {
+					if err := be.RegisterFiles([]int32{-1, int32(p[0])}); err != nil {
+						t.Fatal(err)
 					}
-					t.Logf("read cancelled after %d cancel requests", cancels)
-					return
-				case <-time.After(5 * time.Millisecond):
+					cancel = Request{Op: OpCancel, Fixed: true, Fd: 1}
 				}
-				reqs := []Request{{Op: OpCancel, Fd: int32(p[0])}}
-				if err := be.Submit(reqs); err != nil || reqs[0].Err != nil || reqs[0].N != 0 {
-					t.Fatalf("cancel: %v (%d, %v)", err, reqs[0].N, reqs[0].Err)
+				done := make(chan []Request)
+				go func() {
+					reqs := []Request{{Op: OpRead, Fd: int32(p[0]), Buf: make([]byte, 10)}}
+					be.Submit(reqs)
+					done <- reqs
+				}()
+				// Cancel until the read is found in flight (the first
+				// cancels may run before it was submitted).
+				cancels := 0
+				for {
+					select {
+					case reqs := <-done:
+						if !errors.Is(reqs[0].Err, syscall.ECANCELED) || reqs[0].N != 0 {
+							t.Fatalf("cancelled read: (%d, %v), want ECANCELED", reqs[0].N, reqs[0].Err)
+						}
+						t.Logf("read cancelled after %d cancel requests", cancels)
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+					reqs := []Request{cancel}
+					if err := be.Submit(reqs); err != nil || reqs[0].Err != nil || reqs[0].N != 0 {
+						t.Fatalf("cancel: %v (%d, %v)", err, reqs[0].N, reqs[0].Err)
+					}
+					cancels++
+					if cancels > 400 {
+						// Unblock the read so the goroutine ends.
+						syscall.Write(p[1], []byte("x"))
+						<-done
+						t.Fatal("the read was never cancelled")
+					}
 				}
-				cancels++
-				if cancels > 2000 {
-					t.Fatal("the read was never cancelled")
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
