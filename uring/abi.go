@@ -174,6 +174,7 @@ const (
 	opFallocate     = 17
 	opRead          = 22
 	opWrite         = 23
+	opFtruncate     = 55 // Linux 6.9
 )
 
 // Ring flags and offsets.

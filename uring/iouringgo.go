@@ -438,6 +438,8 @@ func (g *iouringgoRing) prep(o *gop) (iouring.PrepRequest, syscall.Errno) {
 		p = rawPrep(opSyncFileRange, fd, 0, n, uint64(r.Off), r.Flags)
 	case OpCancel:
 		p = rawPrep(opAsyncCancel, fd, 0, 0, 0, cancelFD|cancelAll)
+	case OpFtruncate:
+		p = rawPrep(opFtruncate, fd, 0, 0, uint64(r.Off), 0)
 	default:
 		return nil, syscall.EINVAL
 	}

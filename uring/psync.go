@@ -133,6 +133,8 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 		err = unix.Fallocate(fd, r.Flags, r.Off, r.Len)
 	case OpSyncFileRange:
 		err = unix.SyncFileRange(fd, r.Off, r.Len, int(r.Flags))
+	case OpFtruncate:
+		err = unix.Ftruncate(fd, r.Off)
 	}
 	res := int32(n)
 	if err != nil {

@@ -23,11 +23,12 @@ const (
 	OpFallocate               // fallocate(Fd, Flags (mode), Off, Len)
 	OpSyncFileRange           // sync_file_range(Fd, Off, Len, Flags)
 	OpCancel                  // cancel every in-flight request on Fd
+	OpFtruncate               // ftruncate(Fd, Off): Off is the new size
 	numOps
 )
 
 var opNames = [numOps]string{"nop", "read", "write", "readv", "writev", "read_fixed",
-	"write_fixed", "fsync", "fallocate", "sync_file_range", "cancel"}
+	"write_fixed", "fsync", "fallocate", "sync_file_range", "cancel", "ftruncate"}
 
 func (o Op) String() string {
 	if o < numOps {
@@ -44,7 +45,7 @@ func (o Op) IsWrite() bool { return o == OpWrite || o == OpWritev || o == OpWrit
 
 // kernelOp is the io_uring opcode for each Op.
 var kernelOp = [numOps]uint8{opNop, opRead, opWrite, opReadv, opWritev, opReadFixed,
-	opWriteFixed, opFsync, opFallocate, opSyncFileRange, opAsyncCancel}
+	opWriteFixed, opFsync, opFallocate, opSyncFileRange, opAsyncCancel, opFtruncate}
 
 // Request is one operation and, after Submit returns, its result.
 //
@@ -100,6 +101,10 @@ func (r *Request) validate() syscall.Errno {
 			return syscall.EINVAL
 		}
 		if int64(r.length()) > (1<<63-1)-r.Off {
+			return syscall.EINVAL
+		}
+	case OpFtruncate:
+		if r.Off < 0 {
 			return syscall.EINVAL
 		}
 	case OpFallocate, OpSyncFileRange, OpFsync:

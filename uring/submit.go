@@ -59,6 +59,7 @@ func (r *Ring) Submit(reqs []Request) error {
 		r.releaseWaiter(w)
 	}
 	if err == nil {
+		r.runUnsupported(reqs)
 		for i := range reqs {
 			if be, ok := reqs[i].Err.(*BackendError); ok {
 				return be
@@ -66,6 +67,18 @@ func (r *Ring) Submit(reqs []Request) error {
 		}
 	}
 	return err
+}
+
+// runUnsupported runs, with plain syscalls, the requests whose opcode this
+// kernel lacks (enqueue left them alone).
+func (r *Ring) runUnsupported(reqs []Request) {
+	for i := range reqs {
+		req := &reqs[i]
+		if req.Op < numOps && !r.probe.Supported[kernelOp[req.Op]] && req.validate() == 0 &&
+			!((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) {
+			r.inline.run(req, nil)
+		}
+	}
 }
 
 // enqueue puts requests from reqs[i:] on the pending queue, as many as
@@ -97,6 +110,9 @@ func (r *Ring) enqueue(w *waiter, reqs []Request, i int) (*waiter, int, int, err
 		}
 		if (req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0 {
 			continue
+		}
+		if !r.probe.Supported[kernelOp[req.Op]] {
+			continue // run inline by Submit: this kernel lacks the opcode
 		}
 		idx := r.free[len(r.free)-1]
 		r.free = r.free[:len(r.free)-1]
@@ -239,6 +255,8 @@ func (r *Ring) prepSQE(e *sqe, idx uint32, s *slot) {
 		if req.Len <= 1<<32-1 {
 			e.len = uint32(req.Len) // longer ranges sync to end of file
 		}
+	case OpFtruncate:
+		e.off = uint64(req.Off)
 	case OpCancel:
 		e.opFlags = cancelFD | cancelAll
 		if req.Fixed {
