@@ -222,7 +222,7 @@ func (ino *inode) mmapWrite(p []byte, off int64, atEnd bool) (int, int64, error)
 	}
 	end := off + int64(len(p))
 	if end > ino.mmSize.Load() {
-		if err := ftruncate(ino.fd, end); err != nil {
+		if err := ino.e.ftruncate(ino.fd, end); err != nil {
 			return 0, off, err
 		}
 		ino.mmSize.Store(end)
@@ -263,13 +263,11 @@ func (ino *inode) mapRefsLocked(end int64) (*hostmap.Mapper, error) {
 	return ino.hm, nil
 }
 
-func ftruncate(fd int32, size int64) error {
-	for {
-		err := unix.Ftruncate(int(fd), size)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
+// ftruncate sets a host file's size through the backend (so that fault
+// injection and recording backends see it).
+func (e *Engine) ftruncate(fd int32, size int64) error {
+	_, err := uring.Do(e.be, uring.Request{Op: uring.OpFtruncate, Fd: fd, Off: size})
+	return err
 }
 
 // syncRange makes [a, b) durable (O_SYNC/O_DSYNC writes).
@@ -288,13 +286,13 @@ func (ino *inode) truncate(hfd int32, size int64) error {
 	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
 		ino.mu.Lock()
 		defer ino.mu.Unlock()
-		if err := ftruncate(ino.fd, size); err != nil {
+		if err := ino.e.ftruncate(ino.fd, size); err != nil {
 			return err
 		}
 		ino.mmSize.Store(size)
 		return nil
 	}
-	return ftruncate(hfd, size)
+	return ino.e.ftruncate(hfd, size)
 }
 
 // allocate runs fallocate, through the cache when there is one.

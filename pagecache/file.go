@@ -611,7 +611,7 @@ func (f *File) Truncate(size int64) error {
 	if f.released {
 		return syscall.EBADF
 	}
-	if err := ftruncate(f.fd, size); err != nil {
+	if err := f.c.ftruncate(f.fd, size); err != nil {
 		return err
 	}
 	if size < f.size.Load() {
@@ -622,7 +622,7 @@ func (f *File) Truncate(size int64) error {
 }
 
 // extendHost grows the host file to size if it is shorter.
-func extendHost(fd int32, size int64) error {
+func (c *Cache) extendHost(fd int32, size int64) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(fd), &st); err != nil {
 		return err
@@ -630,17 +630,14 @@ func extendHost(fd int32, size int64) error {
 	if st.Size >= size {
 		return nil
 	}
-	return ftruncate(fd, size)
+	return c.ftruncate(fd, size)
 }
 
-// ftruncate is unix.Ftruncate with EINTR retried.
-func ftruncate(fd int32, size int64) error {
-	for {
-		err := unix.Ftruncate(int(fd), size)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
+// ftruncate sets the host file's size through the backend (so that fault
+// injection and recording backends see it).
+func (c *Cache) ftruncate(fd int32, size int64) error {
+	_, err := uring.Do(c.be, uring.Request{Op: uring.OpFtruncate, Fd: fd, Off: size})
+	return err
 }
 
 // Allocate runs fallocate(mode, off, length) on the host and brings the
@@ -668,7 +665,7 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 		// Dirty pages dropped at the end of the file may have been the
 		// only bytes that would have extended the host to the size.
 		if end >= size {
-			if err := extendHost(f.fd, size); err != nil {
+			if err := f.c.extendHost(f.fd, size); err != nil {
 				return err
 			}
 		}
