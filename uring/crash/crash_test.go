@@ -39,10 +39,10 @@ func TestCrashImages(t *testing.T) {
 			a := bytes.Repeat([]byte{0xa}, BlockSize)
 			c := bytes.Repeat([]byte{0xc}, BlockSize)
 			steps := []uring.Request{
-				{Op: uring.OpWrite, Fd: fd, Off: 0, Buf: a},           // 1
-				{Op: uring.OpFsync, Fd: fd},                           // 2
+				{Op: uring.OpWrite, Fd: fd, Off: 0, Buf: a},             // 1
+				{Op: uring.OpFsync, Fd: fd},                             // 2
 				{Op: uring.OpWrite, Fd: fd, Off: 2 * BlockSize, Buf: c}, // 3
-				{Op: uring.OpFtruncate, Fd: fd, Off: 5 * BlockSize},   // 4
+				{Op: uring.OpFtruncate, Fd: fd, Off: 5 * BlockSize},     // 4
 				{Op: uring.OpFallocate, Fd: fd, Off: BlockSize, Len: BlockSize,
 					Flags: unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE}, // 5
 			}
