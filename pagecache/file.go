@@ -524,11 +524,11 @@ func (f *File) releaseFrames(gone []int32) {
 func (f *File) evictPages(vs []victim, freed []int32) []int32 {
 	c := f.c
 	needWB := false
+	wasDirty := make([]bool, len(vs))
 	f.mu.RLock()
-	for _, v := range vs {
+	for i, v := range vs {
 		if m := &c.meta[v.frame]; m.owner == f && m.state != 0 {
-			needWB = true
-			break
+			needWB, wasDirty[i] = true, true
 		}
 	}
 	f.mu.RUnlock()
@@ -552,7 +552,7 @@ func (f *File) evictPages(vs []victim, freed []int32) []int32 {
 			kept[i] = true
 		default:
 			gone = f.detach(v.page, v.frame, gone)
-			if needWB {
+			if wasDirty[i] {
 				dirty++
 			}
 		}

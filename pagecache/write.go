@@ -5,6 +5,8 @@ package pagecache
 import (
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringfs/ringfs/uring"
 )
 
@@ -195,8 +197,30 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 	if n > 0 && off+int64(n) > oldSize {
 		f.size.Store(off + int64(n))
 	}
+	if err != nil && end > f.size.Load() {
+		f.trimHost()
+	}
 	c.st.writeBytes.Add(uint64(n))
 	return n, err
+}
+
+// trimHost cuts the host file back to the size after a failed write: host
+// pieces of the write past its returned count may have landed past the
+// end of file, and a later extension of the file must read zeros there,
+// not them. Bytes inside the file past the count stay as the host has
+// them (a failed write's bytes past its count are unspecified).
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) trimHost() {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.fd), &st) != nil {
+		return
+	}
+	if size := f.size.Load(); st.Size > size {
+		if err := f.c.ftruncate(f.fd, size); err != nil {
+			f.c.log.Warn("ringfs: cannot trim the host file after a failed write", "err", err)
+		}
+	}
 }
 
 // markDirty adds [lo, hi) to frame fr's dirty span.
@@ -228,6 +252,9 @@ func (f *File) writeThrough(p []byte, off int64) (int, error) {
 	f.copyIn(p[:n], off)
 	if n > 0 && off+int64(n) > f.size.Load() {
 		f.size.Store(off + int64(n))
+	}
+	if err != nil && off+int64(len(p)) > f.size.Load() {
+		f.trimHost()
 	}
 	c.st.writeBytes.Add(uint64(n))
 	c.st.directWriteBytes.Add(uint64(n))
