@@ -41,7 +41,7 @@ func (e *Engine) Submit(ops []Op) error {
 		return fs.ErrClosed
 	}
 	b := batchPool.Get().(*batch)
-	b.e, b.start = e, time.Now()
+	b.e, b.start = e, monoNow()
 	for i := range ops {
 		b.add(&ops[i])
 	}
@@ -68,7 +68,7 @@ func (b *batch) reset() {
 // batch sorts the operations of a Submit by how they are served.
 type batch struct {
 	e      *Engine
-	start  time.Time
+	start  time.Duration      // monoNow at the start
 	reads  []pagecache.ReadOp // reads of cached files
 	readOf []*Op
 	host   []uring.Request // direct and uncached operations
@@ -165,7 +165,7 @@ func (b *batch) run() {
 	case len(b.host) > 0:
 		e.be.Submit(b.host)
 	}
-	d := time.Since(b.start)
+	d := monoNow() - b.start
 	for i := range b.reads {
 		r, op := &b.reads[i], b.readOf[i]
 		op.N, op.Err = r.N, r.Err

@@ -281,9 +281,9 @@ func (f *File) readAt(p []byte, off int64, flags int, op string) (int, error) {
 	case len(p) == 0:
 		return 0, nil
 	}
-	start := time.Now()
+	start := monoNow()
 	n, path, err := f.ino.read(f, p, off, flags)
-	f.e.st.record(opRead, path, n, time.Since(start), err)
+	f.e.st.record(opRead, path, n, monoNow()-start, err)
 	if err != nil {
 		return n, f.pathErr(op, err)
 	}
@@ -356,9 +356,9 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 		}
 		p, limited = p[:f.fsizeMax-end], true
 	}
-	start := time.Now()
+	start := monoNow()
 	n, at, path, err := f.ino.write(f, p, off, flags, atEnd)
-	f.e.st.record(opWrite, path, n, time.Since(start), err)
+	f.e.st.record(opWrite, path, n, monoNow()-start, err)
 	if n > 0 {
 		f.ino.clearPrivileges()
 	}
@@ -491,12 +491,12 @@ func (f *File) syncMode(mode pagecache.SyncMode, op string) error {
 		return f.pathErr(op, fs.ErrClosed)
 	}
 	defer f.gate.leave()
-	start := time.Now()
+	start := monoNow()
 	err := f.ino.sync(mode)
 	if cerr := f.checkErrs(); cerr != nil {
 		err = cerr
 	}
-	f.e.st.record(opSync, pathSync, 0, time.Since(start), err)
+	f.e.st.record(opSync, pathSync, 0, monoNow()-start, err)
 	if err != nil {
 		return f.pathErr(op, err)
 	}
