@@ -27,6 +27,15 @@ import (
 // cleanup, a leak check (goroutines, descriptors, mappings, rings), host
 // files, deterministic data and errno assertions.
 
+// TestMain removes the benchmarks' files after the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dir, err := benchDir(); err == nil {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
 // ---- resources and leaks ----
 
 // resources is what the process holds that an engine could leave behind.
