@@ -454,7 +454,7 @@ func (r *Ring) lead(w *waiter) {
 			runtime.Gosched()
 			continue
 		}
-		_, errno := r.enter(0, 1, enterGetEvents, &ts)
+		_, errno := r.enter(0, r.waitFor(w), enterGetEvents, &ts)
 		switch errno {
 		case 0, syscall.ETIME:
 		case syscall.EINTR:
@@ -468,6 +468,25 @@ func (r *Ring) lead(w *waiter) {
 		}
 	}
 }
+
+// waitFor is how many completions the leader waits for in one enter: up
+// to maxWaitBatch of its own requests in the kernel when it is the only
+// caller waiting (a big batch then costs few enters, where the kernel
+// completes buffered writes one by one), else one, so that other callers'
+// completions are delivered as they come. A caller arriving during a wait
+// is delayed by at most maxWaitBatch completions.
+func (r *Ring) waitFor(w *waiter) uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.waitHead != w || w.next != nil {
+		return 1
+	}
+	inKernel := r.used - r.pendLn
+	return uint32(max(min(int(w.remaining.Load()), inKernel, maxWaitBatch), 1))
+}
+
+// maxWaitBatch bounds the completions one wait asks for.
+const maxWaitBatch = 16
 
 // stateErr is the error for work refused in the ring's current state.
 //
