@@ -658,3 +658,144 @@ func TestEngineAppendRecords(t *testing.T) {
 		})
 	}
 }
+
+// Regressions of bugs the exerciser found, as focused tests.
+
+// TestDirectReadPastHostEnd: in Exclusive mode the cache extends the file
+// before the host does; an O_DIRECT read between the host's end and the
+// engine's reads zeros, in full, through ReadAt and through Submit.
+func TestDirectReadPastHostEnd(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	if !directSupported(dir) {
+		t.Skip("no O_DIRECT here")
+	}
+	e := newEngine(t, Options{Mode: Exclusive})
+	path := filepath.Join(dir, "f")
+	writeHost(t, path, pattern(100, 25, 0))
+	f := openFile(t, e, path, os.O_RDWR)
+	d := openFile(t, e, path, os.O_RDONLY|syscall.O_DIRECT)
+	if _, err := f.WriteAt([]byte("far"), 40000); err != nil { // cached: the host stays at 100 bytes
+		t.Fatal(err)
+	}
+	if host := readHost(t, path); len(host) != 100 {
+		t.Fatalf("host already %d bytes: the test needs a cached extension", len(host))
+	}
+	want := append(pattern(100, 25, 0), make([]byte, 8192-100)...)
+	for _, aligned := range []bool{true, false} {
+		p := alignedBuf(8193)
+		if aligned {
+			p = p[:8192]
+		} else {
+			p = p[1:] // bounced
+		}
+		if n, err := d.ReadAt(p, 0); n != 8192 || err != nil {
+			t.Fatalf("direct ReadAt below the engine's size (aligned %v): %d, %v", aligned, n, err)
+		}
+		sameBytes(t, "direct read", p, want)
+	}
+	ops := []Op{{File: d, Buf: alignedBuf(8192), Off: 8192}}
+	if err := e.Submit(ops); err != nil || ops[0].N != 8192 || ops[0].Err != nil || firstNonzeroByte(ops[0].Buf) >= 0 {
+		t.Fatalf("direct read in Submit: %d, %v", ops[0].N, ops[0].Err)
+	}
+	p := alignedBuf(4096)
+	if n, err := d.ReadAt(p, 36864); n != 40003-36864 || err != io.EOF || string(p[40000-36864:n]) != "far" {
+		t.Fatalf("direct read across the engine's end: %d, %v", n, err)
+	}
+	t.Logf("direct reads past the host's end (100) and below the engine's (40003): zeros, full counts")
+}
+
+// TestHostMmapDirectWriteSize: in HostMmap mode an O_DIRECT write that
+// extends the file grows the size the engine serves, alone and in Submit.
+func TestHostMmapDirectWriteSize(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	if !directSupported(dir) {
+		t.Skip("no O_DIRECT here")
+	}
+	e := newEngine(t, Options{Mode: Exclusive, HostMmap: true})
+	path := filepath.Join(dir, "f")
+	writeHost(t, path, pattern(5000, 26, 0))
+	f := openFile(t, e, path, os.O_RDWR)
+	d := openFile(t, e, path, os.O_RDWR|syscall.O_DIRECT)
+	if _, err := f.ReadAt(make([]byte, 5000), 0); err != nil { // map it
+		t.Fatal(err)
+	}
+	p := alignedBuf(4096)
+	fillData(p, 26, 1)
+	if n, err := d.WriteAt(p, 8192); n != 4096 || err != nil {
+		t.Fatal(err)
+	}
+	ops := []Op{{File: d, Write: true, Buf: p, Off: 16384}}
+	if err := e.Submit(ops); err != nil || ops[0].N != 4096 || ops[0].Err != nil {
+		t.Fatalf("direct write in Submit: %d, %v", ops[0].N, ops[0].Err)
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != 20480 {
+		t.Fatalf("size after direct writes up to 20480: %v, %v", fi.Size(), err)
+	}
+	got := make([]byte, 4096)
+	if n, err := f.ReadAt(got, 16384); n != 4096 || err != nil {
+		t.Fatalf("read of the direct write through the mapping: %d, %v", n, err)
+	}
+	sameBytes(t, "direct write read back", got, p)
+	t.Logf("HostMmap: direct writes grew the size to %d, read back through the mapping", fi.Size())
+}
+
+// TestSubmitDirectWriteNotStale: a batch holding a cache miss (whose
+// readahead covers a page) and a direct write of that page must not
+// leave the page's old bytes cached; and the cache's size grows with a
+// direct write that extends the file.
+func TestSubmitDirectWriteNotStale(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	if !directSupported(dir) {
+		t.Skip("no O_DIRECT here")
+	}
+	for _, mode := range []Mode{Exclusive, Writethrough} {
+		t.Run(mode.String(), func(t *testing.T) {
+			e := newEngine(t, Options{Mode: mode})
+			path := filepath.Join(dir, "f-"+mode.String())
+			old := pattern(16*4096, 27, 0)
+			writeHost(t, path, old)
+			f := openFile(t, e, path, os.O_RDWR)
+			d := openFile(t, e, path, os.O_RDWR|syscall.O_DIRECT)
+			for round := range 20 {
+				// Page 0 misses and its 64 KiB readahead covers page 5;
+				// the direct write replaces page 5 in the same batch.
+				newPage := alignedBuf(4096)
+				fillData(newPage, 27, uint64(round+1))
+				ops := []Op{
+					{File: f, Buf: make([]byte, 100), Off: 0},
+					{File: d, Write: true, Buf: newPage, Off: 5 * 4096},
+					{File: d, Write: true, Buf: newPage, Off: int64(16+round) * 4096}, // extends the file
+				}
+				if err := e.Submit(ops); err != nil {
+					t.Fatal(err)
+				}
+				for i, op := range ops {
+					if op.Err != nil {
+						t.Fatalf("round %d op %d: %v", round, i, op.Err)
+					}
+				}
+				got := make([]byte, 4096)
+				if _, err := f.ReadAt(got, 5*4096); err != nil {
+					t.Fatal(err)
+				}
+				sameBytes(t, fmt.Sprintf("round %d: page 5 through the cache after the batch", round), got, newPage)
+				fi, _ := f.Stat()
+				if fi.Size() != int64(17+round)*4096 {
+					t.Fatalf("round %d: size %d after a direct write to %d", round, fi.Size(), (17+round)*4096)
+				}
+				// Drop the cache's pages for the next round.
+				if err := f.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := d.WriteAt(newPage, 0); err != nil { // invalidates page 0
+					t.Fatal(err)
+				}
+			}
+			t.Logf("20 batches of a miss plus a direct write under its readahead: never stale, size grew every time")
+		})
+	}
+}

@@ -238,3 +238,35 @@ func TestListenStatsRefuses(t *testing.T) {
 	l.Close()
 	t.Logf("refused: symlink (ELOOP, target untouched), dangling symlink, regular file (EEXIST), world-writable directory (EPERM); stale socket replaced")
 }
+
+// TestLimitConnCloseOnce: a stats connection closed by two goroutines at
+// once (http.Server.Close and the connection's own goroutine) gives its
+// slot back exactly once; a double release would take another
+// connection's slot (or block on an empty semaphore).
+func TestLimitConnCloseOnce(t *testing.T) {
+	const rounds = 2000
+	sem := make(chan struct{}, 8)
+	sem <- struct{}{} // held by another connection throughout
+	for range rounds {
+		sem <- struct{}{} // this connection's slot
+		a, b := net.Pipe()
+		c := &limitConn{Conn: a, release: func() { <-sem }}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				c.Close()
+			}()
+		}
+		close(start)
+		wg.Wait()
+		b.Close()
+		if len(sem) != 1 {
+			t.Fatalf("after racing Closes %d slots are held, want 1 (the other connection's)", len(sem))
+		}
+	}
+	t.Logf("%d connections closed twice at once: each slot released once", rounds)
+}
