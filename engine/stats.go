@@ -239,6 +239,7 @@ func addMmap(a, b hostmap.Stats) hostmap.Stats {
 	a.SpansUnmapped += b.SpansUnmapped
 	a.Upgrades += b.Upgrades
 	a.FaultsCaught += b.FaultsCaught
+	a.UnmapFailures += b.UnmapFailures
 	return a
 }
 
