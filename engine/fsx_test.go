@@ -62,12 +62,13 @@ const (
 	xPollute                     // write junk past EOF in the last page through a mapping
 	xEngineReopen                // close every handle and the engine (host must equal the model), start again
 	xFullRead                    // re-read the whole file in random pieces through the O_RDONLY handle
+	xHold                        // flags 0: open a writable Mapping of [off, off+length) and keep it (mapread and mapwrite use it while it covers them); 1: close it
 	numFsxKinds
 )
 
 var fsxNames = [numFsxKinds]string{"read", "write", "mapread", "mapwrite", "truncate", "allocate", "sync",
 	"reopen", "seekread", "seekwrite", "seekdata", "seekhole", "dread", "dwrite", "nowait", "submit",
-	"append", "pollute", "enginereopen", "fullread"}
+	"append", "pollute", "enginereopen", "fullread", "hold"}
 
 func (k fsxKind) String() string { return fsxNames[k] }
 
@@ -78,10 +79,11 @@ const (
 	hRO            // O_RDONLY
 	hDirect        // O_RDWR|O_DIRECT (nil when the filesystem refuses)
 	hAppend        // O_WRONLY|O_APPEND
+	hDsync         // O_RDWR|O_DSYNC: every write durable before it returns
 	numHandles
 )
 
-var handleFlags = [numHandles]int{os.O_RDWR, os.O_RDWR, os.O_RDONLY, os.O_RDWR | syscall.O_DIRECT, os.O_WRONLY | os.O_APPEND}
+var handleFlags = [numHandles]int{os.O_RDWR, os.O_RDWR, os.O_RDONLY, os.O_RDWR | syscall.O_DIRECT, os.O_WRONLY | os.O_APPEND, os.O_RDWR | syscall.O_DSYNC}
 
 // fsxOp is one logged operation.
 type fsxOp struct {
@@ -164,6 +166,10 @@ type fsx struct {
 	// relaxed replays take the sizes of the log as they come (a
 	// minimized log has lost the operations that set them).
 	relaxed bool
+	// held is a Mapping kept open across operations (xHold), of
+	// [heldOff, heldOff+len(held.Bytes())).
+	held    *Mapping
+	heldOff int64
 	// polluted is set while junk written past EOF through a mapping may
 	// still be in the host's page cache (see pollute).
 	polluted     bool
@@ -214,6 +220,7 @@ func (x *fsx) openHandle(i int) {
 // stop closes every handle and the engine; the host must then equal the
 // model.
 func (x *fsx) stop() {
+	x.release()
 	for i, f := range x.h {
 		if f != nil {
 			if err := f.Close(); err != nil {
@@ -426,6 +433,16 @@ func (x *fsx) genOp(rng *rand.Rand) fsxOp {
 		op.kind = xEngineReopen
 		return op
 	}
+	if rng.IntN(100) == 0 {
+		op.kind = xHold
+		if x.held != nil {
+			op.flags = 1
+		} else if size > 0 {
+			op.off = rng.Int64N(size)
+			op.length = 1 + rng.Int64N(min(size-op.off, 256<<10))
+		}
+		return op
+	}
 	w := rng.IntN(100)
 	switch {
 	case w < 17:
@@ -434,6 +451,9 @@ func (x *fsx) genOp(rng *rand.Rand) fsxOp {
 		op.length = max(op.length, 1)
 	case w < 34:
 		op.kind, op.flags = xWrite, int64(rng.IntN(2))
+		if rng.IntN(16) == 0 {
+			op.flags = hDsync
+		}
 		op.off, op.length = x.genRange(rng, fsxMaxFile)
 		op.length = max(op.length, 1)
 	case w < 37:
@@ -656,9 +676,53 @@ func (x *fsx) exec(op fsxOp) {
 		x.start()
 	case xFullRead:
 		x.fullRead(tag)
+	case xHold:
+		x.hold(op)
 	}
 	x.checkSize()
 	x.idx++
+}
+
+// hold opens or closes the kept Mapping. While it is open the engine does
+// not cache the file (reads and writes go to the host), and mapread and
+// mapwrite inside its window use it.
+func (x *fsx) hold(op fsxOp) {
+	if op.flags == 1 {
+		x.release()
+		return
+	}
+	if x.held != nil || op.length <= 0 {
+		return
+	}
+	if size := int64(len(x.model)); op.off+op.length > size {
+		if !x.relaxed {
+			x.failf("hold past the end in the log")
+		}
+		if op.length = size - op.off; op.length <= 0 {
+			return
+		}
+	}
+	m, err := x.h[hRW2].Map(op.off, op.length, true)
+	if err != nil {
+		x.failf("Map to hold: %v", err)
+	}
+	x.held, x.heldOff = m, op.off
+}
+
+func (x *fsx) release() {
+	if x.held == nil {
+		return
+	}
+	if err := x.held.Close(); err != nil {
+		x.failf("closing the held Mapping: %v", err)
+	}
+	x.held = nil
+}
+
+// heldCovers reports whether the held Mapping covers [off, off+n) below
+// the size (past the end its pages may fault).
+func (x *fsx) heldCovers(off, n int64) bool {
+	return x.held != nil && off >= x.heldOff && off+n <= x.heldOff+int64(x.held.Len()) && off+n <= int64(len(x.model))
 }
 
 func (x *fsx) mapRead(op fsxOp) {
@@ -669,6 +733,16 @@ func (x *fsx) mapRead(op fsxOp) {
 		if op.length = int64(len(x.model)) - op.off; op.length <= 0 {
 			return
 		}
+	}
+	if x.heldCovers(op.off, op.length) {
+		p := x.buf(op.length)
+		if n, err := x.held.ReadAt(p, op.off-x.heldOff); n != len(p) || err != nil {
+			x.failf("held Mapping.ReadAt: %d, %v", n, err)
+		}
+		if !bytes.Equal(p, x.model[op.off:op.off+op.length]) {
+			x.failf("held mapping's bytes differ at file offset %d", op.off+int64(diffAt(p, x.model[op.off:op.off+op.length])))
+		}
+		return
 	}
 	m, err := x.h[op.flags].Map(op.off, op.length, false)
 	if err != nil {
@@ -696,6 +770,14 @@ func (x *fsx) mapRead(op fsxOp) {
 
 func (x *fsx) mapWrite(op fsxOp, tag uint64) {
 	f := x.h[op.flags]
+	if x.heldCovers(op.off, op.length) {
+		p := pattern(int(op.length), x.seed, tag)
+		if n, err := x.held.WriteAt(p, op.off-x.heldOff); n != len(p) || err != nil {
+			x.failf("held Mapping.WriteAt: %d, %v", n, err)
+		}
+		x.modelWrite(op.off, p)
+		return
+	}
 	if end := op.off + op.length; end > int64(len(x.model)) {
 		// A mapping cannot extend the file: grow it first, as fsx does.
 		if err := f.Truncate(end); err != nil {
@@ -1032,6 +1114,9 @@ func fsxConfigs() []fsxConfig {
 		add(fmt.Sprintf("shared/be=%s", be), Options{Mode: Shared, Backend: be})
 	}
 	add("exclusive/directio/cache=default/be=uring", Options{Mode: Exclusive, DirectIO: true})
+	// A ring of 4 entries: batches larger than the submission queue.
+	add("exclusive/cache=tiny/ring=4/be=uring", Options{Mode: Exclusive, CacheSize: fsxTinyCache, RingEntries: 4})
+	add("shared/ring=4/be=uring", Options{Mode: Shared, RingEntries: 4})
 	// The commonest configurations again on a disk filesystem.
 	for _, o := range []Options{
 		{Mode: Exclusive, CacheSize: fsxTinyCache},
