@@ -146,9 +146,10 @@ func (e *Engine) Open(name string, flag int, perm fs.FileMode) (*File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: unwrapErrno(err)}
 	}
 	f.ino = ino
-	if flag&unix.O_TRUNC != 0 && f.writable && ino.cf != nil {
-		// The host was truncated by open; the cache must follow (and
-		// truncating again orders it after any writeback in flight).
+	if flag&unix.O_TRUNC != 0 && ino.cf != nil {
+		// The host was truncated by open (Linux does so for O_RDONLY too,
+		// given write permission); the cache must follow (and truncating
+		// again orders it after any writeback in flight).
 		if err := ino.cf.Truncate(0); err != nil {
 			f.Close()
 			return nil, &fs.PathError{Op: "open", Path: name, Err: unwrapErrno(err)}
