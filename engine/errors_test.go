@@ -448,3 +448,41 @@ func TestRlimitFsizeChild(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenTruncReadOnly: Linux truncates on O_RDONLY|O_TRUNC (given write
+// permission), so the engine's cached size and pages must follow, as for
+// a writable O_TRUNC open.
+func TestOpenTruncReadOnly(t *testing.T) {
+	checkLeaks(t)
+	for _, mode := range errModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEngine(t, mode.opts)
+			path := filepath.Join(t.TempDir(), "f")
+			writeHost(t, path, pattern(10000, 33, 0))
+			a := openFile(t, e, path, os.O_RDWR)
+			if _, err := a.ReadAt(make([]byte, 10000), 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.WriteAt([]byte("dirty"), 20000); err != nil { // cached, past the host's end
+				t.Fatal(err)
+			}
+			b := openFile(t, e, path, os.O_RDONLY|os.O_TRUNC)
+			for _, h := range []*File{a, b} {
+				fi, err := h.Stat()
+				if err != nil || fi.Size() != 0 {
+					t.Fatalf("size after O_RDONLY|O_TRUNC: %v, %v", fi.Size(), err)
+				}
+				if n, err := h.ReadAt(make([]byte, 100), 0); n != 0 || err != io.EOF {
+					t.Fatalf("read after O_RDONLY|O_TRUNC: %d, %v", n, err)
+				}
+			}
+			if err := a.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if host := readHost(t, path); len(host) != 0 {
+				t.Fatalf("host has %d bytes after O_TRUNC and Sync: old cached data written back", len(host))
+			}
+			t.Logf("O_RDONLY|O_TRUNC: engine size 0, reads EOF, nothing written back")
+		})
+	}
+}
