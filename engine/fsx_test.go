@@ -10,9 +10,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -132,6 +135,10 @@ type fsxConfig struct {
 	// where O_DIRECT bypasses the kernel's cache and fsync does I/O)
 	// rather than on tmpfs.
 	disk bool
+	// noise runs goroutines doing checked I/O on other files of the same
+	// engine throughout, so that eviction and its writeback of this
+	// file's pages race its operations (TESTPLAN K4, K5).
+	noise bool
 }
 
 // Limits of the exerciser's file and operations (fsx's defaults).
@@ -174,6 +181,10 @@ type fsx struct {
 	// still be in the host's page cache (see pollute).
 	polluted     bool
 	pollutedSize int64
+	// noise goroutines (fsxConfig.noise).
+	noiseStop chan struct{}
+	noiseWG   sync.WaitGroup
+	noiseErr  atomic.Pointer[error]
 }
 
 // hostCurrent reports whether the host file equals the model after every
@@ -204,6 +215,77 @@ func (x *fsx) start() {
 	for i := range x.h {
 		x.openHandle(i)
 	}
+	if x.cfg.noise {
+		x.startNoise()
+	}
+}
+
+// startNoise starts goroutines that each own another file of the engine
+// and write and read it (every read checked), with garbage collections
+// now and then, until stopNoise.
+func (x *fsx) startNoise() {
+	x.noiseStop = make(chan struct{})
+	dir := filepath.Dir(x.path)
+	for g := range 3 {
+		path := filepath.Join(dir, fmt.Sprintf("noise%d", g))
+		f, err := x.e.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			x.failf("noise open: %v", err)
+		}
+		x.noiseWG.Add(1)
+		go func() {
+			defer x.noiseWG.Done()
+			defer f.Close()
+			rng := rand.New(rand.NewPCG(x.seed, uint64(g)+1<<40))
+			model := make([]byte, 256<<10)
+			written := int64(0)
+			for i := 0; ; i++ {
+				select {
+				case <-x.noiseStop:
+					return
+				default:
+				}
+				off := rng.Int64N(int64(len(model)) - 8192)
+				n := 1 + rng.Int64N(8192)
+				if rng.IntN(2) == 0 {
+					p := pattern(int(n), x.seed, uint64(g)<<48|uint64(i))
+					if w, err := f.WriteAt(p, off); w != int(n) || err != nil {
+						err := fmt.Errorf("noise %d WriteAt: %d, %v", g, w, err)
+						x.noiseErr.CompareAndSwap(nil, &err)
+						return
+					}
+					copy(model[off:], p)
+					written = max(written, off+n)
+				} else {
+					p := make([]byte, n)
+					got, err := f.ReadAt(p, off)
+					want := max(0, min(n, written-off))
+					if int64(got) != want || (err != nil && err != io.EOF) || !bytes.Equal(p[:got], model[off:off+int64(got)]) {
+						err := fmt.Errorf("noise %d ReadAt(%d, %d): %d (want %d), %v, equal %v",
+							g, n, off, got, want, err, bytes.Equal(p[:got], model[off:off+int64(got)]))
+						x.noiseErr.CompareAndSwap(nil, &err)
+						return
+					}
+				}
+				if i%500 == 499 {
+					runtime.GC()
+				}
+			}
+		}()
+	}
+}
+
+// stopNoise stops the noise goroutines and fails the run if one failed.
+func (x *fsx) stopNoise() {
+	if x.noiseStop == nil {
+		return
+	}
+	close(x.noiseStop)
+	x.noiseWG.Wait()
+	x.noiseStop = nil
+	if err := x.noiseErr.Load(); err != nil {
+		x.failf("%v", *err)
+	}
 }
 
 func (x *fsx) openHandle(i int) {
@@ -220,6 +302,7 @@ func (x *fsx) openHandle(i int) {
 // stop closes every handle and the engine; the host must then equal the
 // model.
 func (x *fsx) stop() {
+	x.stopNoise()
 	x.release()
 	for i, f := range x.h {
 		if f != nil {
@@ -257,6 +340,11 @@ func (x *fsx) guard(fn func()) (fail *fsxFailure) {
 				panic(r)
 			}
 			fail = f
+			if x.noiseStop != nil {
+				close(x.noiseStop)
+				x.noiseWG.Wait()
+				x.noiseStop = nil
+			}
 			for i, h := range x.h {
 				if h != nil {
 					h.Close()
@@ -1114,6 +1202,11 @@ func fsxConfigs() []fsxConfig {
 		add(fmt.Sprintf("shared/be=%s", be), Options{Mode: Shared, Backend: be})
 	}
 	add("exclusive/directio/cache=default/be=uring", Options{Mode: Exclusive, DirectIO: true})
+	// Other files of the engine busy all along: eviction and writeback race
+	// every operation.
+	out = append(out, fsxConfig{name: "exclusive/cache=tiny/noise/be=uring", opts: Options{Mode: Exclusive, CacheSize: fsxTinyCache}, noise: true},
+		fsxConfig{name: "writethrough/cache=tiny/noise/be=psync", opts: Options{Mode: Writethrough, CacheSize: fsxTinyCache, Backend: "psync"}, noise: true},
+		fsxConfig{name: "exclusive/directio/cache=tiny/noise/be=uring", opts: Options{Mode: Exclusive, CacheSize: fsxTinyCache, DirectIO: true}, noise: true, disk: true})
 	// A ring of 4 entries: batches larger than the submission queue.
 	add("exclusive/cache=tiny/ring=4/be=uring", Options{Mode: Exclusive, CacheSize: fsxTinyCache, RingEntries: 4})
 	add("shared/ring=4/be=uring", Options{Mode: Shared, RingEntries: 4})
