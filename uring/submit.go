@@ -424,7 +424,7 @@ func (r *Ring) await(w *waiter) {
 // Preconditions: r.cqMu is held.
 func (r *Ring) lead(w *waiter) {
 	ts := unix.NsecToTimespec(int64(waitTimeout))
-	yields := 0
+	yields, busy := 0, 0
 	for {
 		r.reap(w)
 		if w.remaining.Load() == 0 {
@@ -457,11 +457,15 @@ func (r *Ring) lead(w *waiter) {
 		_, errno := r.enter(0, r.waitFor(w), enterGetEvents, &ts)
 		switch errno {
 		case 0, syscall.ETIME:
+			busy = 0
 		case syscall.EINTR:
 			r.c.retryEnterEINTR.Add(1)
 		case syscall.EAGAIN, syscall.EBUSY:
 			r.c.retryEnterBusy.Add(1)
-			backoff(8)
+			if busy++; busy > maxBusyRetries {
+				r.breakRing("io_uring_enter wait keeps failing", errno)
+			}
+			backoff(8 + busy)
 		default:
 			r.breakRing("io_uring_enter wait", errno)
 			time.Sleep(time.Millisecond)
