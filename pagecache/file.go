@@ -655,10 +655,20 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 	if f.released {
 		return syscall.EBADF
 	}
+	end := off + length
 	if _, err := uring.Do(f.c.be, uring.Request{Op: uring.OpFallocate, Fd: f.fd, Off: off, Len: length, Flags: mode}); err != nil {
+		// A failed fallocate may have done part of its work (or all of
+		// it, only the result failing): the cache must not keep bytes
+		// the host may no longer hold, nor the host a size the cache
+		// does not have.
+		if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
+			f.unsureRange(off, min(end, f.size.Load()))
+		}
+		if mode&unix.FALLOC_FL_KEEP_SIZE == 0 {
+			f.trimHost()
+		}
 		return err
 	}
-	end := off + length
 	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
 		size := f.size.Load()
 		f.zeroRange(off, min(end, size))
@@ -674,6 +684,29 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 		f.size.Store(end)
 	}
 	return nil
+}
+
+// unsureRange is for a range the host may have changed under the cache
+// (a failed punch or zero): clean cached pages there are dropped, to be
+// read again, and pages holding dirty bytes become dirty whole, so that
+// writeback puts the cache's copy back over whatever the host did.
+//
+// Preconditions: f.wbMu and f.mu (for writing) are held.
+func (f *File) unsureRange(off, end int64) {
+	if off >= end {
+		return
+	}
+	size := f.size.Load()
+	var gone []int32
+	f.index.each(pageOf(off), pageEnd(end), func(page int64, fr int32) {
+		if f.c.meta[fr].state == 0 {
+			gone = f.detach(page, fr, gone)
+			return
+		}
+		ps := page << pageShift
+		f.markDirty(fr, 0, uint16(min(size-ps, PageSize)))
+	})
+	f.releaseFrames(gone)
 }
 
 // zeroRange makes [off, end) read as zeros in the cache.
