@@ -306,6 +306,14 @@ func (ino *inode) allocate(hfd int32, mode uint32, off, length int64) error {
 		defer ino.mu.Unlock()
 	}
 	if _, err := uring.Do(ino.e.be, uring.Request{Op: uring.OpFallocate, Fd: hfd, Off: off, Len: length, Flags: mode}); err != nil {
+		if mm && mode&unix.FALLOC_FL_KEEP_SIZE == 0 {
+			// A failed fallocate may still have grown the host file: cut
+			// it back to the size the engine serves.
+			var st unix.Stat_t
+			if fstat(ino.fd, &st) == nil && st.Size > ino.mmSize.Load() {
+				ino.e.ftruncate(ino.fd, ino.mmSize.Load())
+			}
+		}
 		return err
 	}
 	if mm && mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+length > ino.mmSize.Load() {
