@@ -232,7 +232,7 @@ func (fx *faultFsx) step(i int) {
 			fx.failf("Truncate: %v", err)
 		}
 		fx.resize(sz)
-	case k < 16: // punch or zero a range, keeping the size
+	case k < 15: // punch a range, keeping the size
 		off := fx.rng.Int64N(faultMaxFile)
 		n := 1 + fx.rng.Int64N(40000)
 		mode := uint32(unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE)
@@ -241,6 +241,17 @@ func (fx *faultFsx) step(i int) {
 		for j := off; j < min(off+n, size); j++ {
 			// A failed punch may have run in part (or in full, its result lost).
 			fx.data[j], fx.known[j] = 0, ok
+		}
+	case k < 16: // allocate, growing the size
+		off := fx.rng.Int64N(faultMaxFile)
+		n := 1 + fx.rng.Int64N(min(faultMaxFile-off, 40000))
+		fx.log = append(fx.log, fmt.Sprintf("allocate %d %d %d", off, n, size))
+		if fx.checkErr("Allocate", h.Allocate(0, off, n)) {
+			if off+n > size {
+				fx.resize(off + n)
+			}
+		} else if fi, err := h.Stat(); err == nil && fi.Size() > size && fi.Size() <= off+n && fx.e.cache == nil && !fx.e.opts.HostMmap {
+			fx.resize(fi.Size()) // the host answers for the size, and the allocation ran
 		}
 	case k < 18: // sync
 		fx.log = append(fx.log, fmt.Sprintf("sync 0 0 %d", size))
