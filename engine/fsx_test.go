@@ -34,7 +34,7 @@ import (
 //
 // Environment:
 //
-//	RINGFS_FSX_OPS=n        operations per configuration (default 10000, 2000 under -race)
+//	RINGFS_FSX_OPS=n        operations per configuration (default 10000, 5000 under -race)
 //	RINGFS_FSX_SEED=n       seed of the first configuration (others add 1, 2, ...)
 //	RINGFS_FSX_REPLAY=f     replay one log instead of the matrix (TestFSXReplay)
 //	RINGFS_FSX_MINIMIZE=s   on failure, shrink the log for up to s seconds (delta debugging)
@@ -1253,7 +1253,7 @@ func fsxOps(t testing.TB) int {
 	// CI runs RINGFS_FSX_OPS=100000 without -race as a separate step.
 	n := 10_000
 	if raceEnabled {
-		n = 2_000
+		n = 5_000
 	}
 	if testing.Short() {
 		n = 500
