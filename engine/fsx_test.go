@@ -742,10 +742,15 @@ func (x *fsx) exec(op fsxOp) {
 		x.seekRW(op, tag)
 	case xSeekData, xSeekHole:
 		x.seekExtent(op)
-	case xDirectRead:
-		x.directRead(op)
-	case xDirectWrite:
-		x.directWrite(op, tag)
+	case xDirectRead, xDirectWrite:
+		if x.h[hDirect] == nil {
+			break // a replayed log on a filesystem without O_DIRECT
+		}
+		if op.kind == xDirectRead {
+			x.directRead(op)
+		} else {
+			x.directWrite(op, tag)
+		}
 	case xNowaitRead:
 		x.nowaitRead(op)
 	case xSubmit:
