@@ -188,6 +188,9 @@ func (b *batch) run() {
 			path = pathDirect
 		}
 		if !op.Write {
+			if op.File.direct {
+				op.N, op.Err = op.File.ino.directReadRest(op.File, op.Buf, op.N, op.Off, 0, op.Err)
+			}
 			op.N = op.File.ino.clampDirect(op.Buf, op.N, op.Off, op.Err)
 		}
 		e.st.record(kind, path, r.N, d, r.Err)

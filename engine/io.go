@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"errors"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -129,9 +130,17 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 			return 0, err
 		}
 	}
+	n, err := ino.directHostRead(f, p, off, flags)
+	n, err = ino.directReadRest(f, p, n, off, flags, err)
+	return ino.clampDirect(p, n, off, err), err
+}
+
+// directHostRead reads p at off from the host through the handle's
+// O_DIRECT descriptor, bouncing through an aligned buffer when p or off
+// is not aligned.
+func (ino *inode) directHostRead(f *File, p []byte, off int64, flags int) (int, error) {
 	if aligned(p, off) {
-		n, err := ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
-		return ino.clampDirect(p, n, off, err), err
+		return ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
 	}
 	a0 := off &^ (directAlign - 1)
 	a1 := (off + int64(len(p)) + directAlign - 1) &^ (directAlign - 1)
@@ -139,7 +148,25 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 	n, err := ino.e.hostIO(uring.OpRead, f.fd, buf, a0, uint32(flags))
 	got := max(min(n-int(off-a0), len(p)), 0)
 	copy(p[:got], buf[off-a0:])
-	return ino.clampDirect(p, got, off, err), err
+	return got, err
+}
+
+// directReadRest finishes a direct read that came back with n bytes and
+// EINVAL. The backend resumes a short read where it stopped; a direct
+// read stops short at the host's end of file, at an offset that need not
+// be aligned, and when the file grew meanwhile (this engine's writeback,
+// another writer) the resumed read is refused as unaligned. The rest is
+// read again from an aligned offset.
+func (ino *inode) directReadRest(f *File, p []byte, n int, off int64, flags int, err error) (int, error) {
+	for n > 0 && n < len(p) && errors.Is(err, syscall.EINVAL) {
+		var m int
+		m, err = ino.directHostRead(f, p[n:], off+int64(n), flags)
+		n += m
+		if m == 0 {
+			break
+		}
+	}
+	return n, err
 }
 
 // clampDirect fits the count n of a direct read of p at off to the
