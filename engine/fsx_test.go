@@ -773,6 +773,11 @@ func (x *fsx) exec(op fsxOp) {
 		x.hold(op)
 	}
 	x.checkSize()
+	if x.noiseStop != nil {
+		if err := x.noiseErr.Load(); err != nil {
+			x.failf("%v", *err)
+		}
+	}
 	x.idx++
 }
 
