@@ -167,6 +167,49 @@ func New(opts Options) (*Cache, error) {
 	return c, nil
 }
 
+// transfer builds a request moving n bytes between the file at off and
+// the frames of consecutive file pages, starting inFirst bytes into the
+// first frame: one fixed transfer when the bytes are contiguous in a
+// registered buffer, a plain one when contiguous otherwise, else a
+// vectored one with an iovec per contiguous piece (kept in fc.vecs).
+func (c *Cache) transfer(fc *fillCtx, write bool, fd int32, off int64, frames []int32, inFirst, n int) uring.Request {
+	fixedOp, plainOp, vecOp := uring.OpReadFixed, uring.OpRead, uring.OpReadv
+	if write {
+		fixedOp, plainOp, vecOp = uring.OpWriteFixed, uring.OpWrite, uring.OpWritev
+	}
+	contiguous := true
+	for i := 1; i < len(frames); i++ {
+		if frames[i] != frames[i-1]+1 {
+			contiguous = false
+			break
+		}
+	}
+	start := int(frames[0])*PageSize + inFirst
+	if contiguous {
+		buf := c.arena[start : start+n]
+		if c.fixed && start/registeredBuffer == (start+n-1)/registeredBuffer {
+			return uring.Request{Op: fixedOp, Fd: fd, Off: off, Buf: buf, BufIndex: uint16(start / registeredBuffer)}
+		}
+		return uring.Request{Op: plainOp, Fd: fd, Off: off, Buf: buf}
+	}
+	first, left := len(fc.vecs), n
+	for i := 0; i < len(frames) && left > 0; {
+		j := i + 1
+		for j < len(frames) && frames[j] == frames[j-1]+1 {
+			j++
+		}
+		s := int(frames[i]) * PageSize
+		if i == 0 {
+			s += inFirst
+		}
+		l := min(int(frames[j-1]+1)*PageSize-s, left)
+		fc.vecs = append(fc.vecs, c.arena[s:s+l])
+		left -= l
+		i = j
+	}
+	return uring.Request{Op: vecOp, Fd: fd, Off: off, Vecs: fc.vecs[first:len(fc.vecs):len(fc.vecs)]}
+}
+
 // hugePage is the transparent huge page size the arena is aligned to.
 const hugePage = 2 << 20
 

@@ -304,51 +304,9 @@ func (f *File) planFill(fc *fillCtx, p0, p1, r1 int64, req Range, dst []byte) {
 			fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpRead, Fd: f.fd, Off: a, Buf: dst[a-req.Start : b-req.Start]})
 			continue
 		}
-		fc.reqs = append(fc.reqs, f.c.frameRequest(fc, uring.OpReadFixed, uring.OpReadv, fd, s.p0<<pageShift,
-			fc.frames[s.frames:s.frames+int(s.p1-s.p0)], PageSize*int(s.p1-s.p0)))
+		fc.reqs = append(fc.reqs, f.c.transfer(fc, false, fd, s.p0<<pageShift,
+			fc.frames[s.frames:s.frames+int(s.p1-s.p0)], 0, PageSize*int(s.p1-s.p0)))
 	}
-}
-
-// frameRequest builds a request moving n bytes between the file at off
-// and the given frames (consecutive pages of the file): one fixed
-// transfer when the frames are contiguous in a registered buffer, else a
-// vectored one with an iovec per contiguous piece.
-func (c *Cache) frameRequest(fc *fillCtx, fixedOp, vecOp uring.Op, fd int32, off int64, frames []int32, n int) uring.Request {
-	contiguous := true
-	for i := 1; i < len(frames); i++ {
-		if frames[i] != frames[i-1]+1 {
-			contiguous = false
-			break
-		}
-	}
-	start := int(frames[0]) * PageSize
-	if contiguous && c.fixed && start/registeredBuffer == (start+n-1)/registeredBuffer {
-		return uring.Request{Op: fixedOp, Fd: fd, Off: off, Buf: c.arena[start : start+n], BufIndex: uint16(start / registeredBuffer)}
-	}
-	first := len(fc.vecs)
-	left := n
-	for i := 0; i < len(frames) && left > 0; {
-		j := i + 1
-		for j < len(frames) && frames[j] == frames[j-1]+1 {
-			j++
-		}
-		a := int(frames[i]) * PageSize
-		l := min((j-i)*PageSize, left)
-		fc.vecs = append(fc.vecs, c.arena[a:a+l])
-		left -= l
-		i = j
-	}
-	op := vecOp
-	if len(fc.vecs)-first == 1 {
-		// A single piece needs no iovec.
-		if op == uring.OpReadv {
-			op = uring.OpRead
-		} else {
-			op = uring.OpWrite
-		}
-		return uring.Request{Op: op, Fd: fd, Off: off, Buf: fc.vecs[first]}
-	}
-	return uring.Request{Op: op, Fd: fd, Off: off, Vecs: fc.vecs[first:len(fc.vecs):len(fc.vecs)]}
 }
 
 // finishFill installs the pages of successful segments, frees the frames

@@ -185,45 +185,8 @@ func (f *File) runRequests(wc *wbCtx, i int) {
 // framesRequest builds a write of file bytes [a, b) from the frames of
 // consecutive pages starting at firstPage.
 func (f *File) framesRequest(wc *wbCtx, fd int32, a, b, firstPage int64, frames []int32) uring.Request {
-	c := f.c
-	k0 := pageOf(a) - firstPage
-	k1 := pageEnd(b) - firstPage
-	sub := frames[k0:k1]
-	inFirst := int(a & (PageSize - 1))
-	n := int(b - a)
-	// Fixed when the bytes are contiguous in the arena.
-	contiguous := true
-	for i := 1; i < len(sub); i++ {
-		if sub[i] != sub[i-1]+1 {
-			contiguous = false
-			break
-		}
-	}
-	start := int(sub[0])*PageSize + inFirst
-	if contiguous {
-		buf := c.arena[start : start+n]
-		if c.fixed && start/registeredBuffer == (start+n-1)/registeredBuffer {
-			return uring.Request{Op: uring.OpWriteFixed, Fd: fd, Off: a, Buf: buf, BufIndex: uint16(start / registeredBuffer)}
-		}
-		return uring.Request{Op: uring.OpWrite, Fd: fd, Off: a, Buf: buf}
-	}
-	first := len(wc.vecs)
-	left := n
-	for i := 0; i < len(sub) && left > 0; {
-		j := i + 1
-		for j < len(sub) && sub[j] == sub[j-1]+1 {
-			j++
-		}
-		s := int(sub[i]) * PageSize
-		if i == 0 {
-			s += inFirst
-		}
-		l := min(int(sub[j-1]+1)*PageSize-s, left)
-		wc.vecs = append(wc.vecs, c.arena[s:s+l])
-		left -= l
-		i = j
-	}
-	return uring.Request{Op: uring.OpWritev, Fd: fd, Off: a, Vecs: wc.vecs[first:len(wc.vecs):len(wc.vecs)]}
+	sub := frames[pageOf(a)-firstPage : pageEnd(b)-firstPage]
+	return f.c.transfer(&wc.fillCtx, true, fd, a, sub, int(a&(PageSize-1)), int(b-a))
 }
 
 // finishWriteback unpins the pages and moves those whose runs were
