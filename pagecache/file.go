@@ -562,13 +562,10 @@ func (f *File) Truncate(size int64) error {
 	if size < 0 {
 		return syscall.EINVAL
 	}
-	f.wbMu.Lock()
-	defer f.wbMu.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.released {
+	if !f.lockAll() {
 		return syscall.EBADF
 	}
+	defer f.unlockAll()
 	if err := f.c.ftruncate(f.fd, size); err != nil {
 		return err
 	}
@@ -606,13 +603,10 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 	if off < 0 || length <= 0 || off > (1<<63-1)-length {
 		return syscall.EINVAL
 	}
-	f.wbMu.Lock()
-	defer f.wbMu.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.released {
+	if !f.lockAll() {
 		return syscall.EBADF
 	}
+	defer f.unlockAll()
 	end := off + length
 	if _, err := uring.Do(f.c.be, uring.Request{Op: uring.OpFallocate, Fd: f.fd, Off: off, Len: length, Flags: mode}); err != nil {
 		// A failed fallocate may have done part of its work (or all of

@@ -109,3 +109,23 @@ func (f *File) Discard() {
 	f.c.files--
 	f.c.mu.Unlock()
 }
+
+// lockAll takes the file's writeback and page locks, for calls that
+// change the file's structure; it fails (holding nothing) once the file
+// is released.
+func (f *File) lockAll() bool {
+	f.wbMu.Lock()
+	f.mu.Lock()
+	if f.released {
+		f.mu.Unlock()
+		f.wbMu.Unlock()
+		return false
+	}
+	return true
+}
+
+// unlockAll releases what lockAll took.
+func (f *File) unlockAll() {
+	f.mu.Unlock()
+	f.wbMu.Unlock()
+}

@@ -262,13 +262,10 @@ func (f *File) sync(mode SyncMode) error {
 // cached pages it covers, so that the cache never holds stale bytes. The
 // caller supplies an aligned buffer and offset.
 func (f *File) DirectWrite(p []byte, off int64, fl WriteFlags, directFd int32) (int, int64, error) {
-	f.wbMu.Lock()
-	defer f.wbMu.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.released {
+	if !f.lockAll() {
 		return 0, off, syscall.EBADF
 	}
+	defer f.unlockAll()
 	if fl&Append != 0 {
 		off = f.size.Load()
 	}
@@ -290,13 +287,10 @@ func (f *File) DirectWrite(p []byte, off int64, fl WriteFlags, directFd int32) (
 // Invalidate writes back the dirty pages overlapping r and drops every
 // cached page there, so later reads come from the host.
 func (f *File) Invalidate(r Range) error {
-	f.wbMu.Lock()
-	defer f.wbMu.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.released {
+	if !f.lockAll() {
 		return syscall.EBADF
 	}
+	defer f.unlockAll()
 	return f.dropRange(r)
 }
 
@@ -318,12 +312,9 @@ func (f *File) dropRange(r Range) error {
 // FlushRange writes back (without fsync) the dirty pages overlapping r,
 // so that a direct read of the host sees them.
 func (f *File) FlushRange(r Range) error {
-	f.wbMu.Lock()
-	defer f.wbMu.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.released {
+	if !f.lockAll() {
 		return syscall.EBADF
 	}
+	defer f.unlockAll()
 	return f.writebackLocked(r)
 }
