@@ -566,14 +566,22 @@ func (f *File) Truncate(size int64) error {
 		return syscall.EBADF
 	}
 	defer f.unlockAll()
-	if err := f.c.ftruncate(f.fd, size); err != nil {
-		return err
+	err := f.c.ftruncate(f.fd, size)
+	if err != nil {
+		// The call may have run, only its result failing. If the host
+		// has the new size, the bytes past it are gone there: the cache
+		// must follow, or it would serve clean pages the host no longer
+		// holds and keep a size the host does not have.
+		var st unix.Stat_t
+		if unix.Fstat(int(f.fd), &st) != nil || st.Size != size {
+			return err
+		}
 	}
 	if size < f.size.Load() {
 		f.dropFrom(size)
 	}
 	f.size.Store(size)
-	return nil
+	return err
 }
 
 // extendHost grows the host file to size if it is shorter.
