@@ -313,11 +313,17 @@ func (ino *inode) truncate(hfd int32, size int64) error {
 	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
 		ino.mu.Lock()
 		defer ino.mu.Unlock()
-		if err := ino.e.ftruncate(ino.fd, size); err != nil {
-			return err
+		err := ino.e.ftruncate(ino.fd, size)
+		if err != nil {
+			// The call may have run, only its result failing: when the
+			// host has the new size, the engine must serve it too.
+			var st unix.Stat_t
+			if fstat(ino.fd, &st) != nil || st.Size != size {
+				return err
+			}
 		}
 		ino.mmSize.Store(size)
-		return nil
+		return err
 	}
 	return ino.e.ftruncate(hfd, size)
 }
