@@ -256,6 +256,22 @@ func (f *File) writeThrough(p []byte, off int64) (int, error) {
 	if err != nil && off+int64(len(p)) > f.size.Load() {
 		f.trimHost()
 	}
+	if err != nil {
+		// The rest may have reached the host in part or in full, only the
+		// result failing: cached pages there may now be older than the
+		// host. They become dirty, so that reads keep the cache's copy
+		// and writeback puts it back over whatever the host did.
+		end := min(off+int64(len(p)), f.size.Load())
+		for pos := off + int64(n); pos < end; {
+			page := pageOf(pos)
+			next := min((page+1)<<pageShift, end)
+			if fr := f.index.get(page); fr >= 0 {
+				ps := page << pageShift
+				f.markDirty(fr, uint16(pos-ps), uint16(next-ps))
+			}
+			pos = next
+		}
+	}
 	c.st.writeBytes.Add(uint64(n))
 	c.st.directWriteBytes.Add(uint64(n))
 	return n, err
