@@ -250,6 +250,12 @@ func (ino *inode) mmapWrite(p []byte, off int64, atEnd bool) (int, int64, error)
 	end := off + int64(len(p))
 	if end > ino.mmSize.Load() {
 		if err := ino.e.ftruncate(ino.fd, end); err != nil {
+			// It may have grown the host all the same: cut it back to
+			// the size the engine serves.
+			var st unix.Stat_t
+			if fstat(ino.fd, &st) == nil && st.Size > ino.mmSize.Load() {
+				ino.e.ftruncate(ino.fd, ino.mmSize.Load())
+			}
 			return 0, off, err
 		}
 		ino.mmSize.Store(end)
