@@ -82,7 +82,7 @@ func (p *psync) run(r *Request, iov []unix.Iovec) []unix.Iovec {
 // the kernel would report it in a CQE.
 func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, int32) {
 	if p.inj != nil {
-		if errno := p.inj.Enter(); errno != 0 {
+		if errno := p.enterFault(); errno != 0 {
 			return iov, -int32(errno)
 		}
 		if res, fail := p.inj.Issue(r); fail {
@@ -144,6 +144,32 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 		res = p.inj.Complete(r, res)
 	}
 	return iov, res
+}
+
+// enterFault consults the injector's Enter before a syscall. In psync
+// the fault is the syscall's own failure (settle retries EINTR and EAGAIN
+// as it would a completion's). The inline requests of a ring stand in for
+// its io_uring_enter and follow its policy: EINTR is retried, EAGAIN and
+// EBUSY are retried with backoff up to maxBusyRetries times.
+func (p *psync) enterFault() syscall.Errno {
+	for attempt := 0; ; attempt++ {
+		errno := p.inj.Enter()
+		if !p.inline {
+			return errno
+		}
+		switch errno {
+		case syscall.EINTR:
+			p.c.retryEnterEINTR.Add(1)
+		case syscall.EAGAIN, syscall.EBUSY:
+			p.c.retryEnterBusy.Add(1)
+			if attempt >= maxBusyRetries {
+				return errno
+			}
+			backoff(attempt)
+		default:
+			return errno
+		}
+	}
 }
 
 // rwv is preadv2/pwritev2 on prepared iovecs (x/sys takes [][]byte and
