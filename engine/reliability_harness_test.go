@@ -1,0 +1,191 @@
+//go:build linux
+
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Pieces shared by the fault, crash and exerciser rows of the
+// reliability matrix: byte-range sets for models that must stay fast
+// under the race detector, the leak and race figures, a watchdog that
+// turns a hang into a failure with every goroutine's stack, and sizes
+// that grow with RINGFS_SOAK.
+
+// byteSet marks bytes of a file: flag[i] is 1 when byte i is in the set.
+// Its operations work on runs (memmove, IndexByte), not byte loops, so
+// that models of whole files stay cheap under -race.
+type byteSet []byte
+
+var onesPage = bytes.Repeat([]byte{1}, 1<<16)
+
+// fill sets flag[a:b] to v.
+func fillFlags(flag []byte, v byte) {
+	if v == 0 {
+		clear(flag)
+		return
+	}
+	for len(flag) > 0 {
+		flag = flag[copy(flag, onesPage):]
+	}
+}
+
+// resize makes the set n bytes long; new bytes take v.
+func (s *byteSet) resize(n int64, v byte) {
+	old := int64(len(*s))
+	if n <= old {
+		*s = (*s)[:n]
+		return
+	}
+	*s = append(*s, make([]byte, n-old)...)
+	fillFlags((*s)[old:], v)
+}
+
+// set sets [a, b) (clipped to the set's length) to v.
+func (s byteSet) set(a, b int64, v byte) {
+	a, b = max(a, 0), min(b, int64(len(s)))
+	if a < b {
+		fillFlags(s[a:b], v)
+	}
+}
+
+// runs calls fn for every maximal run [a, b) of bytes in the set.
+func (s byteSet) runs(fn func(a, b int64)) {
+	for i := 0; i < len(s); {
+		j := bytes.IndexByte(s[i:], 1)
+		if j < 0 {
+			return
+		}
+		a := i + j
+		k := bytes.IndexByte(s[a:], 0)
+		b := len(s)
+		if k >= 0 {
+			b = a + k
+		}
+		fn(int64(a), int64(b))
+		i = b
+	}
+}
+
+// count returns the number of bytes in the set.
+func (s byteSet) count() int64 {
+	var n int64
+	s.runs(func(a, b int64) { n += b - a })
+	return n
+}
+
+// firstDiff compares got with want on the bytes of s (got may be shorter:
+// bytes past its end count as different) and returns the first differing
+// offset and the number of differing bytes in the set, or -1, 0.
+func (s byteSet) firstDiff(got, want []byte) (int64, int64) {
+	first, n := int64(-1), int64(0)
+	s.runs(func(a, b int64) {
+		for a < b {
+			end := min(b, int64(len(got)))
+			if a >= end {
+				if first < 0 {
+					first = a
+				}
+				n += b - a
+				return
+			}
+			if bytes.Equal(got[a:end], want[a:end]) {
+				a = end
+				continue
+			}
+			for i := a; i < end; i++ {
+				if got[i] != want[i] {
+					if first < 0 {
+						first = i
+					}
+					n++
+				}
+			}
+			a = end
+		}
+	})
+	return first, n
+}
+
+// rowOutcome records the races and leaks figures of a row once its
+// cleanups (the leak check among them) have run: both 0 when the row
+// passed (a race detected by -race, or a leak found by checkLeaks, fails
+// it). It must be called before checkLeaks, so that its cleanup runs
+// after the leak check's.
+func rowOutcome(t *testing.T, fig *Figures) {
+	t.Cleanup(func() {
+		v := int64(0)
+		if t.Failed() {
+			v = -1 // unknown: the row failed
+		}
+		fig.Set("leaks", v)
+		if raceEnabled {
+			fig.Set("races", v)
+		}
+	})
+}
+
+// watchdog fails the process with every goroutine's stack and the given
+// context when stop is not called within d: a hang becomes a report.
+func watchdog(d time.Duration, context func() string) (stop func()) {
+	var stopped atomic.Bool
+	tm := time.AfterFunc(d, func() {
+		if stopped.Load() {
+			return
+		}
+		buf := make([]byte, 4<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		panic(fmt.Sprintf("no progress for %v: %s\n\ngoroutines:\n%s", d, context(), buf))
+	})
+	return func() { stopped.Store(true); tm.Stop() }
+}
+
+// soakFactor is how many times longer rows run under RINGFS_SOAK: a
+// duration (RINGFS_SOAK=10m: ten times per minute) or any other value
+// (ten times).
+func soakFactor() int {
+	v := os.Getenv("RINGFS_SOAK")
+	if v == "" {
+		return 1
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= time.Minute {
+		return 10 * int(d/time.Minute)
+	}
+	return 10
+}
+
+// envInt returns the integer in the environment variable name, or def.
+func envInt(t testing.TB, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return n
+}
+
+// relDir returns a directory for a row's files: /dev/shm (tmpfs: no
+// disk I/O, fsync is free) when usable, else t.TempDir().
+func relDir(t testing.TB) string {
+	return fsxDir(t, fsxConfig{})
+}
+
+// tail returns the last n lines of log, numbered, for failure reports.
+func tail(log []string, n int) string {
+	var b strings.Builder
+	for i := max(0, len(log)-n); i < len(log); i++ {
+		fmt.Fprintf(&b, "  %5d %s\n", i, log[i])
+	}
+	return b.String()
+}
