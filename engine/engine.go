@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/bits"
 	"net/http"
 	"sync"
 	"syscall"
@@ -76,6 +77,10 @@ type Options struct {
 	// Injector, when set, is handed to the backend to inject faults
 	// (tests; see package uring/fault).
 	Injector uring.Injector
+	// LatencySampling times one read or write in this many (rounded up
+	// to a power of two) for the latency percentiles in Stats: 0 means
+	// DefaultLatencySampling, 1 times every call.
+	LatencySampling int
 	// WrapBackend, when set, wraps the backend before the engine uses it
 	// (tests: recording hosts for crash simulation). The wrapper must
 	// forward every method.
@@ -92,12 +97,14 @@ type Options struct {
 //
 // File I/O never holds Engine.mu.
 type Engine struct {
-	opts    Options
-	be      uring.Backend
-	cache   *pagecache.Cache // nil when not caching
-	log     *slog.Logger
-	started time.Time
-	st      stats
+	opts Options
+	be   uring.Backend
+	// sampleMask is LatencySampling-1 (see sampleStart).
+	sampleMask uint32
+	cache      *pagecache.Cache // nil when not caching
+	log        *slog.Logger
+	started    time.Time
+	st         stats
 
 	mu sync.Mutex
 	// inodes maps device+inode to the state shared by a file's handles.
@@ -117,7 +124,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.Mode > Shared {
 		return nil, fmt.Errorf("engine: unknown mode %d: %w", opts.Mode, syscall.EINVAL)
 	}
-	if opts.Readahead < 0 || opts.RingEntries < 0 {
+	if opts.Readahead < 0 || opts.RingEntries < 0 || opts.LatencySampling < 0 {
 		return nil, fmt.Errorf("engine: negative readahead or ring entries: %w", syscall.EINVAL)
 	}
 	if opts.Readahead > pagecache.MaxReadahead {
@@ -136,9 +143,14 @@ func New(opts Options) (*Engine, error) {
 	if opts.WrapBackend != nil {
 		be = opts.WrapBackend(be)
 	}
+	sampling := opts.LatencySampling
+	if sampling == 0 {
+		sampling = DefaultLatencySampling
+	}
 	e := &Engine{
 		opts: opts, be: be, log: log, started: time.Now(),
-		inodes: make(map[inodeKey]*inode), handles: make(map[*File]struct{}),
+		sampleMask: uint32(1)<<bits.Len32(uint32(sampling-1)) - 1,
+		inodes:     make(map[inodeKey]*inode), handles: make(map[*File]struct{}),
 		servers: make(map[*http.Server]struct{}),
 	}
 	if opts.Mode != Shared && opts.CacheSize >= 0 && !opts.HostMmap {

@@ -282,9 +282,9 @@ func (f *File) readAt(p []byte, off int64, flags int, op string) (int, error) {
 	case len(p) == 0:
 		return 0, nil
 	}
-	start := monoNow()
+	start := sampleStart(f.e.sampleMask)
 	n, path, err := f.ino.read(f, p, off, flags)
-	f.e.st.record(opRead, path, n, monoNow()-start, err)
+	f.e.st.record(opRead, path, n, since(start), err)
 	if err != nil {
 		return n, f.pathErr(op, err)
 	}
@@ -357,9 +357,9 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 		}
 		p, limited = p[:f.fsizeMax-end], true
 	}
-	start := monoNow()
+	start := sampleStart(f.e.sampleMask)
 	n, at, path, err := f.ino.write(f, p, off, flags, atEnd)
-	f.e.st.record(opWrite, path, n, monoNow()-start, err)
+	f.e.st.record(opWrite, path, n, since(start), err)
 	if n > 0 {
 		f.ino.clearPrivileges()
 	}

@@ -55,7 +55,7 @@ func getJSON(t testing.TB, c *http.Client, url string, v any) {
 
 func TestServeStats(t *testing.T) {
 	checkLeaks(t)
-	e := newEngine(t, Options{Mode: Exclusive})
+	e := newEngine(t, Options{Mode: Exclusive, LatencySampling: 1})
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)

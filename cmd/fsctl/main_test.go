@@ -196,7 +196,7 @@ func runEngineHelper(in io.Reader, out io.Writer) int {
 		fmt.Fprintln(out, "error:", err)
 		return 1
 	}
-	e, err := engine.New(engine.Options{Mode: engine.Exclusive, CacheSize: helperCacheSize})
+	e, err := engine.New(engine.Options{Mode: engine.Exclusive, CacheSize: helperCacheSize, LatencySampling: 1})
 	if err != nil {
 		return fail(err)
 	}
