@@ -34,7 +34,7 @@ import (
 //
 // Environment:
 //
-//	RINGFS_FSX_OPS=n        operations per configuration (default 10000, 5000 under -race)
+//	RINGFS_FSX_OPS=n        operations per configuration (default 10000, 3000 under -race)
 //	RINGFS_FSX_SEED=n       seed of the first configuration (others add 1, 2, ...)
 //	RINGFS_FSX_REPLAY=f     replay one log instead of the matrix (TestFSXReplay)
 //	RINGFS_FSX_MINIMIZE=s   on failure, shrink the log for up to s seconds (delta debugging)
@@ -1263,7 +1263,7 @@ func fsxOps(t testing.TB) int {
 	// CI runs RINGFS_FSX_OPS=100000 without -race as a separate step.
 	n := 10_000
 	if raceEnabled {
-		n = 5_000
+		n = 3_000
 	}
 	if testing.Short() {
 		n = 500
@@ -1289,36 +1289,6 @@ func fsxSeed(t testing.TB) uint64 {
 		return s
 	}
 	return uint64(time.Now().UnixNano())
-}
-
-func TestFSX(t *testing.T) {
-	if os.Getenv("RINGFS_FSX_REPLAY") != "" {
-		t.Skip("replaying a log (TestFSXReplay)")
-	}
-	checkLeaks(t)
-	n := fsxOps(t)
-	seed := fsxSeed(t)
-	t.Logf("fsx: %d operations per configuration, first seed %d (RINGFS_FSX_SEED)", n, seed)
-	t.Run("matrix", func(t *testing.T) {
-		for i, cfg := range fsxConfigs() {
-			t.Run(cfg.name, func(t *testing.T) {
-				t.Parallel()
-				s := seed + uint64(i)
-				x := newFsx(t, cfg, s, fsxDir(t, cfg))
-				start := time.Now()
-				if f := x.guard(func() { x.run(n); x.stop() }); f != nil {
-					x.report(f)
-				}
-				var b strings.Builder
-				for k, c := range x.counts {
-					if c > 0 {
-						fmt.Fprintf(&b, " %s=%d(%v)", fsxKind(k), c, x.spent[k].Round(time.Millisecond))
-					}
-				}
-				t.Logf("seed %d: %d operations survived in %v, final size %d;%s", s, x.idx, time.Since(start).Round(time.Millisecond), len(x.model), b.String())
-			})
-		}
-	})
 }
 
 // TestFSXReplay replays the logs of testdata/fsx (every past failure) and,

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,51 +28,29 @@ import (
 // an operation decoder driving the same checked exerciser (X4).
 
 func init() {
-	addRow("X1", "fsx per mode × readahead × cache size", rowX1)
+	addRow("X1", "fsx per mode × cache size × readahead × backend (and HostMmap, DirectIO, ring=4, disk)", rowX1)
 	addRow("X2", "replay corpus: every past failure (fsx logs, fuzz inputs)", rowX2)
 	addRow("X3", "metamorphic: one sequence under every configuration", rowX3)
 	addRow("X4", "fuzzed operation sequences checked against the model", rowX4)
 }
 
-// x1Configs is the X1 matrix: Exclusive and Writethrough × cache {tiny
-// (eviction all the time), default, none} × readahead {4 KiB, 64 KiB},
-// and Shared (never cached). The names are fsxConfigs' names, so a
-// failure's log replays with TestFSXReplay.
-func x1Configs() []fsxConfig {
-	var out []fsxConfig
-	for _, mode := range []Mode{Exclusive, Writethrough} {
-		for _, cache := range []struct {
-			name string
-			size int64
-		}{{"tiny", fsxTinyCache}, {"default", 0}} {
-			for _, ra := range []int{4 << 10, 64 << 10} {
-				out = append(out, fsxConfig{name: fmt.Sprintf("%s/cache=%s/ra=%dKiB/be=uring", mode, cache.name, ra>>10),
-					opts: Options{Mode: mode, CacheSize: cache.size, Readahead: ra, Backend: "uring"}})
-			}
-		}
-		out = append(out, fsxConfig{name: fmt.Sprintf("%s/cache=none/be=uring", mode), opts: Options{Mode: mode, CacheSize: -1, Backend: "uring"}})
-	}
-	return append(out, fsxConfig{name: "shared/be=uring", opts: Options{Mode: Shared, Backend: "uring"}})
-}
-
-// x1Ops is X1's operations per configuration: RINGFS_X1_OPS, else 2000
-// (300 under the race detector: TestFSX runs the larger matrix there),
-// times RINGFS_SOAK's factor. CI runs RINGFS_X1_OPS=100000 without -race.
-func x1Ops(t testing.TB) int {
-	n := 2000
-	if raceEnabled {
-		n = 300
-	}
-	return envInt(t, "RINGFS_X1_OPS", n) * soakFactor()
-}
-
+// rowX1 runs the fsx of fsx_test.go over its whole matrix (fsxConfigs:
+// every mode × cache size {tiny: eviction all the time, default, none} ×
+// readahead {4 KiB, 64 KiB} × backend {uring, psync}, plus HostMmap,
+// DirectIO, a ring of 4 entries, busy neighbours and a disk filesystem),
+// fsxOps operations per configuration. CI runs it again without -race at
+// RINGFS_FSX_OPS=100000. A failure's log replays with TestFSXReplay.
 func rowX1(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
 	checkLeaks(t)
-	n := x1Ops(t)
+	if os.Getenv("RINGFS_FSX_REPLAY") != "" {
+		t.Skip("replaying a log (TestFSXReplay)")
+	}
+	n := fsxOps(t)
 	seed := fsxSeed(t)
-	cfgs := x1Configs()
+	cfgs := fsxConfigs()
 	t.Logf("X1: %d operations per configuration, first seed %d (RINGFS_FSX_SEED), %d configurations", n, seed, len(cfgs))
+	var total atomic.Int64
 	t.Run("matrix", func(t *testing.T) {
 		for i, cfg := range cfgs {
 			t.Run(cfg.name, func(t *testing.T) {
@@ -82,13 +61,20 @@ func rowX1(t *testing.T, fig *Figures) {
 				if f := x.guard(func() { x.run(n); x.stop() }); f != nil {
 					x.report(f)
 				}
-				fig.Set("ops/"+cfg.name, int64(x.idx))
-				t.Logf("seed %d: %d operations survived in %v, final size %d", s, x.idx, time.Since(start).Round(time.Millisecond), len(x.model))
+				total.Add(int64(x.idx))
+				var b strings.Builder
+				for k, c := range x.counts {
+					if c > 0 {
+						fmt.Fprintf(&b, " %s=%d(%v)", fsxKind(k), c, x.spent[k].Round(time.Millisecond))
+					}
+				}
+				t.Logf("seed %d: %d operations survived in %v, final size %d;%s", s, x.idx, time.Since(start).Round(time.Millisecond), len(x.model), b.String())
 			})
 		}
 	})
 	fig.Set("configs", int64(len(cfgs)))
 	fig.Set("ops_per_config", int64(n))
+	fig.Set("ops", total.Load())
 }
 
 // rowX2 replays every logged failure: TestFSXReplay (testdata/fsx) and
