@@ -298,9 +298,6 @@ func (f *File) readAt(p []byte, off int64, flags int, op string) (int, error) {
 // (ErrWriteAtInAppendMode). With RLIMIT_FSIZE set, a write crossing the
 // limit is short and returns EFBIG, one starting past it writes nothing.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
-	if f.append {
-		return 0, f.pathErr("writeat", ErrWriteAtInAppendMode)
-	}
 	n, _, err := f.writeAt(p, off, 0, false, "write")
 	return n, err
 }
@@ -309,21 +306,23 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 // this write durable before it returns; RWF_HIPRI and RWF_NOWAIT are
 // passed to host writes. Other bits fail with EOPNOTSUPP.
 func (f *File) WriteAtFlags(p []byte, off int64, flags int) (int, error) {
-	if f.append {
-		return 0, f.pathErr("writeat", ErrWriteAtInAppendMode)
-	}
 	n, _, err := f.writeAt(p, off, flags, false, "write")
 	return n, err
 }
 
 // writeAt writes p at off, or at the end of file when atEnd, and returns
-// the bytes written and the offset used.
+// the bytes written and the offset used. A write at an offset on an
+// O_APPEND handle fails with ErrWriteAtInAppendMode, once the handle is
+// known to be open: on a closed handle every call fails with
+// fs.ErrClosed.
 func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (int, int64, error) {
 	if !f.gate.enter() {
 		return 0, off, f.pathErr(op, fs.ErrClosed)
 	}
 	defer f.gate.leave()
 	switch {
+	case f.append && !atEnd:
+		return 0, off, f.pathErr("writeat", ErrWriteAtInAppendMode)
 	case !f.writable:
 		return 0, off, f.pathErr(op, syscall.EBADF)
 	case off < 0 && !atEnd:
