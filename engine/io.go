@@ -236,7 +236,25 @@ func (ino *inode) mmapRead(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return hm.ReadAt(p[:end-off], off)
+	n, err := hm.ReadAt(p[:end-off], off)
+	for retried := false; errors.Is(err, syscall.EFAULT); retried = true {
+		// A Truncate may have shrunk the host under the copy: then the
+		// size it set (read under the lock it holds) ends the read. If
+		// the file has grown back past the fault since, read on once.
+		ino.mu.Lock()
+		size := ino.mmSize.Load()
+		ino.mu.Unlock()
+		if off+int64(n) >= size {
+			return int(max(min(int64(n), size-off), 0)), nil
+		}
+		if retried {
+			break
+		}
+		var m int
+		m, err = hm.ReadAt(p[n:min(end, size)-off], off+int64(n))
+		n += m
+	}
+	return n, err
 }
 
 // mmapWrite writes through the host mapping, growing the host file first
