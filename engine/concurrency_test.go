@@ -11,19 +11,25 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ringfs/ringfs/uring/fault"
 )
 
-// Concurrency (TESTPLAN K1, K3, K7), run under -race.
+// Concurrency (TESTPLAN K1, K3, K7), run under -race by the rows of
+// reliability_concurrency_test.go, which call the helpers below.
 
 var concModes = []struct {
 	name string
 	opts Options
 }{
-	{"exclusive", Options{Mode: Exclusive}},
+	{"exclusive/4MiB", Options{Mode: Exclusive, CacheSize: 4 << 20}}, // the default size costs a second to set up under -race
 	{"exclusive/tiny", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Readahead: 4096}},
 	{"exclusive/tiny/psync", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Backend: "psync"}},
 	{"writethrough/tiny", Options{Mode: Writethrough, CacheSize: fsxTinyCache}},
@@ -33,19 +39,20 @@ var concModes = []struct {
 	{"directio/tiny", Options{Mode: Exclusive, CacheSize: fsxTinyCache, DirectIO: true}},
 }
 
-// TestDisjointGoroutines (K1): 64 goroutines own disjoint ranges of one
+// disjointGoroutines (K1): 64 goroutines own disjoint ranges of one
 // file (their edges share pages) and write, read, batch and sync them
 // through several handles; every read is checked against the
 // goroutine's own model, and the host ends equal to all of them.
-func TestDisjointGoroutines(t *testing.T) {
-	checkLeaks(t)
+func disjointGoroutines(t *testing.T, fig *Figures) {
 	const goroutines = 64
 	const span = 16<<10 + 100 // not a page multiple: neighbours share pages
 	ops := 150
 	if !raceEnabled {
 		ops = 600
 	}
-	seed := uint64(time.Now().UnixNano())
+	seed := fsxSeed(t)
+	fig.Set("goroutines", goroutines)
+	fig.Set("configs", int64(len(concModes)))
 	for _, mode := range concModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
@@ -59,7 +66,8 @@ func TestDisjointGoroutines(t *testing.T) {
 			models := make([][]byte, goroutines)
 			var wg sync.WaitGroup
 			var failed atomic.Pointer[error]
-			fail := func(err error) { failed.CompareAndSwap(nil, &err) }
+			var violations, reads atomic.Int64
+			fail := func(err error) { violations.Add(1); failed.CompareAndSwap(nil, &err) }
 			var total atomic.Int64
 			for g := range goroutines {
 				wg.Add(1)
@@ -101,6 +109,7 @@ func TestDisjointGoroutines(t *testing.T) {
 								fail(fmt.Errorf("goroutine %d: ReadAt(%d, %d) stopped at %d before written bytes", g, n, base+off, got))
 								return
 							}
+							reads.Add(1)
 						case k < 18:
 							// A batch: a write and a read of disjoint halves.
 							half := int64(span / 2)
@@ -122,6 +131,7 @@ func TestDisjointGoroutines(t *testing.T) {
 								fail(fmt.Errorf("goroutine %d: Submit read: %d, %v", g, got, batch[1].Err))
 								return
 							}
+							reads.Add(1)
 							copy(model[woff:], p)
 						case k < 19:
 							if err := h.Sync(); err != nil {
@@ -140,8 +150,11 @@ func TestDisjointGoroutines(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			fig.Add("ops", total.Load())
+			fig.Add("reads_checked", reads.Load())
+			fig.Add("violations", violations.Load())
 			if p := failed.Load(); p != nil {
-				t.Fatal(*p)
+				t.Fatalf("seed %d (RINGFS_FSX_SEED): %v", seed, *p)
 			}
 			for _, h := range append(handles, ro) {
 				if err := h.Close(); err != nil {
@@ -154,10 +167,15 @@ func TestDisjointGoroutines(t *testing.T) {
 			want := bytes.Join(models, nil)
 			host := readHost(t, path)
 			if len(host) > len(want) {
+				fig.Add("violations", 1)
 				t.Fatalf("host %d bytes, more than the %d written", len(host), len(want))
 			}
-			sameBytes(t, "host", host, want[:len(host)])
+			if i := diffAt(host, want[:len(host)]); i >= 0 {
+				fig.Add("violations", 1)
+				t.Fatalf("seed %d: host differs from the models at %d (goroutine %d)", seed, i, i/span)
+			}
 			if firstNonzeroByte(want[len(host):]) >= 0 {
+				fig.Add("violations", 1)
 				t.Fatalf("host ends at %d, before written bytes", len(host))
 			}
 			t.Logf("%d goroutines, %d operations (seed %d): every read right, host equals the models", goroutines, total.Load(), seed)
@@ -165,12 +183,42 @@ func TestDisjointGoroutines(t *testing.T) {
 	}
 }
 
-// TestCloseRacingIO (K3): many goroutines keep calling a handle while it
-// is closed. Each call succeeds or fails with fs.ErrClosed, nothing else;
-// and a file opened right after, which will likely get the closed
-// descriptor's number, is never touched by the stragglers.
-func TestCloseRacingIO(t *testing.T) {
-	checkLeaks(t)
+// heldFds returns the descriptors a handle and its inode hold.
+func heldFds(f *File) []int {
+	out := []int{int(f.fd)}
+	ino := f.ino
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	for _, fd := range append([]int32{ino.fd, ino.dfd}, ino.retired...) {
+		if fd >= 0 {
+			out = append(out, int(fd))
+		}
+	}
+	return out
+}
+
+// onlyBytes returns the index of the first byte of p that is neither a
+// nor b, or -1.
+func onlyBytes(p []byte, a, b byte) int {
+	for i, c := range p {
+		if c != a && c != b {
+			return i
+		}
+	}
+	return -1
+}
+
+// closeRacingIO (K3): 32 goroutines keep hundreds of calls in flight on
+// a handle (single calls and batches of up to 32 operations) while it is
+// closed. Each call succeeds or fails with fs.ErrClosed, nothing else,
+// and every byte a straggler reads is one the victim file can hold
+// (zero, or the stragglers' junk). Right after the Close, new files are
+// opened, so that they likely get the descriptor numbers the closed
+// handle and its inode held, while the stragglers go on calling the
+// closed handle: the new files must stay untouched, in the engine and on
+// the host.
+func closeRacingIO(t *testing.T, fig *Figures) {
+	fig.Set("configs", int64(len(concModes)))
 	for _, mode := range concModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
@@ -178,14 +226,21 @@ func TestCloseRacingIO(t *testing.T) {
 			victim := filepath.Join(dir, "victim")
 			writeHost(t, victim, make([]byte, 64<<10))
 			h := openFile(t, e, victim, os.O_RDWR)
-			oldFd := h.Fd()
+			oldFds := heldFds(h)
 			const goroutines = 32
 			var wg sync.WaitGroup
-			var ok, closed, calls atomic.Int64
+			var ok, closed, calls, badBytes atomic.Int64
 			var failed atomic.Pointer[error]
 			stop := make(chan struct{})
 			started := make(chan struct{}, goroutines)
 			junk := bytes.Repeat([]byte{0xEE}, 4096)
+			checkRead := func(p []byte, n int, off int64) {
+				if i := onlyBytes(p[:n], 0, 0xEE); i >= 0 {
+					badBytes.Add(1)
+					err := fmt.Errorf("a read of the closing handle at %d returned byte %#x at %d: not the victim's", off, p[i], off+int64(i))
+					failed.CompareAndSwap(nil, &err)
+				}
+			}
 			for g := range goroutines {
 				wg.Add(1)
 				go func() {
@@ -205,7 +260,9 @@ func TestCloseRacingIO(t *testing.T) {
 							_, err = h.WriteAt(junk[:1+rng.IntN(4096)], off)
 						case 2, 3:
 							p := make([]byte, 1+rng.IntN(8192))
-							_, err = h.ReadAt(p, off)
+							var n int
+							n, err = h.ReadAt(p, off)
+							checkRead(p, n, off)
 							if err == io.EOF {
 								err = nil
 							}
@@ -216,14 +273,25 @@ func TestCloseRacingIO(t *testing.T) {
 						case 6:
 							_, err = h.Seek(off, io.SeekStart)
 						default:
-							ops := []Op{{File: h, Buf: make([]byte, 100), Off: off}, {File: h, Write: true, Buf: junk[:10], Off: off + 200}}
-							e.Submit(ops)
-							err = ops[0].Err
-							if err == io.EOF {
-								err = nil
+							// A batch of reads and writes: many requests in
+							// flight at once.
+							ops := make([]Op, 2+rng.IntN(31))
+							for i := range ops {
+								o := rng.Int64N(60 << 10)
+								if i%2 == 0 {
+									ops[i] = Op{File: h, Buf: make([]byte, 1+rng.IntN(4096)), Off: o}
+								} else {
+									ops[i] = Op{File: h, Write: true, Buf: junk[:1+rng.IntN(2048)], Off: o}
+								}
 							}
-							if err == nil {
-								err = ops[1].Err
+							e.Submit(ops)
+							for i := range ops {
+								if !ops[i].Write {
+									checkRead(ops[i].Buf, ops[i].N, ops[i].Off)
+								}
+								if ops[i].Err != nil && ops[i].Err != io.EOF && err == nil {
+									err = ops[i].Err
+								}
 							}
 						}
 						calls.Add(1)
@@ -245,69 +313,154 @@ func TestCloseRacingIO(t *testing.T) {
 			if err := h.Close(); err != nil {
 				t.Fatalf("Close under load: %v", err)
 			}
-			// The next files opened likely get the closed descriptor's
-			// number; the stragglers keep calling the closed handle.
-			fresh := filepath.Join(dir, "fresh")
-			content := pattern(64<<10, 19, 0)
-			writeHost(t, fresh, content)
-			nf := openFile(t, e, fresh, os.O_RDWR)
-			osf, err := os.OpenFile(fresh, os.O_RDWR, 0)
+			// The next files opened likely get the closed descriptors'
+			// numbers; the stragglers keep calling the closed handle.
+			var fresh []string
+			var contents [][]byte
+			var nfs []*File
+			newFds := map[int]bool{}
+			for i := range 3 {
+				path := filepath.Join(dir, fmt.Sprintf("fresh%d", i))
+				content := pattern(64<<10, 19, uint64(i))
+				writeHost(t, path, content)
+				nf := openFile(t, e, path, os.O_RDWR)
+				for _, fd := range heldFds(nf) {
+					newFds[fd] = true
+				}
+				fresh, contents, nfs = append(fresh, path), append(contents, content), append(nfs, nf)
+			}
+			osf, err := os.OpenFile(fresh[0], os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			reused := nf.Fd() == oldFd || osf.Fd() == oldFd
+			newFds[int(osf.Fd())] = true
+			reused := 0
+			for _, fd := range oldFds {
+				if newFds[fd] {
+					reused++
+				}
+			}
 			time.Sleep(20 * time.Millisecond)
 			close(stop)
 			wg.Wait()
 			osf.Close()
+			fig.Add("calls", calls.Load())
+			fig.Add("calls_ok", ok.Load())
+			fig.Add("calls_closed", closed.Load())
+			fig.Add("fds_reused", int64(reused))
+			fig.Add("violations", badBytes.Load())
+			if hw := int64(e.Stats().Ring.InflightHighMark); hw > fig.snapshot()["inflight_high_water"] {
+				fig.Set("inflight_high_water", hw)
+			}
 			if p := failed.Load(); p != nil {
-				t.Fatalf("a call racing Close failed with neither success nor fs.ErrClosed: %v", *p)
+				fig.Add("calls_other", 1)
+				t.Fatalf("a call racing Close failed with neither success nor fs.ErrClosed, or read foreign bytes: %v", *p)
 			}
-			got := make([]byte, len(content)+1)
-			n, _ := nf.ReadAt(got, 0)
-			sameBytes(t, "the file opened after Close, through the engine", got[:n], content)
-			if err := nf.Close(); err != nil {
-				t.Fatal(err)
+			for i, nf := range nfs {
+				got := make([]byte, len(contents[i])+1)
+				n, _ := nf.ReadAt(got, 0)
+				if !bytes.Equal(got[:n], contents[i]) {
+					fig.Add("violations", 1)
+					sameBytes(t, "a file opened after Close, through the engine", got[:n], contents[i])
+				}
+				if err := nf.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if host := readHost(t, fresh[i]); !bytes.Equal(host, contents[i]) {
+					fig.Add("violations", 1)
+					sameBytes(t, "a file opened after Close, on the host", host, contents[i])
+				}
 			}
-			sameBytes(t, "the file opened after Close, on the host", readHost(t, fresh), content)
+			if i := onlyBytes(readHost(t, victim), 0, 0xEE); i >= 0 {
+				fig.Add("violations", 1)
+				t.Fatalf("the victim file holds a foreign byte at %d", i)
+			}
 			if closed.Load() == 0 {
 				t.Fatalf("no call saw the handle closed")
 			}
-			t.Logf("%d calls racing Close: %d succeeded, %d fs.ErrClosed, 0 other; descriptor %d reused by the next open: %v; new file untouched",
-				calls.Load(), ok.Load(), closed.Load(), oldFd, reused)
+			t.Logf("%d calls racing Close: %d succeeded, %d fs.ErrClosed, 0 other; %d of the %d descriptors held reused by the next opens; the new files untouched",
+				calls.Load(), ok.Load(), closed.Load(), reused, len(oldFds))
 		})
 	}
 }
 
-// TestEngineCloseRacingIO (K7): Engine.Close while goroutines do I/O on
-// its handles: every call succeeds or fails with fs.ErrClosed, Close
-// returns, and nothing is left behind (checkLeaks).
-func TestEngineCloseRacingIO(t *testing.T) {
-	checkLeaks(t)
-	for _, mode := range concModes {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEngine(t, mode.opts)
+// backToBaseline fails the test unless the process is back to the
+// resources of before (goroutines, descriptors, rings, engine mappings),
+// giving them a while to settle.
+func backToBaseline(t *testing.T, before resources, what string) {
+	t.Helper()
+	var leaks []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		runtime.GC()
+		leaks = before.leaks(snapshotResources(t))
+		if len(leaks) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(leaks) > 0 {
+		t.Fatalf("%s: not back to the baseline:\n  %s", what, strings.Join(leaks, "\n  "))
+	}
+}
+
+// engineCloseRacingIO (K7): Engine.Close while 16 goroutines write, read
+// and sync its handles: every call succeeds or fails with fs.ErrClosed
+// (or EIO where the host is made to fail), Close returns, every write
+// that returned is on the host unless Close reported an error, and the
+// process is back to its baseline at once (goroutines, descriptors,
+// rings, mappings). In the failing configuration, writes fail at random
+// from just before Close.
+func engineCloseRacingIO(t *testing.T, fig *Figures) {
+	type config struct {
+		name    string
+		opts    Options
+		failing bool
+	}
+	var cfgs []config
+	for _, m := range concModes {
+		cfgs = append(cfgs, config{name: m.name, opts: m.opts})
+	}
+	cfgs = append(cfgs, config{"exclusive/failing", Options{Mode: Exclusive, CacheSize: 4 << 20}, true},
+		config{"exclusive/tiny/failing", Options{Mode: Exclusive, CacheSize: fsxTinyCache}, true})
+	for ci, c := range cfgs {
+		t.Run(c.name, func(t *testing.T) {
+			before := snapshotResources(t)
+			opts := c.opts
+			inj := fault.New()
+			opts.Injector = inj
+			e := newEngine(t, opts)
 			dir := t.TempDir()
+			const goroutines, nfiles = 16, 4
 			var files []*File
-			for i := range 4 {
-				files = append(files, openFile(t, e, filepath.Join(dir, fmt.Sprint(i)), os.O_RDWR|os.O_CREATE))
+			var paths []string
+			for i := range nfiles {
+				paths = append(paths, filepath.Join(dir, fmt.Sprint(i)))
+				files = append(files, openFile(t, e, paths[i], os.O_RDWR|os.O_CREATE))
 			}
 			var wg sync.WaitGroup
-			var calls, closed atomic.Int64
+			var calls, closed, failedIO atomic.Int64
+			var wrote [goroutines]atomic.Bool
 			var failed atomic.Pointer[error]
-			for g := range 16 {
+			for g := range goroutines {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					f := files[g%len(files)]
+					f := files[g%nfiles]
 					p := pattern(3000, 20, uint64(g))
 					for i := 0; ; i++ {
 						var err error
 						switch i % 4 {
 						case 0, 1:
-							_, err = f.WriteAt(p, int64(g*3000))
+							if _, err = f.WriteAt(p, int64(g*3000)); err == nil {
+								wrote[g].Store(true)
+							}
 						case 2:
-							_, err = f.ReadAt(p[:100], int64(g*3000))
+							q := make([]byte, 100)
+							var n int
+							n, err = f.ReadAt(q, int64(g*3000))
+							if err == nil && wrote[g].Load() && !bytes.Equal(q[:n], p[:n]) {
+								err = fmt.Errorf("goroutine %d read bytes it did not write", g)
+							}
 						default:
 							err = f.Sync()
 						}
@@ -315,6 +468,10 @@ func TestEngineCloseRacingIO(t *testing.T) {
 						if errors.Is(err, fs.ErrClosed) {
 							closed.Add(1)
 							return
+						}
+						if c.failing && errors.Is(err, syscall.EIO) {
+							failedIO.Add(1)
+							continue
 						}
 						if err != nil {
 							failed.CompareAndSwap(nil, &err)
@@ -324,14 +481,58 @@ func TestEngineCloseRacingIO(t *testing.T) {
 				}()
 			}
 			time.Sleep(20 * time.Millisecond)
-			if err := e.Close(); err != nil {
-				t.Fatalf("Engine.Close under load: %v", err)
+			if c.failing {
+				inj.Add(fault.Rule{Name: "EIO", When: fault.And(fault.Writes(), fault.Random(int64(ci), 0.5)), Do: fault.Effect{Errno: syscall.EIO}})
 			}
+			dirty := int64(0)
+			for _, fs := range e.Files() {
+				dirty += fs.DirtyBytes
+			}
+			cerr := e.Close()
 			wg.Wait()
+			fig.Add("calls", calls.Load())
 			if p := failed.Load(); p != nil {
 				t.Fatalf("call racing Engine.Close: %v", *p)
 			}
-			t.Logf("%d calls racing Engine.Close; all 16 goroutines ended on fs.ErrClosed (%d)", calls.Load(), closed.Load())
+			if closed.Load() != goroutines {
+				t.Fatalf("%d of %d goroutines ended on fs.ErrClosed", closed.Load(), goroutines)
+			}
+			switch {
+			case cerr == nil:
+				// Flushed: every write that returned is on the host.
+				for g := range goroutines {
+					host := readHost(t, paths[g%nfiles])
+					at := g * 3000
+					var got []byte
+					if len(host) > at {
+						got = host[at:min(len(host), at+3000)]
+					}
+					want := pattern(3000, 20, uint64(g))
+					// Without a write that returned, only failed ones
+					// (which may have run in part) wrote there.
+					partial := func() bool {
+						for i, c := range got {
+							if c != 0 && c != want[i] {
+								return false
+							}
+						}
+						return true
+					}
+					if wrote[g].Load() && !bytes.Equal(got, want) || !wrote[g].Load() && !partial() {
+						fig.Add("acked_bytes_lost", 3000)
+						t.Fatalf("Engine.Close returned nil but goroutine %d's write (returned: %v) is not what the host holds", g, wrote[g].Load())
+					}
+				}
+				fig.Add("closes_flushed", 1)
+			case c.failing && errors.Is(cerr, syscall.EIO):
+				fig.Add("closes_reported_error", 1)
+			default:
+				t.Fatalf("Engine.Close under load: %v", cerr)
+			}
+			backToBaseline(t, before, "after Engine.Close under load")
+			fig.Add("baseline_checks", 1)
+			t.Logf("%d calls racing Engine.Close (%d EIO); all %d goroutines ended on fs.ErrClosed; %d dirty bytes at Close: %v; back to the baseline",
+				calls.Load(), failedIO.Load(), goroutines, dirty, cerr)
 		})
 	}
 }

@@ -794,14 +794,14 @@ func rowF2(t *testing.T, fig *Figures) {
 	t.Logf("F2: %d runs, %d operations, %d faults, %d failed calls, 0 acknowledged bytes lost, no hang", runs, total, faults, failed)
 }
 
-// rowF3 runs TestWritebackErrorENOSPC (ENOSPC on the writeback of Sync:
+// rowF3 runs writebackErrorENOSPC (ENOSPC on the writeback of Sync:
 // pages stay dirty, Sync reports ENOSPC, after healing host = model) and
 // adds lazy writeback by eviction: a tiny cache full of another file's
 // dirty pages whose writeback fails with ENOSPC while a second file is
 // read through the cache.
 func rowF3(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
-	t.Run("TestWritebackErrorENOSPC", TestWritebackErrorENOSPC)
+	t.Run("writebackErrorENOSPC", writebackErrorENOSPC)
 	checkLeaks(t)
 	var faults int64
 	for _, be := range []string{"uring", "psync"} {
@@ -856,27 +856,27 @@ func rowF3(t *testing.T, fig *Figures) {
 	fig.Set("acked_bytes_lost", 0)
 }
 
-// rowF4 is TestFsyncErrorEachHandle: one fsync EIO with 3 and 10 handles
+// rowF4 is fsyncErrorEachHandle: one fsync EIO with 3 and 10 handles
 // open, in every mode; each handle's Sync reports it once (the test
 // checks exactly one fault fired per case), the retained pages are
 // written again, host = model.
 func rowF4(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
-	TestFsyncErrorEachHandle(t)
+	fsyncErrorEachHandle(t)
 	fig.Set("configs", int64(2*len(wbModes)))
 	fig.Set("handles_max", 10)
 	fig.Set("faults", int64(2*len(wbModes))) // exactly one per case, asserted by the test
 	fig.Set("acked_bytes_lost", 0)
 }
 
-// rowF5 runs TestLastCloseWritebackFails (a failed last-Close writeback
+// rowF5 runs lastCloseWritebackFails (a failed last-Close writeback
 // keeps the file, dirty, without handles; the next Open+Sync reports an
 // error nobody saw) and adds eviction pressure while no handle is open:
 // the kept file's dirty pages must survive a tiny cache's evictions
 // (whose writeback keeps failing) and reach the host after healing.
 func rowF5(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
-	t.Run("TestLastCloseWritebackFails", TestLastCloseWritebackFails)
+	t.Run("lastCloseWritebackFails", lastCloseWritebackFails)
 	checkLeaks(t)
 	inj := fault.New()
 	e := newEngine(t, Options{Mode: Exclusive, CacheSize: fsxTinyCache, Injector: inj})
@@ -1365,12 +1365,11 @@ func tinyCQWorker(e *Engine, path string, g, region int, n *atomicCount) error {
 	return nil
 }
 
-// rowF10 runs TestWriteFailsSyncReports and sweeps it: cached dirty data
-// in several runs, EIO on the k-th write of the Sync's writeback batch,
-// for every k; Sync must fail, the retry succeed, host = model.
+// rowF10: cached dirty data in several runs, EIO on the k-th write of
+// the Sync's writeback batch, for every k; Sync must fail, the retry
+// succeed, host = model.
 func rowF10(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
-	t.Run("TestWriteFailsSyncReports", TestWriteFailsSyncReports)
 	checkLeaks(t)
 	dir := relDir(t)
 	var faults, cases int64

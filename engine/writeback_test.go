@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,7 +16,9 @@ import (
 )
 
 // Writeback errors, reported per handle after Linux errseq, with the data
-// kept until it is durable (TESTPLAN F3, F4, F5, F10).
+// kept until it is durable (TESTPLAN F3, F4, F5: the helpers below are
+// run by those rows of reliability_faults_test.go), and Engine.Close with
+// dirty data (K7, run by reliability_concurrency_test.go).
 
 var wbModes = []struct {
 	name string
@@ -29,11 +32,11 @@ var wbModes = []struct {
 	{"exclusive/psync", Options{Mode: Exclusive, Backend: "psync"}},
 }
 
-// TestFsyncErrorEachHandle (F4): an fsync fails with EIO while several
+// fsyncErrorEachHandle (F4): an fsync fails with EIO while several
 // handles are open. Each handle's next Sync reports it once; the retried
 // Sync writes the retained data again and succeeds; a handle opened after
 // the failure was seen is not told; the host ends equal to the model.
-func TestFsyncErrorEachHandle(t *testing.T) {
+func fsyncErrorEachHandle(t *testing.T) {
 	checkLeaks(t)
 	for _, handles := range []int{3, 10} {
 		for _, mode := range wbModes {
@@ -106,10 +109,10 @@ func TestFsyncErrorEachHandle(t *testing.T) {
 	}
 }
 
-// TestWritebackErrorENOSPC (F3): lazy writeback fails with ENOSPC; the
+// writebackErrorENOSPC (F3): lazy writeback fails with ENOSPC; the
 // pages stay dirty, Sync reports ENOSPC (once per handle) and, after
 // healing, Sync succeeds and the host equals the model.
-func TestWritebackErrorENOSPC(t *testing.T) {
+func writebackErrorENOSPC(t *testing.T) {
 	checkLeaks(t)
 	for _, mode := range wbModes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -157,11 +160,11 @@ func TestWritebackErrorENOSPC(t *testing.T) {
 	}
 }
 
-// TestLastCloseWritebackFails (F5): the writeback of a file's last Close
+// lastCloseWritebackFails (F5): the writeback of a file's last Close
 // fails. The data is kept (the file stays listed, dirty, with no handle);
 // a failure nobody sees (Engine.Sync while no handle is open) is reported
 // once by the next Open+Sync; after healing the data reaches the host.
-func TestLastCloseWritebackFails(t *testing.T) {
+func lastCloseWritebackFails(t *testing.T) {
 	checkLeaks(t)
 	for _, tc := range []struct {
 		name           string
@@ -225,33 +228,16 @@ func TestLastCloseWritebackFails(t *testing.T) {
 	}
 }
 
-// TestWriteFailsSyncReports (F10): a cached write's writeback fails on
-// the host; Sync reports it, never nil.
-func TestWriteFailsSyncReports(t *testing.T) {
-	checkLeaks(t)
-	inj := fault.New()
-	e := newEngine(t, Options{Mode: Exclusive, Injector: inj})
-	path := filepath.Join(t.TempDir(), "f")
-	f := openFile(t, e, path, os.O_RDWR|os.O_CREATE)
-	if _, err := f.WriteAt(pattern(8192, 16, 0), 0); err != nil {
-		t.Fatal(err)
-	}
-	inj.Add(fault.Rule{Name: "write EIO", When: fault.And(fault.Writes(), fault.Nth(1)), Do: fault.Effect{Errno: syscall.EIO}})
-	wantPathErr(t, "Sync after a failed write", f.Sync(), syscall.EIO)
-	if err := f.Sync(); err != nil {
-		t.Fatalf("retry: %v", err)
-	}
-	sameBytes(t, "host", readHost(t, path), pattern(8192, 16, 0))
-	t.Logf("write EIO under Sync: reported, retried, 0 bytes lost")
-}
-
-// TestEngineCloseFlushes (K7): Engine.Close with dirty data in several
-// files and open handles writes it all back (host equals model) and
-// leaves nothing behind; with a failing host it reports the failure.
-func TestEngineCloseFlushes(t *testing.T) {
-	checkLeaks(t)
+// engineCloseFlushes (K7): Engine.Close with dirty data in several files
+// and open handles writes it all back (host equals model), leaving the
+// mappings still open valid until their own Close; with a failing host
+// it reports the failure. Either way the process is back to its
+// baseline (goroutines, descriptors, rings, mappings) once the engine
+// and its mappings are closed.
+func engineCloseFlushes(t *testing.T, fig *Figures) {
 	for _, mode := range wbModes {
 		t.Run(mode.name, func(t *testing.T) {
+			before := snapshotResources(t)
 			e := newEngine(t, mode.opts)
 			dir := t.TempDir()
 			models := map[string][]byte{}
@@ -280,7 +266,10 @@ func TestEngineCloseFlushes(t *testing.T) {
 				t.Fatalf("Engine.Close: %v", err)
 			}
 			for path, m := range models {
-				sameBytes(t, path, readHost(t, path), m)
+				if host := readHost(t, path); !bytes.Equal(host, m) {
+					fig.Add("acked_bytes_lost", int64(len(m)))
+					sameBytes(t, path, host, m)
+				}
 			}
 			// A Mapping outlives its file and engine (see Mapping): still
 			// readable, released by its own Close.
@@ -294,10 +283,15 @@ func TestEngineCloseFlushes(t *testing.T) {
 					t.Fatalf("Mapping.Close after Engine.Close: %v", err)
 				}
 			}
-			t.Logf("Engine.Close flushed %d dirty bytes of %d files with open handles; %d mappings stayed valid until their Close", dirty, len(models), len(maps))
+			backToBaseline(t, before, "after Engine.Close and the mappings' Close")
+			fig.Add("closes_flushed", 1)
+			fig.Add("dirty_bytes_flushed", dirty)
+			fig.Add("baseline_checks", 1)
+			t.Logf("Engine.Close flushed %d dirty bytes of %d files with open handles; %d mappings stayed valid until their Close; back to the baseline", dirty, len(models), len(maps))
 		})
 	}
 	t.Run("failing", func(t *testing.T) {
+		before := snapshotResources(t)
 		inj := fault.New()
 		e := newEngine(t, Options{Mode: Exclusive, Injector: inj})
 		path := filepath.Join(t.TempDir(), "f")
@@ -312,6 +306,9 @@ func TestEngineCloseFlushes(t *testing.T) {
 		if err := e.Close(); !errors.Is(err, fs.ErrClosed) {
 			t.Fatalf("second Engine.Close: %v", err)
 		}
+		backToBaseline(t, before, "after a failed Engine.Close")
+		fig.Add("closes_reported_error", 1)
+		fig.Add("baseline_checks", 1)
 		t.Logf("Engine.Close with a failing host reported EIO (%d faults) and released everything", inj.Fired())
 	})
 }
