@@ -14,7 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Mappings (TESTPLAN C2, Mp2–Mp4) and SEEK_DATA/SEEK_HOLE cases (C5).
+// Mappings (reliability rows C2, Mp2–Mp4) and SEEK_DATA/SEEK_HOLE cases
+// (C5), run by the rows in reliability_coherence_test.go.
 
 var mapModes = []struct {
 	name string
@@ -27,11 +28,11 @@ var mapModes = []struct {
 	{"hostmmap", Options{Mode: Exclusive, HostMmap: true}},
 }
 
-// TestMappingCoherence (C2): a cached (dirty) engine write is in a
+// mappingCoherence (row C2): a cached (dirty) engine write is in a
 // Mapping made afterwards, a write through a Mapping is in the engine's
 // reads while it is open and after it closes, and the host ends equal.
-func TestMappingCoherence(t *testing.T) {
-	checkLeaks(t)
+// It returns the modes checked.
+func mappingCoherence(t *testing.T) int {
 	for _, mode := range mapModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
@@ -82,14 +83,13 @@ func TestMappingCoherence(t *testing.T) {
 			t.Logf("cached write → Mapping, Mapping write → engine read (open and closed), engine write → Mapping: coherent")
 		})
 	}
+	return len(mapModes)
 }
 
-// TestMappingLifecycle (Mp2, Mp3, Mp4): a second Close of a Mapping fails
-// with fs.ErrClosed and leaves the others alone; truncating below a live
-// mapping makes access past the end an EFAULT, never a crash, and the
-// tail of the EOF page reads zero; a Mapping outlives its File.
-func TestMappingLifecycle(t *testing.T) {
-	checkLeaks(t)
+// mappingDoubleClose (row Mp2): a second Close of a Mapping fails with
+// fs.ErrClosed and leaves the others alone; read-only mappings refuse
+// writes without faulting.
+func mappingDoubleClose(t *testing.T) {
 	for _, mode := range mapModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
@@ -118,12 +118,32 @@ func TestMappingLifecycle(t *testing.T) {
 				t.Fatalf("ReadAt of a closed Mapping: %v", err)
 			}
 			sameBytes(t, "the other Mapping after a double Close", a.Bytes(), content)
-			// Read-only mappings refuse writes without faulting.
 			if _, err := a.WriteAt([]byte("x"), 0); !errors.Is(err, syscall.EACCES) {
 				t.Fatalf("WriteAt on a read-only Mapping: %v", err)
 			}
-			// Truncate below it: past the new end is EFAULT, the EOF page's
-			// tail is zero.
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("double Close: fs.ErrClosed, Bytes nil, the other Mapping intact; read-only WriteAt: EACCES")
+		})
+	}
+}
+
+// mappingTruncateBelow (row Mp3): truncating below a live mapping makes
+// access past the end an EFAULT, never a crash, and the tail of the EOF
+// page reads zero.
+func mappingTruncateBelow(t *testing.T) {
+	for _, mode := range mapModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEngine(t, mode.opts)
+			path := filepath.Join(t.TempDir(), "f")
+			content := pattern(4*4096, 31, 0)
+			writeHost(t, path, content)
+			f := openFile(t, e, path, os.O_RDWR)
+			a, err := f.Map(0, 4*4096, false)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := f.Truncate(4096 + 100); err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +157,28 @@ func TestMappingLifecycle(t *testing.T) {
 			if _, err := a.ReadAt(make([]byte, 10), 3*4096); !errors.Is(err, syscall.EFAULT) {
 				t.Fatalf("read through a mapping past the end: %v, want EFAULT", err)
 			}
-			// The Mapping outlives the File.
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("past EOF: EFAULT; EOF tail zero")
+		})
+	}
+}
+
+// mappingOutlivesFile (row Mp4): a Mapping outlives its File; the file's
+// state is released at the Mapping's Close.
+func mappingOutlivesFile(t *testing.T) {
+	for _, mode := range mapModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEngine(t, mode.opts)
+			path := filepath.Join(t.TempDir(), "f")
+			content := pattern(4*4096, 31, 0)
+			writeHost(t, path, content)
+			f := openFile(t, e, path, os.O_RDWR)
+			a, err := f.Map(0, 4*4096, false)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := f.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -154,17 +195,17 @@ func TestMappingLifecycle(t *testing.T) {
 			if len(e.Files()) != 0 {
 				t.Fatalf("file kept after its last Mapping closed: %+v", e.Files())
 			}
-			t.Logf("double Close: fs.ErrClosed; past EOF: EFAULT; EOF tail zero; Mapping outlived its File, state released at its Close")
+			t.Logf("Mapping outlived its File, state released at its Close")
 		})
 	}
 }
 
-// TestSeekDataHole (C5): SEEK_DATA and SEEK_HOLE over dirty cached data
+// seekDataHole (row C5): SEEK_DATA and SEEK_HOLE over dirty cached data
 // above holes, after a punch, in a 1-byte file, in the middle of a large
-// hole.
-func TestSeekDataHole(t *testing.T) {
-	checkLeaks(t)
+// hole. It returns the seeks checked.
+func seekDataHole(t *testing.T) int {
 	const size = 1 << 20
+	seeks := 0
 	for _, mode := range mapModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
@@ -181,6 +222,7 @@ func TestSeekDataHole(t *testing.T) {
 			}
 			check := func(what string, off int64, whence int, want int64, wantErr error) {
 				t.Helper()
+				seeks++
 				got, err := f.Seek(off, whence)
 				if wantErr != nil {
 					if !errors.Is(err, wantErr) {
@@ -229,7 +271,9 @@ func TestSeekDataHole(t *testing.T) {
 			if got, err := g.Seek(10<<10, SeekHole); got != 10<<10+1 || err != nil {
 				t.Fatalf("SEEK_HOLE after the last byte: %d, %v", got, err)
 			}
+			seeks += 5 // those of the 1-byte file
 			t.Logf("SEEK_DATA/SEEK_HOLE: middle of a hole, over cached data, after a punch, 1-byte file, data past the host's end")
 		})
 	}
+	return seeks
 }

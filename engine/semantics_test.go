@@ -205,16 +205,16 @@ func TestDirtyBytesExact(t *testing.T) {
 	t.Logf("%d writes: DirtyBytes followed the bytes written exactly (per-page covering span for two writes in one page), 0 after Sync", len(steps))
 }
 
-// TestDirectCoherence: an O_DIRECT read sees a cached write, and a
+// directCoherence (row C1): an O_DIRECT read sees a cached write, and a
 // buffered read sees an O_DIRECT write over pages the cache held, both
 // ways through the same engine, in every caching mode, with sub-page
-// mixes (TESTPLAN C1).
-func TestDirectCoherence(t *testing.T) {
-	checkLeaks(t)
+// mixes. It returns the cross-path reads checked.
+func directCoherence(t *testing.T) int {
 	dir := t.TempDir()
 	if !directSupported(dir) {
 		t.Skip("no O_DIRECT here")
 	}
+	total := 0
 	for _, o := range []Options{
 		{Mode: Exclusive}, {Mode: Exclusive, DirectIO: true}, {Mode: Exclusive, CacheSize: fsxTinyCache},
 		{Mode: Writethrough}, {Mode: Shared}, {Mode: Exclusive, HostMmap: true},
@@ -270,8 +270,10 @@ func TestDirectCoherence(t *testing.T) {
 			}
 			sameBytes(t, "host", readHost(t, path), model)
 			t.Logf("%d cross-path reads coherent", checks)
+			total += checks
 		})
 	}
+	return total
 }
 
 // TestNowait: RWF_NOWAIT reads of cached bytes return them; of bytes the
@@ -313,11 +315,11 @@ func TestNowait(t *testing.T) {
 	t.Logf("RWF_NOWAIT: miss EAGAIN, hit data, half hit %d bytes + EAGAIN, 0 operations issued", n)
 }
 
-// TestPrivilegesCleared (TESTPLAN S1): a write of n > 0 bytes and every
-// allocate mode clear setuid, and setgid when group-execute is set; a
-// write of 0 bytes clears nothing.
-func TestPrivilegesCleared(t *testing.T) {
-	checkLeaks(t)
+// privilegesCleared (row S1): a write of n > 0 bytes and every allocate
+// mode clear setuid, and setgid when group-execute is set; a write of 0
+// bytes clears nothing. It returns the mode checks made and how many of
+// them expected bits cleared.
+func privilegesCleared(t *testing.T) (checked, cleared int) {
 	type step struct {
 		name  string
 		do    func(f *File) error
@@ -346,22 +348,60 @@ func TestPrivilegesCleared(t *testing.T) {
 			_, err = a.Write([]byte("x"))
 			return err
 		}, true},
+		{"Write at the offset", func(f *File) error { _, err := f.Write([]byte("abc")); return err }, true},
+		{"WriteAtFlags RWF_DSYNC", func(f *File) error {
+			_, err := f.WriteAtFlags([]byte("abc"), 4000, unix.RWF_DSYNC)
+			return err
+		}, true},
+		{"Submit write", func(f *File) error {
+			ops := []Op{{File: f, Write: true, Buf: []byte("abc"), Off: 7}}
+			f.e.Submit(ops)
+			return ops[0].Err
+		}, true},
+		{"Submit write of 0 bytes", func(f *File) error {
+			ops := []Op{{File: f, Write: true, Buf: nil, Off: 7}}
+			f.e.Submit(ops)
+			return ops[0].Err
+		}, false},
+		{"O_DSYNC write", func(f *File) error {
+			d, err := f.e.Open(f.name, os.O_WRONLY|syscall.O_DSYNC, 0)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			_, err = d.WriteAt([]byte("x"), 50)
+			return err
+		}, true},
+		{"O_DIRECT write", func(f *File) error {
+			d, err := f.e.Open(f.name, os.O_RDWR|syscall.O_DIRECT, 0)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			p := alignedBuf(4096)
+			_, err = d.WriteAt(p, 4096)
+			return err
+		}, true},
 	}
 	dir := t.TempDir()
 	writeHost(t, filepath.Join(dir, "probe"), make([]byte, 10))
 	zr := zeroRangeSupported(filepath.Join(dir, "probe"))
-	checked := 0
-	for _, o := range []Options{{Mode: Exclusive}, {Mode: Writethrough}, {Mode: Shared}, {Mode: Exclusive, HostMmap: true}} {
+	direct := directSupported(dir)
+	for _, o := range []Options{{Mode: Exclusive}, {Mode: Exclusive, CacheSize: fsxTinyCache}, {Mode: Writethrough},
+		{Mode: Shared}, {Mode: Exclusive, HostMmap: true}} {
 		name := o.Mode.String()
-		if o.HostMmap {
+		switch {
+		case o.HostMmap:
 			name = "hostmmap"
+		case o.CacheSize > 0:
+			name += "/tiny"
 		}
 		t.Run(name, func(t *testing.T) {
 			e := newEngine(t, o)
 			for _, perm := range []uint32{0o6755, 0o6745, 0o4700, 0o2710} {
 				mode := perm&0o777 | unix.S_ISUID*(perm>>11&1) | unix.S_ISGID*(perm>>10&1)
 				for _, s := range steps {
-					if !zr && s.name == "zero range" {
+					if (!zr && s.name == "zero range") || (!direct && s.name == "O_DIRECT write") {
 						continue
 					}
 					path := filepath.Join(dir, fmt.Sprintf("f%d", checked))
@@ -395,18 +435,22 @@ func TestPrivilegesCleared(t *testing.T) {
 					}
 					f.Close()
 					checked++
+					if want != mode {
+						cleared++
+					}
 				}
 			}
 		})
 	}
 	t.Logf("%d mode checks: setuid cleared by writes of n > 0 and allocations, setgid only with group-exec", checked)
+	return checked, cleared
 }
 
-// TestWritethroughVisible (TESTPLAN C3): in Writethrough mode every
-// write, truncate and allocate is on the host when it returns, as a
-// plain os.File sees it, without Sync.
-func TestWritethroughVisible(t *testing.T) {
-	checkLeaks(t)
+// writethroughVisible (row C3): in Writethrough mode every write and
+// truncate is on the host when it returns, as a plain os.File sees it,
+// without Sync. It returns the writes checked.
+func writethroughVisible(t *testing.T) int {
+	total := 0
 	for _, o := range []Options{{Mode: Writethrough}, {Mode: Writethrough, CacheSize: fsxTinyCache}} {
 		t.Run(fmt.Sprintf("cache=%d", o.CacheSize), func(t *testing.T) {
 			e := newEngine(t, o)
@@ -443,14 +487,16 @@ func TestWritethroughVisible(t *testing.T) {
 				t.Fatalf("os.File sees size %d after Truncate(3000)", fi.Size())
 			}
 			t.Logf("200 writes and a truncate: each visible to an os.File at once, without Sync")
+			total += 200
 		})
 	}
+	return total
 }
 
-// TestSharedSeesOthers (TESTPLAN C3): in Shared mode the engine reads
-// what another writer (an os.File) wrote, and the size it set.
-func TestSharedSeesOthers(t *testing.T) {
-	checkLeaks(t)
+// sharedSeesOthers (row C3): in Shared mode the engine reads what
+// another writer (an os.File) wrote, and the size it set. It returns the
+// writes checked.
+func sharedSeesOthers(t *testing.T) int {
 	e := newEngine(t, Options{Mode: Shared})
 	path := filepath.Join(t.TempDir(), "f")
 	writeHost(t, path, pattern(4096, 11, 0))
@@ -490,13 +536,14 @@ func TestSharedSeesOthers(t *testing.T) {
 		t.Fatalf("SeekEnd after another truncated: %d, %v", pos, err)
 	}
 	t.Logf("100 writes by an os.File and its truncate: all seen by the engine at once")
+	return 100
 }
 
-// TestSharedAppendInterleaved (TESTPLAN C4): in Shared mode, framed
-// records appended by goroutines through several engine O_APPEND handles
-// and through os.File O_APPEND handles all land once and intact.
-func TestSharedAppendInterleaved(t *testing.T) {
-	checkLeaks(t)
+// sharedAppendInterleaved (row C4): in Shared mode, framed records
+// appended by goroutines through several engine O_APPEND handles and
+// through os.File O_APPEND handles all land once and intact. It returns
+// the records checked.
+func sharedAppendInterleaved(t *testing.T) int {
 	e := newEngine(t, Options{Mode: Shared})
 	path := filepath.Join(t.TempDir(), "log")
 	writeHost(t, path, nil)
@@ -557,6 +604,7 @@ func TestSharedAppendInterleaved(t *testing.T) {
 		}
 	}
 	t.Logf("%d records appended by %d engine and %d os.File writers: each exactly once, intact", writers*records, writers/2, writers/2)
+	return writers * records
 }
 
 // makeRecord frames a record: length, writer, index, payload, CRC.
@@ -586,12 +634,12 @@ func parseRecord(b []byte) (w, r, n int, err error) {
 	return int(binary.LittleEndian.Uint32(b[8:])), int(binary.LittleEndian.Uint32(b[12:])), n, nil
 }
 
-// TestEngineAppendRecords (TESTPLAN C4) in every mode: goroutines append
-// framed records through several O_APPEND handles of one engine; each
-// lands once and intact, in the engine's view and, after Sync, on the
-// host.
-func TestEngineAppendRecords(t *testing.T) {
-	checkLeaks(t)
+// engineAppendRecords (row C4) in every mode: goroutines append framed
+// records through several O_APPEND handles of one engine (some writers
+// sharing a handle); each lands once and intact, in the engine's view
+// and, after Sync, on the host. It returns the records checked.
+func engineAppendRecords(t *testing.T) int {
+	total := 0
 	for _, o := range []Options{{Mode: Exclusive}, {Mode: Exclusive, CacheSize: fsxTinyCache}, {Mode: Writethrough},
 		{Mode: Shared}, {Mode: Exclusive, CacheSize: -1}, {Mode: Exclusive, HostMmap: true}} {
 		t.Run(fmt.Sprintf("%s/cache=%d/hostmmap=%v", o.Mode, o.CacheSize, o.HostMmap), func(t *testing.T) {
@@ -599,18 +647,24 @@ func TestEngineAppendRecords(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "log")
 			writeHost(t, path, nil)
 			const writers, records = 8, 100
+			// Writers 1, 4 and 7 share one handle (and its offset); the
+			// others have one each.
+			shared := openFile(t, e, path, os.O_WRONLY|os.O_APPEND)
 			var wg sync.WaitGroup
 			var failed atomic.Value
 			for w := range writers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					f, err := e.Open(path, os.O_WRONLY|os.O_APPEND, 0)
-					if err != nil {
-						failed.Store(err)
-						return
+					f := shared
+					if w%3 != 1 {
+						var err error
+						if f, err = e.Open(path, os.O_WRONLY|os.O_APPEND, 0); err != nil {
+							failed.Store(err)
+							return
+						}
+						defer f.Close()
 					}
-					defer f.Close()
 					for r := range records {
 						rec := makeRecord(w, r)
 						if n, err := f.Write(rec); n != len(rec) || err != nil {
@@ -622,6 +676,9 @@ func TestEngineAppendRecords(t *testing.T) {
 			}
 			wg.Wait()
 			if err, _ := failed.Load().(error); err != nil {
+				t.Fatal(err)
+			}
+			if err := shared.Close(); err != nil {
 				t.Fatal(err)
 			}
 			f := openFile(t, e, path, os.O_RDWR)
@@ -639,6 +696,7 @@ func TestEngineAppendRecords(t *testing.T) {
 			sameBytes(t, "host after Sync", readHost(t, path), data)
 			count := 0
 			seen := map[[2]int]bool{}
+			next := make([]int, writers) // each writer's records land in its order
 			for off := 0; off < len(data); {
 				w, r, n, err := parseRecord(data[off:])
 				if err != nil {
@@ -647,6 +705,10 @@ func TestEngineAppendRecords(t *testing.T) {
 				if seen[[2]int{w, r}] {
 					t.Fatalf("record %d/%d twice", w, r)
 				}
+				if w >= writers || r != next[w] {
+					t.Fatalf("record %d/%d at %d, want writer %d's record %d next", w, r, off, w, next[min(w, writers-1)])
+				}
+				next[w]++
 				seen[[2]int{w, r}] = true
 				off += n
 				count++
@@ -654,9 +716,11 @@ func TestEngineAppendRecords(t *testing.T) {
 			if count != writers*records {
 				t.Fatalf("%d records, want %d", count, writers*records)
 			}
-			t.Logf("%d records from %d goroutines: each once and intact", count, writers)
+			t.Logf("%d records from %d goroutines (3 sharing a handle): each once, intact, in each writer's order", count, writers)
+			total += count
 		})
 	}
+	return total
 }
 
 // Regressions of bugs the exerciser found, as focused tests.

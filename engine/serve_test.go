@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// The stats server (TESTPLAN S3): a Unix socket of mode 0600 that refuses
-// a planted symlink, serving Stats and Files as JSON.
+// The stats server (reliability row S3, in reliability_coherence_test.go):
+// a Unix socket of mode 0600 that refuses a planted symlink, serving
+// Stats and Files as JSON.
 
 func unixClient(sock string) *http.Client {
 	return &http.Client{
@@ -53,8 +54,11 @@ func getJSON(t testing.TB, c *http.Client, url string, v any) {
 	}
 }
 
-func TestServeStats(t *testing.T) {
-	checkLeaks(t)
+// serveStats: the socket is 0600, /stats and /files answer and move with
+// the engine's work, other methods and paths are refused, 40 parallel
+// clients are answered, and Engine.Close stops the server and removes
+// the socket. It returns the requests answered.
+func serveStats(t *testing.T) int {
 	e := newEngine(t, Options{Mode: Exclusive, LatencySampling: 1})
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o700); err != nil {
@@ -169,13 +173,14 @@ func TestServeStats(t *testing.T) {
 	}
 	t.Logf("stats socket 0600; /stats moved by %d writes, %d hits, %d syncs, %d SQEs; /files listed the file; 40 parallel clients answered; server stopped by Engine.Close",
 		d.Writes.Ops(), d.Reads.CacheHit.Ops, d.Syncs, d.Ring.SQEs)
+	return 5 + 40
 }
 
-// TestListenStatsRefuses: a symlink planted at the path is refused and
-// not followed, anything else there is refused, a directory others can
-// write is refused; a stale socket of ours is replaced.
-func TestListenStatsRefuses(t *testing.T) {
-	checkLeaks(t)
+// listenStatsRefuses: a symlink planted at the path is refused and not
+// followed, anything else there is refused, a directory others can write
+// is refused; a stale socket of ours is replaced. It returns the planted
+// paths refused.
+func listenStatsRefuses(t *testing.T) int {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o700)
 	target := filepath.Join(dir, "target")
@@ -237,13 +242,15 @@ func TestListenStatsRefuses(t *testing.T) {
 	}
 	l.Close()
 	t.Logf("refused: symlink (ELOOP, target untouched), dangling symlink, regular file (EEXIST), world-writable directory (EPERM); stale socket replaced")
+	return 4
 }
 
-// TestLimitConnCloseOnce: a stats connection closed by two goroutines at
+// limitConnCloseOnce: a stats connection closed by two goroutines at
 // once (http.Server.Close and the connection's own goroutine) gives its
 // slot back exactly once; a double release would take another
-// connection's slot (or block on an empty semaphore).
-func TestLimitConnCloseOnce(t *testing.T) {
+// connection's slot (or block on an empty semaphore). It returns the
+// connections closed twice.
+func limitConnCloseOnce(t *testing.T) int {
 	const rounds = 2000
 	sem := make(chan struct{}, 8)
 	sem <- struct{}{} // held by another connection throughout
@@ -269,4 +276,5 @@ func TestLimitConnCloseOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d connections closed twice at once: each slot released once", rounds)
+	return rounds
 }
