@@ -344,7 +344,7 @@ func closeRacingIO(t *testing.T, fig *Figures) {
 			close(stop)
 			wg.Wait()
 			osf.Close()
-			fig.Add("calls", calls.Load())
+			fig.Add("ops", calls.Load())
 			fig.Add("calls_ok", ok.Load())
 			fig.Add("calls_closed", closed.Load())
 			fig.Add("fds_reused", int64(reused))
@@ -490,11 +490,14 @@ func engineCloseRacingIO(t *testing.T, fig *Figures) {
 			}
 			cerr := e.Close()
 			wg.Wait()
-			fig.Add("calls", calls.Load())
+			fig.Add("ops", calls.Load())
+			fig.Add("violations", 0)
 			if p := failed.Load(); p != nil {
+				fig.Add("violations", 1)
 				t.Fatalf("call racing Engine.Close: %v", *p)
 			}
 			if closed.Load() != goroutines {
+				fig.Add("violations", 1)
 				t.Fatalf("%d of %d goroutines ended on fs.ErrClosed", closed.Load(), goroutines)
 			}
 			switch {
@@ -520,6 +523,7 @@ func engineCloseRacingIO(t *testing.T, fig *Figures) {
 					}
 					if wrote[g].Load() && !bytes.Equal(got, want) || !wrote[g].Load() && !partial() {
 						fig.Add("acked_bytes_lost", 3000)
+						fig.Add("violations", 1)
 						t.Fatalf("Engine.Close returned nil but goroutine %d's write (returned: %v) is not what the host holds", g, wrote[g].Load())
 					}
 				}
@@ -527,6 +531,7 @@ func engineCloseRacingIO(t *testing.T, fig *Figures) {
 			case c.failing && errors.Is(cerr, syscall.EIO):
 				fig.Add("closes_reported_error", 1)
 			default:
+				fig.Add("violations", 1)
 				t.Fatalf("Engine.Close under load: %v", cerr)
 			}
 			backToBaseline(t, before, "after Engine.Close under load")
