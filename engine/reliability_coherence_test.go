@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,23 @@ func init() {
 	addRow("S3", "stats socket: 0600, owner only, symlinks not followed, clients bounded", rowS3)
 	addRow("S5", "cache pages reused across files never leak old contents", rowS5)
 }
+
+// rowModes are the modes of mapModes with caches of 4 MiB instead of the
+// default 256 MiB (as big as the rows' files need, and much cheaper to
+// set up under the race detector); the focused tests the rows run keep
+// the default.
+var rowModes = func() []struct {
+	name string
+	opts Options
+} {
+	out := slices.Clone(mapModes)
+	for i := range out {
+		if out[i].opts.CacheSize == 0 && out[i].opts.Mode != Shared && !out[i].opts.HostMmap {
+			out[i].opts.CacheSize = 4 << 20
+		}
+	}
+	return out
+}()
 
 // readCheck counts reads checked against a model and the stale ones. A
 // read of p at off is right when it returns exactly the model's bytes in
@@ -101,8 +119,8 @@ func modelWrite(model, p []byte, off int64) []byte {
 // ---- C1 ----
 
 var c1Configs = []fwConfig{
-	{"exclusive", Options{Mode: Exclusive}},
-	{"exclusive/directio", Options{Mode: Exclusive, DirectIO: true}},
+	{"exclusive", Options{Mode: Exclusive, CacheSize: 4 << 20}},
+	{"exclusive/directio", Options{Mode: Exclusive, CacheSize: 4 << 20, DirectIO: true}},
 	{"exclusive/tiny/ra=4KiB", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Readahead: 4096}},
 	{"writethrough/tiny", Options{Mode: Writethrough, CacheSize: fsxTinyCache}},
 	{"shared", Options{Mode: Shared}},
@@ -193,7 +211,19 @@ func c1Mix(t *testing.T, cfg fwConfig, dir string, seed uint64, ops int, r *c1Re
 			}
 			model = modelWrite(model, p, off)
 			r.direct++
-		case k < 8: // direct read: any offset and length (bounced), or whole pages
+		case k == 7: // one Submit batch: a buffered and a direct read of one range
+			off := rng.Int64N(size/4096+1) * 4096
+			n := 4096 * (1 + rng.IntN(3))
+			if rng.IntN(2) == 0 {
+				off, n = rng.Int64N(size+100), 1+rng.IntN(9000) // direct one bounced
+			}
+			ops := []Op{{File: buf, Buf: make([]byte, n), Off: off}, {File: dio, Buf: alignedBuf(n), Off: off}}
+			log = append(log, fmt.Sprintf("submit read+dread %d %d (size %d)", off, n, size))
+			e.Submit(ops)
+			rc.check("Submit buffered read", ops[0].Buf, ops[0].N, ops[0].Err, model, off)
+			rc.check("Submit direct read", ops[1].Buf, ops[1].N, ops[1].Err, model, off)
+			r.direct++
+		case k < 7: // direct read: any offset and length (bounced), or whole pages
 			var off int64
 			var p []byte
 			if rng.IntN(3) == 0 {
@@ -247,8 +277,8 @@ func rowC2(t *testing.T, fig *Figures) {
 	seed := fsxSeed(t)
 	dir := relDir(t)
 	var total readCheck
-	var maps, mapWrites, engineWrites int64
-	for mi, mode := range mapModes {
+	var maps, mapWrites, engineWrites, racing int64
+	for mi, mode := range rowModes {
 		t.Run(mode.name, func(t *testing.T) {
 			var r c2Result
 			defer func() { // also when the subtest fails
@@ -259,6 +289,7 @@ func rowC2(t *testing.T, fig *Figures) {
 				engineWrites += r.engineWrites
 			}()
 			c2Mix(t, mode.name, mode.opts, dir, seed+uint64(mi), 12*soakFactor(), &r)
+			racing += c2Race(t, mode.name, mode.opts, dir, seed+uint64(mi), 15*soakFactor())
 		})
 	}
 	fig.Set("modes", int64(modes))
@@ -267,6 +298,100 @@ func rowC2(t *testing.T, fig *Figures) {
 	fig.Set("engine_writes", engineWrites)
 	fig.Set("reads_checked", total.reads)
 	fig.Set("stale_reads", total.stale)
+	fig.Set("maps_and_closes_racing_io", racing)
+}
+
+// c2Race: engine writes and reads (cache fills) race Map and
+// Mapping.Close; once both are done the engine and the Mapping agree,
+// a write through the Mapping is in the engine's next read, and after
+// the Close and a Sync the host holds what the engine reads. It returns
+// the Maps and Closes raced.
+func c2Race(t *testing.T, name string, opts Options, dir string, seed uint64, rounds int) int64 {
+	e := newEngine(t, opts)
+	path := filepath.Join(dir, "c2race-"+strings.ReplaceAll(name, "/", "-"))
+	const size = 16 * 4096
+	writeHost(t, path, pattern(size, seed, 0))
+	f := openFile(t, e, path, os.O_RDWR)
+	var raced int64
+	traffic := func(round int) (stop func()) {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		for g := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(seed, uint64(round*2+g)))
+				for i := 0; ; i++ {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					off := rng.Int64N(size - 1)
+					n := 1 + rng.Int64N(min(6000, size-off))
+					var err error
+					if g == 0 {
+						_, err = f.WriteAt(pattern(int(n), seed, uint64(round<<20|i)), off)
+					} else {
+						_, err = f.ReadAt(make([]byte, n), off)
+					}
+					if err != nil {
+						failed.CompareAndSwap(nil, err)
+						return
+					}
+				}
+			}()
+		}
+		return func() {
+			close(done)
+			wg.Wait()
+			if err, _ := failed.Load().(error); err != nil {
+				t.Fatalf("%s: engine I/O racing Map/Close: %v", name, err)
+			}
+		}
+	}
+	got := make([]byte, size)
+	for round := range rounds {
+		stop := traffic(round)
+		m, err := f.Map(0, size, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if n, err := f.ReadAt(got, 0); n != size || err != nil {
+			t.Fatalf("%s: ReadAt: %d, %v", name, n, err)
+		}
+		if i := diffAt(got, m.Bytes()); i >= 0 {
+			t.Fatalf("%s round %d: after a Map racing engine I/O, byte %d reads %#x through the engine and %#x through the Mapping",
+				name, round, i, got[i], m.Bytes()[i])
+		}
+		w := pattern(3000, seed, uint64(1000+round))
+		off := int64(round*997) % (size - 3000)
+		if n, err := m.WriteAt(w, off); n != len(w) || err != nil {
+			t.Fatal(err)
+		}
+		if n, err := f.ReadAt(got[:len(w)], off); n != len(w) || err != nil || !bytes.Equal(got[:len(w)], w) {
+			t.Fatalf("%s round %d: a write through the Mapping made after engine I/O raced its Map is not in the engine's read (%d, %v)", name, round, n, err)
+		}
+		stop = traffic(round + rounds)
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		raced += 2
+		if n, err := f.ReadAt(got, 0); n != size || err != nil {
+			t.Fatalf("%s: ReadAt: %d, %v", name, n, err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if host := readHost(t, path); !bytes.Equal(host, got) {
+			i := diffAt(host, got)
+			t.Fatalf("%s round %d: after a Close racing engine I/O and a Sync, byte %d is %#x on the host and %#x through the engine", name, round, i, host[i], got[i])
+		}
+	}
+	return raced
 }
 
 type c2Result struct {
@@ -586,8 +711,14 @@ func c3Shared(t *testing.T, p *peer, dir string, seed uint64, rc *readCheck) int
 			p.write(t, path, off, n, seed, tag)
 			model = modelWrite(model, pattern(n, seed, tag), off)
 			got := make([]byte, n)
-			m, err := f.ReadAt(got, off)
-			rc.check("engine read of the peer's write", got, m, err, model, off)
+			if i%2 == 0 {
+				m, err := f.ReadAt(got, off)
+				rc.check("engine read of the peer's write", got, m, err, model, off)
+			} else {
+				ops := []Op{{File: f, Buf: got, Off: off}}
+				e.Submit(ops)
+				rc.check("Submit read of the peer's write", got, ops[0].N, ops[0].Err, model, off)
+			}
 			writes++
 		case k == 4: // the peer truncates (shrinks or grows)
 			ns := rng.Int64N(2*size + 1)
@@ -861,7 +992,7 @@ func rowC5(t *testing.T, fig *Figures) {
 	seed := fsxSeed(t)
 	dir := relDir(t)
 	var seeks, extents, holeBytes, ops, bad int64
-	for mi, mode := range mapModes {
+	for mi, mode := range rowModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
 			seeks += c5LargeHole(t, e, filepath.Join(dir, "c5-large-"+strings.ReplaceAll(mode.name, "/", "-")))
@@ -876,7 +1007,7 @@ func rowC5(t *testing.T, fig *Figures) {
 			c5Walk(w, e, filepath.Join(dir, "c5-"+strings.ReplaceAll(mode.name, "/", "-")), seed+uint64(mi), 40*soakFactor())
 		})
 	}
-	fig.Set("modes", int64(len(mapModes)))
+	fig.Set("modes", int64(len(rowModes)))
 	fig.Set("fixed_seeks", int64(fixed))
 	fig.Set("ops", ops)
 	fig.Set("seeks", seeks)
@@ -1183,18 +1314,19 @@ func rowMp1(t *testing.T, fig *Figures) {
 	seed := fsxSeed(t)
 	dir := relDir(t)
 	var total mp1Counts
-	for mi, mode := range mapModes {
+	for mi, mode := range rowModes {
 		t.Run(mode.name, func(t *testing.T) {
 			c := &mp1Counts{}
 			defer total.add(c) // also when the subtest fails
 			mp1Race(t, mode.name, mode.opts, dir, seed+uint64(mi), 150*soakFactor(), c)
 		})
 	}
-	fig.Set("modes", int64(len(mapModes)))
+	fig.Set("modes", int64(len(rowModes)))
 	fig.Set("goroutines", mp1Goroutines)
 	fig.Set("maps", total.maps.Load())
 	fig.Set("closes", total.closes.Load())
 	fig.Set("handed_off_closes", total.handoffs.Load())
+	fig.Set("handles_closed_under_mappings", total.handles.Load())
 	fig.Set("racing_double_closes", total.races.Load())
 	fig.Set("reads_verified", total.verified.Load())
 	fig.Set("stat_samples", total.samples.Load())
@@ -1211,6 +1343,7 @@ const mp1Goroutines = 8
 
 type mp1Counts struct {
 	maps, closes, handoffs, races, verified, samples, negative atomic.Int64
+	handles                                                    atomic.Int64
 	chunksMapped, chunksUnmapped, spansMapped, spansUnmapped   atomic.Int64
 	vmasChecked, vmasLeft                                      atomic.Int64
 }
@@ -1219,7 +1352,8 @@ func (c *mp1Counts) add(o *mp1Counts) {
 	for _, p := range [][2]*atomic.Int64{{&c.maps, &o.maps}, {&c.closes, &o.closes}, {&c.handoffs, &o.handoffs},
 		{&c.races, &o.races}, {&c.verified, &o.verified}, {&c.samples, &o.samples}, {&c.negative, &o.negative},
 		{&c.chunksMapped, &o.chunksMapped}, {&c.chunksUnmapped, &o.chunksUnmapped}, {&c.spansMapped, &o.spansMapped},
-		{&c.spansUnmapped, &o.spansUnmapped}, {&c.vmasChecked, &o.vmasChecked}, {&c.vmasLeft, &o.vmasLeft}} {
+		{&c.spansUnmapped, &o.spansUnmapped}, {&c.vmasChecked, &o.vmasChecked}, {&c.vmasLeft, &o.vmasLeft},
+		{&c.handles, &o.handles}} {
 		p[0].Add(p[1].Load())
 	}
 }
@@ -1326,7 +1460,23 @@ func mp1Race(t *testing.T, name string, opts Options, dir string, seed uint64, i
 				case k < 4:
 					off, n := randRange(rng)
 					writable := rng.IntN(3) == 0
-					m, err := f.Map(off, n, writable)
+					h := f
+					if rng.IntN(4) == 0 {
+						// Through a handle of its own, closed at once:
+						// the Mapping outlives it.
+						var err error
+						if h, err = e.Open(path, os.O_RDWR, 0); err != nil {
+							fail("Open: %v", err)
+							return
+						}
+					}
+					m, err := h.Map(off, n, writable)
+					if h != f {
+						if cerr := h.Close(); cerr != nil {
+							fail("Close of a handle with a Mapping: %v", cerr)
+						}
+						c.handles.Add(1)
+					}
 					if err != nil {
 						fail("Map(%d, %d, %v): %v", off, n, writable, err)
 						return
@@ -1480,6 +1630,9 @@ func mp1Race(t *testing.T, name string, opts Options, dir string, seed uint64, i
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if fsts := e.Files(); len(fsts) != 0 {
+		t.Fatalf("%s: the file is kept after its last handle and Mapping closed: %+v", name, fsts)
+	}
 	after := fileVMAs(t, dev, ino)
 	c.vmasLeft.Add(int64(len(after)))
 	if len(after) != 0 {
@@ -1506,7 +1659,7 @@ func rowMp2(t *testing.T, fig *Figures) {
 	t.Run("fixed", mappingDoubleClose)
 	const chunk = hostmap.ChunkSize
 	var doubles, races, others int64
-	for _, mode := range mapModes {
+	for _, mode := range rowModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
 			path := filepath.Join(relDir(t), "mp2")
@@ -1591,7 +1744,7 @@ func rowMp2(t *testing.T, fig *Figures) {
 			}
 		})
 	}
-	fig.Set("modes", int64(len(mapModes)))
+	fig.Set("modes", int64(len(rowModes)))
 	fig.Set("double_closes", doubles)
 	fig.Set("racing_closes", races)
 	fig.Set("other_mappings_intact", others)
@@ -1613,7 +1766,7 @@ func rowMp3(t *testing.T, fig *Figures) {
 	t.Run("fixed", mappingTruncateBelow)
 	const chunk = hostmap.ChunkSize
 	var truncations, faults, racingFaults, tailZero, zeroAfterExtend int64
-	for _, mode := range mapModes {
+	for _, mode := range rowModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
 			dir := relDir(t)
@@ -1770,7 +1923,7 @@ func rowMp3(t *testing.T, fig *Figures) {
 			}
 		})
 	}
-	fig.Set("modes", int64(len(mapModes)))
+	fig.Set("modes", int64(len(rowModes)))
 	fig.Set("truncations", truncations)
 	fig.Set("efaults_past_eof", faults)
 	fig.Set("efaults_while_truncating", racingFaults)
@@ -1793,7 +1946,7 @@ func rowMp4(t *testing.T, fig *Figures) {
 	checkLeaks(t)
 	t.Run("fixed", mappingOutlivesFile)
 	var outlived, writesAfter, engineCloses int64
-	for _, mode := range mapModes {
+	for _, mode := range rowModes {
 		t.Run(mode.name, func(t *testing.T) {
 			e := newEngine(t, mode.opts)
 			path := filepath.Join(relDir(t), "mp4")
@@ -1898,7 +2051,7 @@ func rowMp4(t *testing.T, fig *Figures) {
 			}
 		})
 	}
-	fig.Set("modes", int64(len(mapModes)))
+	fig.Set("modes", int64(len(rowModes)))
 	fig.Set("mappings_outliving_file", outlived)
 	fig.Set("writes_seen_after_close", writesAfter)
 	fig.Set("engine_closes_with_live_mappings", engineCloses)
