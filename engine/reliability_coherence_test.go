@@ -99,11 +99,14 @@ func (c *readCheck) check(what string, p []byte, n int, err error, model []byte,
 	}
 }
 
-// failIfStale fails the test when c counted a stale read.
-func (c *readCheck) failIfStale(t *testing.T, log []string) {
+// failIfStale fails the test when c counted a stale read, with the
+// configuration and seed (replayed with RINGFS_FSX_SEED) and the last
+// operations.
+func (c *readCheck) failIfStale(t *testing.T, name string, seed uint64, log []string) {
 	t.Helper()
 	if c.stale > 0 {
-		t.Fatalf("%d of %d reads stale; first: %s\nlast operations:\n%s", c.stale, c.reads, c.first, tail(log, 30))
+		t.Fatalf("%s seed %d (RINGFS_FSX_SEED): %d of %d reads stale; first: %s\nlast operations:\n%s",
+			name, seed, c.stale, c.reads, c.first, tail(log, 30))
 	}
 }
 
@@ -132,9 +135,9 @@ var c1Configs = []fwConfig{
 // of its page; a direct page write then buffered reads across it) and a
 // random mix per configuration of buffered writes and reads at any offset
 // and length, direct writes of whole pages from aligned and unaligned
-// buffers, and direct reads at any offset and length (bounced) or of
-// whole pages, each read checked against the model, on a filesystem with
-// O_DIRECT.
+// buffers, direct reads at any offset and length (bounced) or of whole
+// pages, and Submit batches reading one range both ways, each read
+// checked against the model, on a filesystem with O_DIRECT.
 func rowC1(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
 	checkLeaks(t)
@@ -253,7 +256,7 @@ func c1Mix(t *testing.T, cfg fwConfig, dir string, seed uint64, ops int, r *c1Re
 			rc.check("whole direct read", q, n, err, model, 0)
 		}
 		r.ops++
-		rc.failIfStale(t, log)
+		rc.failIfStale(t, cfg.name, seed, log)
 	}
 	if err := buf.Sync(); err != nil {
 		t.Fatal(err)
@@ -472,7 +475,7 @@ func c2Mix(t *testing.T, name string, opts Options, dir string, seed uint64, rou
 				n, err := m.ReadAt(p, rel)
 				r.rc.check("Mapping read", p, n, err, model, a+rel)
 			}
-			r.rc.failIfStale(t, log)
+			r.rc.failIfStale(t, name, seed, log)
 		}
 		n, err = m.ReadAt(whole, 0)
 		r.rc.check("whole Mapping read", whole, n, err, model, a)
@@ -484,7 +487,7 @@ func c2Mix(t *testing.T, name string, opts Options, dir string, seed uint64, rou
 		}
 		n, err = f.ReadAt(all, 0)
 		r.rc.check("whole engine read after the Mapping closed", all, n, err, model, 0)
-		r.rc.failIfStale(t, log)
+		r.rc.failIfStale(t, name, seed, log)
 	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
@@ -763,12 +766,12 @@ func c3Shared(t *testing.T, p *peer, dir string, seed uint64, rc *readCheck) int
 				t.Fatalf("Seek(0, SeekEnd) = %d, %v; the peer made %d", pos, err, size)
 			}
 		}
-		rc.failIfStale(t, log)
+		rc.failIfStale(t, "shared", seed, log)
 	}
 	all := make([]byte, len(model)+1)
 	n, err := f.ReadAt(all, 0)
 	rc.check("whole engine read", all, n, err, model, 0)
-	rc.failIfStale(t, log)
+	rc.failIfStale(t, "shared", seed, log)
 	if n, crc := p.sum(t, path, 0, len(model)+1); n != len(model) || crc != crc32.ChecksumIEEE(model) {
 		t.Fatalf("the peer reads %d bytes, crc %#x; model %d, crc %#x", n, crc, len(model), crc32.ChecksumIEEE(model))
 	}
@@ -1066,6 +1069,7 @@ type c5State struct {
 	t       *testing.T
 	f       *File
 	rng     *rand.Rand
+	seed    uint64
 	data    []byte
 	written byteSet
 	log     []string
@@ -1082,7 +1086,7 @@ func c5Walk(w *c5State, e *Engine, path string, seed uint64, ops int) {
 	if err := os.Truncate(path, size); err != nil {
 		t.Fatal(err)
 	}
-	w.f, w.rng = openFile(t, e, path, os.O_RDWR), rand.New(rand.NewPCG(seed, 0xc5))
+	w.f, w.rng, w.seed = openFile(t, e, path, os.O_RDWR), rand.New(rand.NewPCG(seed, 0xc5)), seed
 	w.data, w.written = make([]byte, size), make(byteSet, size)
 	w.check("start")
 	for i := range ops {
@@ -1148,7 +1152,7 @@ func (w *c5State) punch(off, n int64) {
 
 func (w *c5State) failf(format string, args ...any) {
 	w.t.Helper()
-	w.t.Fatalf("%s\nlast operations:\n%s", fmt.Sprintf(format, args...), tail(w.log, 20))
+	w.t.Fatalf("seed %d (RINGFS_FSX_SEED): %s\nlast operations:\n%s", w.seed, fmt.Sprintf(format, args...), tail(w.log, 20))
 }
 
 // seek returns SEEK_DATA or SEEK_HOLE from off, with the size for ENXIO.
@@ -2324,7 +2328,8 @@ func s3Bounded(t *testing.T) func() s3Result {
 		r.oversized++
 	}
 	// Slow clients take every slot: each sends part of a request and
-	// stalls.
+	// stalls. The server's read timeout for each starts after start.
+	start := time.Now()
 	held := make([]net.Conn, statsMaxConns)
 	for i := range held {
 		conn, err := net.Dial("unix", sock)
@@ -2336,7 +2341,6 @@ func s3Bounded(t *testing.T) func() s3Result {
 		}
 		held[i] = conn
 	}
-	start := time.Now()
 	type answer struct {
 		at  time.Time
 		err error
@@ -2380,8 +2384,8 @@ func s3Bounded(t *testing.T) func() s3Result {
 			r.dropped++
 		}
 		// Served only once the slow clients were dropped: not before the
-		// read timeout (less a margin for when their timers started).
-		if r.waited < statsReadTimeout-time.Second {
+		// read timeout (less the timers' slack).
+		if r.waited < statsReadTimeout-250*time.Millisecond {
 			t.Fatalf("the 17th client was answered after %v, while %d slow clients held every slot", r.waited, len(held))
 		}
 		r.answered++
