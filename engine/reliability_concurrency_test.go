@@ -616,7 +616,7 @@ func rowK4(t *testing.T, fig *Figures) {
 	checkLeaks(t)
 	defer kWatchdog("K4")()
 	seed := fsxSeed(t)
-	rounds := 24 * soakFactor()
+	rounds := 20 * soakFactor()
 	if !raceEnabled {
 		rounds *= 2
 	}
@@ -1011,7 +1011,7 @@ func rowK5(t *testing.T, fig *Figures) {
 	old := debug.SetGCPercent(1)
 	defer debug.SetGCPercent(old)
 	seed := fsxSeed(t)
-	ops := 500 * soakFactor()
+	ops := 400 * soakFactor()
 	if !raceEnabled {
 		ops *= 4
 	}
