@@ -474,6 +474,7 @@ func (f *File) Stat() (fs.FileInfo, error) {
 		return nil, f.pathErr("stat", err)
 	}
 	st.Size = size
+	f.ino.mode.Store(st.Mode) // see a setuid bit set from outside (doc.go "Limits")
 	return newFileInfo(f.name, &st), nil
 }
 
