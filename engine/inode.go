@@ -50,8 +50,8 @@ type inode struct {
 	// dfd is an O_DIRECT descriptor for cache I/O (Options.DirectIO), or
 	// -1. +checklocks:mu
 	dfd int32
-	// mode is the file's mode bits, for clearing setuid/setgid; changed
-	// with mu held.
+	// mode is the file's mode bits, for clearing setuid/setgid: stored
+	// from the host at Open and Stat, and by clearPrivileges with mu held.
 	mode atomic.Uint32
 	// mmRef is how far (bytes, chunk-rounded) the HostMmap mapper holds
 	// references; raised with mu held.
