@@ -104,6 +104,14 @@ func (b *batch) add(op *Op) {
 		return
 	case len(op.Buf) == 0:
 		return
+	case int64(len(op.Buf)) > (1<<63-1)-op.Off:
+		// As ReadAt and WriteAt: the range must fit in an int64.
+		errno := syscall.EINVAL
+		if op.Write {
+			errno = syscall.EFBIG
+		}
+		op.Err = f.pathErr(verb, errno)
+		return
 	}
 	ino := f.ino
 	uncached := ino.cf == nil && !(b.e.opts.HostMmap && b.e.opts.Mode != Shared)

@@ -281,6 +281,9 @@ func (f *File) readAt(p []byte, off int64, flags int, op string) (int, error) {
 		return 0, f.pathErr(op, syscall.EOPNOTSUPP)
 	case len(p) == 0:
 		return 0, nil
+	case int64(len(p)) > (1<<63-1)-off:
+		// As pread: the range must fit in an int64, whatever the size.
+		return 0, f.pathErr(op, syscall.EINVAL)
 	}
 	start := sampleStart(f.e.sampleMask)
 	n, path, err := f.ino.read(f, p, off, flags)
