@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"errors"
 	"io/fs"
 	"sync/atomic"
 	"syscall"
@@ -104,22 +105,36 @@ func (m *Mapping) Writable() bool { return m.m.Writable() }
 func (m *Mapping) ReadAt(p []byte, off int64) (int, error) {
 	b, err := m.window(off, len(p))
 	if err != nil {
-		return 0, err
+		return 0, m.pathErr("read", err)
 	}
-	return hostmap.SafeCopy(p, b)
+	n, err := hostmap.SafeCopy(p, b)
+	return n, m.pathErr("read", err)
 }
 
 // WriteAt copies into a writable mapping at off (relative to its start),
 // with the same fault handling as ReadAt.
 func (m *Mapping) WriteAt(p []byte, off int64) (int, error) {
 	if !m.m.Writable() {
-		return 0, syscall.EACCES
+		return 0, m.pathErr("write", syscall.EACCES)
 	}
 	b, err := m.window(off, len(p))
 	if err != nil {
-		return 0, err
+		return 0, m.pathErr("write", err)
 	}
-	return hostmap.SafeCopy(b, p)
+	n, err := hostmap.SafeCopy(b, p)
+	return n, m.pathErr("write", err)
+}
+
+// pathErr wraps a failure as every error of the package is: an
+// *fs.PathError naming the file (nil stays nil).
+func (m *Mapping) pathErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrClosed) {
+		err = unwrapErrno(err)
+	}
+	return &fs.PathError{Op: op, Path: m.ino.path, Err: err}
 }
 
 func (m *Mapping) window(off int64, n int) ([]byte, error) {
@@ -137,9 +152,9 @@ func (m *Mapping) window(off int64, n int) ([]byte, error) {
 // changes nothing.
 func (m *Mapping) Close() error {
 	if m.closed.Swap(true) {
-		return fs.ErrClosed
+		return m.pathErr("close", fs.ErrClosed)
 	}
-	err := m.m.Close()
+	err := m.pathErr("close", m.m.Close())
 	ino := m.ino
 	ino.mu.Lock()
 	ino.maps--
