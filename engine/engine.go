@@ -176,8 +176,11 @@ func (e *Engine) Mode() Mode { return e.opts.Mode }
 func (e *Engine) BackendName() string { return e.be.Name() }
 
 // Sync writes back and fsyncs every file the engine holds and returns
-// every failure, joined.
+// every failure, joined. After Close it fails with fs.ErrClosed.
 func (e *Engine) Sync() error {
+	if e.isClosed() {
+		return &fs.PathError{Op: "sync", Path: "engine", Err: fs.ErrClosed}
+	}
 	var errs []error
 	for _, ino := range e.liveInodes() {
 		if err := ino.sync(pagecache.SyncFull); err != nil {
