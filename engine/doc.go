@@ -88,7 +88,10 @@
 //
 // Regular files only. The page cache holds at most CacheSize bytes. The
 // stats server serves at most 16 connections, with read, write and idle
-// timeouts. RLIMIT_FSIZE is read when a file is opened. A write of n > 0
+// timeouts. RLIMIT_FSIZE is read when a file is opened. Writes are held to
+// the largest file the host's filesystem takes (a write crossing it is
+// short and fails with EFBIG, as under RLIMIT_FSIZE), also those the
+// cache keeps. A write of n > 0
 // bytes (and Allocate) clears setuid, and setgid when group-execute is
 // set, for every writer (cached writes reach the host later, as another
 // writer); the engine knows the file's mode from the last Open or Stat of

@@ -359,6 +359,17 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 		}
 		p, limited = p[:f.fsizeMax-end], true
 	}
+	// The largest file the host takes: a write the cache keeps would
+	// otherwise be refused only at writeback. Like the limit above, and as
+	// the kernel does, a write crossing it is short, one past it fails.
+	if !atEnd {
+		if fit := f.ino.fitWrite(off, len(p)); fit < len(p) {
+			if fit == 0 {
+				return 0, off, f.pathErr(op, syscall.EFBIG)
+			}
+			p, limited = p[:fit], true
+		}
+	}
 	start := sampleStart(f.e.sampleMask)
 	n, at, path, err := f.ino.write(f, p, off, flags, atEnd)
 	f.e.st.record(opWrite, path, n, since(start), err)

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +57,9 @@ type inode struct {
 	// mmRef is how far (bytes, chunk-rounded) the HostMmap mapper holds
 	// references; raised with mu held.
 	mmRef atomic.Int64
+	// fitEnd is a file size the host is known to take (see fitWrite);
+	// raised with mu held.
+	fitEnd atomic.Int64
 	// hm maps the file (created on first use). +checklocks:mu
 	hm *hostmap.Mapper
 	// maps counts open user mappings. +checklocks:mu
@@ -75,6 +79,7 @@ func (e *Engine) newInode(key inodeKey, name string, hfd int32, access int) (*in
 	}
 	ino := &inode{e: e, key: key, path: name, dfd: -1}
 	ino.mode.Store(st.Mode)
+	ino.fitEnd.Store(st.Size)
 	fd, acc, err := reopen(hfd, unix.O_RDWR, access)
 	if err != nil {
 		return nil, err
@@ -152,6 +157,47 @@ func (ino *inode) upgrade(hfd int32, access int) {
 		// The mapper keeps using the descriptor it was made with.
 		ino.retired = append(ino.retired, old)
 	}
+}
+
+// fitWrite returns how many of n bytes written at off fit below the
+// largest file the host's filesystem takes (its s_maxbytes): n, or
+// fewer. lseek accepts offsets up to that size and no further, so it
+// answers without changing the file; sizes are probed ahead, doubling,
+// so that a file growing by small writes asks rarely.
+func (ino *inode) fitWrite(off int64, n int) int {
+	end := off + int64(n)
+	if end <= ino.fitEnd.Load() {
+		return n
+	}
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	// Leave the descriptor's offset as it was (it may be shared by a dup).
+	if pos, err := lseek(ino.fd, 0, io.SeekCurrent); err == nil {
+		defer lseek(ino.fd, pos, io.SeekStart)
+	}
+	takes := func(size int64) bool {
+		if size <= ino.fitEnd.Load() {
+			return true
+		}
+		_, err := lseek(ino.fd, size, io.SeekStart)
+		if err == syscall.EINVAL {
+			return false
+		}
+		ino.fitEnd.Store(size) // or the host cannot tell: let it answer itself
+		return true
+	}
+	if end <= (1<<63-1)/2 && takes(2*end) || takes(end) {
+		return n
+	}
+	lo, hi := ino.fitEnd.Load(), end // lo taken, hi not
+	for hi-lo > 1 {
+		if mid := lo + (hi-lo)/2; takes(mid) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return int(max(0, lo-off))
 }
 
 // size returns the file's size as the engine knows it: the cache's or
