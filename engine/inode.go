@@ -79,7 +79,7 @@ func (e *Engine) newInode(key inodeKey, name string, hfd int32, access int) (*in
 	}
 	ino := &inode{e: e, key: key, path: name, dfd: -1}
 	ino.mode.Store(st.Mode)
-	ino.fitEnd.Store(st.Size)
+	ino.fitEnd.Store(min(st.Size, e.maxFileSize()))
 	fd, acc, err := reopen(hfd, unix.O_RDWR, access)
 	if err != nil {
 		return nil, err
@@ -159,11 +159,26 @@ func (ino *inode) upgrade(hfd int32, access int) {
 	}
 }
 
+// maxMmapSize is the largest file HostMmap mode serves: the mapper holds
+// references on every chunk below the end of the data accessed, and one
+// call covers at most hostmap.MaxRangeLength (2 TiB).
+const maxMmapSize = hostmap.MaxRangeLength
+
+// maxFileSize is the largest file the engine itself serves (the host may
+// take less).
+func (e *Engine) maxFileSize() int64 {
+	if e.opts.HostMmap && e.opts.Mode != Shared {
+		return maxMmapSize
+	}
+	return 1<<63 - 1
+}
+
 // fitWrite returns how many of n bytes written at off fit below the
-// largest file the host's filesystem takes (its s_maxbytes): n, or
-// fewer. lseek accepts offsets up to that size and no further, so it
-// answers without changing the file; sizes are probed ahead, doubling,
-// so that a file growing by small writes asks rarely.
+// largest file the host's filesystem takes (its s_maxbytes) and the
+// engine serves (maxFileSize): n, or fewer. lseek accepts offsets up to
+// the host's size and no further, so it answers without changing the
+// file; sizes are probed ahead, doubling, so that a file growing by
+// small writes asks rarely.
 func (ino *inode) fitWrite(off int64, n int) int {
 	end := off + int64(n)
 	if end <= ino.fitEnd.Load() {
@@ -175,7 +190,11 @@ func (ino *inode) fitWrite(off int64, n int) int {
 	if pos, err := lseek(ino.fd, 0, io.SeekCurrent); err == nil {
 		defer lseek(ino.fd, pos, io.SeekStart)
 	}
+	limit := ino.e.maxFileSize()
 	takes := func(size int64) bool {
+		if size > limit {
+			return false
+		}
 		if size <= ino.fitEnd.Load() {
 			return true
 		}
@@ -235,7 +254,8 @@ func (ino *inode) sync(mode pagecache.SyncMode) error {
 	fd, hm := ino.fd, ino.hm
 	ino.mu.Unlock()
 	if hm != nil {
-		if err := hm.Sync(hostmap.Range{Start: 0, End: ino.mmSize.Load()}); err != nil {
+		// (A file opened larger than maxMmapSize is mapped below it only.)
+		if err := hm.Sync(hostmap.Range{Start: 0, End: min(ino.mmSize.Load(), maxMmapSize)}); err != nil {
 			ino.ownErrs.Record(err)
 			return err
 		}

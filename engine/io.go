@@ -266,21 +266,34 @@ func (ino *inode) mmapWrite(p []byte, off int64, atEnd bool) (int, int64, error)
 		off = ino.mmSize.Load()
 	}
 	end := off + int64(len(p))
+	// cutBack undoes a growth of the host when the write fails: the host
+	// may have grown all the same; it is cut back to the size served.
+	cutBack := func() {
+		var st unix.Stat_t
+		if fstat(ino.fd, &st) == nil && st.Size > ino.mmSize.Load() {
+			ino.e.ftruncate(ino.fd, ino.mmSize.Load())
+		}
+	}
+	grown := false
 	if end > ino.mmSize.Load() {
+		if end > maxMmapSize {
+			return 0, off, syscall.EFBIG // an append: writes at an offset were cut to fit
+		}
 		if err := ino.e.ftruncate(ino.fd, end); err != nil {
-			// It may have grown the host all the same: cut it back to
-			// the size the engine serves.
-			var st unix.Stat_t
-			if fstat(ino.fd, &st) == nil && st.Size > ino.mmSize.Load() {
-				ino.e.ftruncate(ino.fd, ino.mmSize.Load())
-			}
+			cutBack()
 			return 0, off, err
 		}
-		ino.mmSize.Store(end)
+		grown = true
 	}
 	hm, err := ino.mapRefsLocked(end)
 	if err != nil {
+		if grown {
+			cutBack()
+		}
 		return 0, off, err
+	}
+	if grown {
+		ino.mmSize.Store(end)
 	}
 	n, err := hm.WriteAt(p, off)
 	return n, off, err
@@ -335,6 +348,9 @@ func (ino *inode) truncate(hfd int32, size int64) error {
 	case ino.cf != nil:
 		return ino.cf.Truncate(size)
 	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
+		if size > maxMmapSize {
+			return syscall.EFBIG
+		}
 		ino.mu.Lock()
 		defer ino.mu.Unlock()
 		err := ino.e.ftruncate(ino.fd, size)
@@ -359,6 +375,9 @@ func (ino *inode) allocate(hfd int32, mode uint32, off, length int64) error {
 	}
 	mm := ino.e.opts.HostMmap && ino.e.opts.Mode != Shared
 	if mm {
+		if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+length > maxMmapSize {
+			return syscall.EFBIG
+		}
 		ino.mu.Lock()
 		defer ino.mu.Unlock()
 	}
