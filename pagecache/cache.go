@@ -41,7 +41,8 @@ const evictBatch = 64
 // Options configures a Cache.
 type Options struct {
 	// Capacity is the cache memory in bytes, rounded down to pages; it is a
-	// hard bound. At least MinCapacity.
+	// hard bound. At least MinCapacity, at most the machine's memory
+	// (ENOMEM).
 	Capacity int64
 	// Readahead caps how far a fill reads past what was asked for; 0 means
 	// MaxReadahead, larger values are clamped to it, smaller than a page
@@ -125,6 +126,15 @@ func New(opts Options) (*Cache, error) {
 	}
 	if capacity/PageSize > 1<<31-1 {
 		return nil, fmt.Errorf("pagecache: capacity %d too large: %w", opts.Capacity, syscall.EINVAL)
+	}
+	// The arena is only reserved, but the bookkeeping of its frames is
+	// allocated here and registering it pins it: a cache larger than the
+	// machine's memory could never be used, and asking for one must fail
+	// cleanly rather than exhaust memory.
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil && uint64(capacity) > uint64(si.Totalram)*uint64(si.Unit) {
+		return nil, fmt.Errorf("pagecache: capacity %d exceeds the machine's memory (%d bytes): %w",
+			opts.Capacity, uint64(si.Totalram)*uint64(si.Unit), syscall.ENOMEM)
 	}
 	ra := opts.Readahead
 	switch {
