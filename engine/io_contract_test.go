@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"testing"
 	"testing/iotest"
+
+	"golang.org/x/sys/unix"
 )
 
 // The io.Reader, io.ReaderAt, io.Seeker and io.Writer contracts, in
-// every kind of engine (TESTPLAN B10).
+// every kind of engine (TESTPLAN B10; the row is registered in
+// reliability_input_test.go and runs the helpers here).
 
 var contractModes = []struct {
 	name string
@@ -27,12 +30,11 @@ var contractModes = []struct {
 	{"psync", Options{Mode: Exclusive, Backend: "psync"}},
 }
 
-// TestIotestReader runs testing/iotest.TestReader, which checks Read,
+// iotestReader runs testing/iotest.TestReader, which checks Read,
 // ReadAt and Seek against the content and against each other, on files
 // of several sizes, through a fresh handle and through an
-// io.SectionReader.
-func TestIotestReader(t *testing.T) {
-	checkLeaks(t)
+// io.SectionReader. Figure: iotest_readers.
+func iotestReader(t *testing.T, fig *Figures) {
 	sizes := []int{0, 1, 4095, 4096, 4097, 65536 + 77}
 	checked := 0
 	for _, mode := range contractModes {
@@ -40,6 +42,12 @@ func TestIotestReader(t *testing.T) {
 			e := newEngine(t, mode.opts)
 			dir := t.TempDir()
 			for _, size := range sizes {
+				if raceEnabled && size > 1<<16 && (mode.opts.Mode == Shared || mode.opts.CacheSize < 0) {
+					// Without a cache every small read of iotest is a
+					// request to the ring: seconds per mode under -race.
+					// The size is there for readahead windows anyway.
+					continue
+				}
 				path := filepath.Join(dir, "f")
 				content := pattern(size, 3, uint64(size))
 				writeHost(t, path, content)
@@ -61,18 +69,21 @@ func TestIotestReader(t *testing.T) {
 				f.Close()
 				w.Close()
 				checked += 3
+				fig.Add("iotest_readers", 3)
 			}
 		})
 	}
-	t.Logf("iotest.TestReader passed %d times (%d modes × %d sizes × 3 readers)", checked, len(contractModes), len(sizes))
+	t.Logf("iotest.TestReader passed %d times (%d modes × up to %d sizes × 3 readers)", checked, len(contractModes), len(sizes))
 }
 
-// TestReaderAtContract: ReadAt returns a non-nil error whenever n <
-// len(p) (io.EOF at the end), never uses or moves the offset, and Read at
-// the end returns 0, io.EOF; zero-length calls at and past the end
-// return 0, nil and change nothing.
-func TestReaderAtContract(t *testing.T) {
-	checkLeaks(t)
+// readerAtContract: ReadAt (and a read of a Submit batch) returns a
+// non-nil error whenever n < len(p) (io.EOF at the end), never uses or
+// moves the offset, and Read at the end returns 0, io.EOF; zero-length
+// calls at and past the end (ReadAt, ReadAtFlags, WriteAt, WriteAtFlags,
+// Read, Write, Submit) return 0, nil and change nothing, not even the
+// host's modification time; a Map of length 0 anywhere is an empty
+// Mapping. Figure: calls.
+func readerAtContract(t *testing.T, fig *Figures) {
 	const size = 2*4096 + 100
 	calls := 0
 	for _, mode := range contractModes {
@@ -102,7 +113,17 @@ func TestReaderAtContract(t *testing.T) {
 					if !bytes.Equal(p[:got], content[min(off, size):min(off, size)+int64(got)]) {
 						t.Fatalf("ReadAt(%d bytes, %d): wrong data", n, off)
 					}
-					calls++
+					ops := []Op{{File: f, Buf: make([]byte, n), Off: off}}
+					if err := e.Submit(ops); err != nil {
+						t.Fatal(err)
+					}
+					if ops[0].N != want || (want < n) != (ops[0].Err == io.EOF) || (want == n && ops[0].Err != nil) {
+						t.Fatalf("Submit read (%d bytes, %d) = %d, %v; want %d", n, off, ops[0].N, ops[0].Err, want)
+					}
+					if !bytes.Equal(ops[0].Buf[:want], p[:want]) {
+						t.Fatalf("Submit read (%d bytes, %d): wrong data", n, off)
+					}
+					calls += 2
 				}
 			}
 			if pos, _ := f.Seek(0, io.SeekCurrent); pos != 1234 {
@@ -126,6 +147,10 @@ func TestReaderAtContract(t *testing.T) {
 				calls++
 			}
 			// Zero-length calls at and after the end: 0, nil, nothing changes.
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			mtime := hostMtime(t, path)
 			for _, at := range []int64{0, size, size + 1, 1 << 40} {
 				if n, err := f.ReadAt(nil, at); n != 0 || err != nil {
 					t.Fatalf("ReadAt(nil, %d) = %d, %v", at, n, err)
@@ -135,6 +160,16 @@ func TestReaderAtContract(t *testing.T) {
 				}
 				if n, err := f.WriteAt(nil, at); n != 0 || err != nil {
 					t.Fatalf("WriteAt(nil, %d) = %d, %v", at, n, err)
+				}
+				if n, err := f.ReadAtFlags(nil, at, unix.RWF_NOWAIT); n != 0 || err != nil {
+					t.Fatalf("ReadAtFlags(nil, %d) = %d, %v", at, n, err)
+				}
+				if n, err := f.WriteAtFlags([]byte{}, at, unix.RWF_DSYNC); n != 0 || err != nil {
+					t.Fatalf("WriteAtFlags([]byte{}, %d) = %d, %v", at, n, err)
+				}
+				ops := []Op{{File: f, Off: at}, {File: f, Write: true, Buf: []byte{}, Off: at}}
+				if err := e.Submit(ops); err != nil || ops[0].N != 0 || ops[0].Err != nil || ops[1].N != 0 || ops[1].Err != nil {
+					t.Fatalf("zero-length Submit at %d: %v; read %d, %v; write %d, %v", at, err, ops[0].N, ops[0].Err, ops[1].N, ops[1].Err)
 				}
 				if _, err := f.Seek(at, io.SeekStart); err != nil {
 					t.Fatal(err)
@@ -148,11 +183,17 @@ func TestReaderAtContract(t *testing.T) {
 				if pos, _ := f.Seek(0, io.SeekCurrent); pos != at {
 					t.Fatalf("zero-length Read/Write moved the offset from %d to %d", at, pos)
 				}
-				calls += 5
+				calls += 9
 			}
 			fi, err := f.Stat()
 			if err != nil || fi.Size() != size {
 				t.Fatalf("zero-length calls changed the size: %v, %v", fi.Size(), err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if now := hostMtime(t, path); now != mtime {
+				t.Fatalf("zero-length calls changed the host's mtime from %v to %v", mtime, now)
 			}
 			// Map of length 0, at the start, at the end and past it.
 			for _, at := range []int64{0, size, 1 << 40} {
@@ -181,5 +222,16 @@ func TestReaderAtContract(t *testing.T) {
 			}
 		})
 	}
+	fig.Add("calls", int64(calls))
 	t.Logf("%d calls kept the io.ReaderAt/io.Reader contracts", calls)
+}
+
+// hostMtime returns the host file's modification time in nanoseconds.
+func hostMtime(t *testing.T, path string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Mtim.Nano()
 }
