@@ -981,23 +981,18 @@ func rowS2(t *testing.T, fig *Figures) {
 			}
 			var stop atomic.Bool
 			var swaps atomic.Int64
+			var swapErr error
 			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				lt, rt := filepath.Join(sub, "l.tmp"), filepath.Join(sub, "r.tmp")
 				for !stop.Load() {
-					if err := unix.Symlink(secret, lt); err != nil {
-						panic(err)
+					if swapErr = errors.Join(unix.Symlink(secret, lt), unix.Rename(lt, path)); swapErr != nil {
+						return
 					}
-					if err := unix.Rename(lt, path); err != nil {
-						panic(err)
-					}
-					if err := unix.Link(decoy, rt); err != nil {
-						panic(err)
-					}
-					if err := unix.Rename(rt, path); err != nil {
-						panic(err)
+					if swapErr = errors.Join(unix.Link(decoy, rt), unix.Rename(rt, path)); swapErr != nil {
+						return
 					}
 					swaps.Add(2)
 				}
@@ -1050,6 +1045,9 @@ func rowS2(t *testing.T, fig *Figures) {
 			}
 			stop.Store(true)
 			wg.Wait()
+			if swapErr != nil {
+				t.Fatalf("swapping the path: %v", swapErr)
+			}
 			fig.Add("swaps", swaps.Load())
 			targetUnchanged("after the racing opens")
 			sameBytes(t, "the regular file", readHost(t, decoy), decoyData)
