@@ -37,9 +37,7 @@ func TestFaultFSX(t *testing.T) {
 	if raceEnabled {
 		ops = 800
 	}
-	if os.Getenv("RINGFS_SOAK") != "" {
-		ops *= 10
-	}
+	ops *= soakFactor()
 	seed := fsxSeed(t)
 	configs := []struct {
 		name string

@@ -39,7 +39,7 @@ import (
 //	RINGFS_FSX_REPLAY=f     replay one log instead of the matrix (TestFSXReplay)
 //	RINGFS_FSX_MINIMIZE=s   on failure, shrink the log for up to s seconds (delta debugging)
 //	RINGFS_FSX_DIR=d        run every configuration in d
-//	RINGFS_SOAK=1           ten times the operations
+//	RINGFS_SOAK=10m         longer runs (see soakFactor)
 
 // fsxKind is an operation of the exerciser.
 type fsxKind uint8
@@ -1274,9 +1274,7 @@ func fsxOps(t testing.TB) int {
 			t.Fatalf("RINGFS_FSX_OPS: %v", err)
 		}
 	}
-	if os.Getenv("RINGFS_SOAK") != "" {
-		n *= 10
-	}
+	n *= soakFactor()
 	return n
 }
 

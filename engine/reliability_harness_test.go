@@ -148,16 +148,17 @@ func watchdog(d time.Duration, context func() string) (stop func()) {
 	return func() { stopped.Store(true); tm.Stop() }
 }
 
-// soakFactor is how many times longer rows run under RINGFS_SOAK: a
-// duration (RINGFS_SOAK=10m: ten times per minute) or any other value
-// (ten times).
+// soakFactor is how many times larger tests run under RINGFS_SOAK: for a
+// duration d, d ÷ 2 minutes (the matrix takes about two minutes without
+// -race at factor 1, so RINGFS_SOAK=10m runs it five times as large, for
+// about ten minutes); ten for any other value.
 func soakFactor() int {
 	v := os.Getenv("RINGFS_SOAK")
 	if v == "" {
 		return 1
 	}
-	if d, err := time.ParseDuration(v); err == nil && d >= time.Minute {
-		return 10 * int(d/time.Minute)
+	if d, err := time.ParseDuration(v); err == nil {
+		return max(1, int(d/(2*time.Minute)))
 	}
 	return 10
 }

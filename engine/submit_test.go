@@ -117,10 +117,7 @@ func TestRSSBound(t *testing.T) {
 	const fileSize, cacheSize, slack = 8 << 30, 256 << 20, 64 << 20
 	// Each miss fills 16 pages (64 KiB readahead), so 30000 reads turn
 	// the cache over about seven times.
-	reads := 30_000
-	if os.Getenv("RINGFS_SOAK") != "" {
-		reads = 300_000
-	}
+	reads := 30_000 * soakFactor()
 	runtime.GC()
 	debug.FreeOSMemory()
 	base := vmRSS(t)
