@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -389,16 +388,7 @@ func closeRacingIO(t *testing.T, fig *Figures) {
 // giving them a while to settle.
 func backToBaseline(t *testing.T, before resources, what string) {
 	t.Helper()
-	var leaks []string
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		runtime.GC()
-		leaks = before.leaks(snapshotResources(t))
-		if len(leaks) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if len(leaks) > 0 {
+	if leaks := before.settle(t); len(leaks) > 0 {
 		t.Fatalf("%s: not back to the baseline:\n  %s", what, strings.Join(leaks, "\n  "))
 	}
 }

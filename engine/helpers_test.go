@@ -175,16 +175,7 @@ func checkLeaks(t testing.TB) {
 	t.Helper()
 	before := snapshotResources(t)
 	t.Cleanup(func() {
-		var leaks []string
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			runtime.GC()
-			leaks = before.leaks(snapshotResources(t))
-			if len(leaks) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if len(leaks) > 0 {
+		if leaks := before.settle(t); len(leaks) > 0 {
 			buf := make([]byte, 1<<20)
 			buf = buf[:runtime.Stack(buf, true)]
 			t.Errorf("left behind after the engines closed:\n  %s\ngoroutines:\n%s", strings.Join(leaks, "\n  "), buf)
@@ -192,6 +183,20 @@ func checkLeaks(t testing.TB) {
 		}
 		t.Logf("leak check: goroutines %d, descriptors %d, rings 0 left", before.goroutines, len(before.fds))
 	})
+}
+
+// settle returns what is still left behind compared with before after
+// giving goroutines and descriptors up to 5 s to wind down; nil when the
+// process is back to before.
+func (before resources) settle(t testing.TB) []string {
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		runtime.GC()
+		leaks := before.leaks(snapshotResources(t))
+		if len(leaks) == 0 || time.Now().After(deadline) {
+			return leaks
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // ---- engines and files ----

@@ -86,21 +86,29 @@ func mappingCoherence(t *testing.T) int {
 	return len(mapModes)
 }
 
+// mappedFile opens a 16 KiB file of known content in a new engine and
+// maps all of it read-only.
+func mappedFile(t *testing.T, opts Options) (*Engine, *File, *Mapping, []byte) {
+	t.Helper()
+	e := newEngine(t, opts)
+	path := filepath.Join(t.TempDir(), "f")
+	content := pattern(4*4096, 31, 0)
+	writeHost(t, path, content)
+	f := openFile(t, e, path, os.O_RDWR)
+	a, err := f.Map(0, 4*4096, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, f, a, content
+}
+
 // mappingDoubleClose (row Mp2): a second Close of a Mapping fails with
 // fs.ErrClosed and leaves the others alone; read-only mappings refuse
 // writes without faulting.
 func mappingDoubleClose(t *testing.T) {
 	for _, mode := range mapModes {
 		t.Run(mode.name, func(t *testing.T) {
-			e := newEngine(t, mode.opts)
-			path := filepath.Join(t.TempDir(), "f")
-			content := pattern(4*4096, 31, 0)
-			writeHost(t, path, content)
-			f := openFile(t, e, path, os.O_RDWR)
-			a, err := f.Map(0, 4*4096, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, f, a, content := mappedFile(t, mode.opts)
 			b, err := f.Map(4096, 4096, true)
 			if err != nil {
 				t.Fatal(err)
@@ -135,15 +143,7 @@ func mappingDoubleClose(t *testing.T) {
 func mappingTruncateBelow(t *testing.T) {
 	for _, mode := range mapModes {
 		t.Run(mode.name, func(t *testing.T) {
-			e := newEngine(t, mode.opts)
-			path := filepath.Join(t.TempDir(), "f")
-			content := pattern(4*4096, 31, 0)
-			writeHost(t, path, content)
-			f := openFile(t, e, path, os.O_RDWR)
-			a, err := f.Map(0, 4*4096, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, f, a, _ := mappedFile(t, mode.opts)
 			if err := f.Truncate(4096 + 100); err != nil {
 				t.Fatal(err)
 			}
@@ -170,15 +170,7 @@ func mappingTruncateBelow(t *testing.T) {
 func mappingOutlivesFile(t *testing.T) {
 	for _, mode := range mapModes {
 		t.Run(mode.name, func(t *testing.T) {
-			e := newEngine(t, mode.opts)
-			path := filepath.Join(t.TempDir(), "f")
-			content := pattern(4*4096, 31, 0)
-			writeHost(t, path, content)
-			f := openFile(t, e, path, os.O_RDWR)
-			a, err := f.Map(0, 4*4096, false)
-			if err != nil {
-				t.Fatal(err)
-			}
+			e, f, a, content := mappedFile(t, mode.opts)
 			if err := f.Close(); err != nil {
 				t.Fatal(err)
 			}
