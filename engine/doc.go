@@ -90,13 +90,13 @@
 // stats server serves at most 16 connections, with read, write and idle
 // timeouts. RLIMIT_FSIZE is read when a file is opened. Writes are held to
 // the largest file the host's filesystem takes (a write crossing it is
-// short and fails with EFBIG, as under RLIMIT_FSIZE), also those the
-// cache keeps. With HostMmap, files are limited to 2 TiB
-// (hostmap.MaxRangeLength): writes, truncates and allocations past it
-// fail with EFBIG. A write of n > 0
-// bytes (and Allocate) clears setuid, and setgid when group-execute is
-// set, for every writer (cached writes reach the host later, as another
-// writer); the engine knows the file's mode from the last Open or Stat of
-// one of its handles, so a setuid bit set from outside after that is
-// cleared only by writes after the next Open or Stat.
+// short and fails with EFBIG, as under RLIMIT_FSIZE), also those the cache
+// keeps. With HostMmap, files are limited to 2 TiB
+// (hostmap.MaxRangeLength): writes, truncates and allocations past it fail
+// with EFBIG. A write of n > 0 bytes (and Allocate) clears setuid, and
+// setgid when group-execute is set, for every writer (cached writes reach
+// the host later, as another writer); the engine knows the file's mode
+// from the last Open or Stat of one of its handles, so a setuid bit set
+// from outside after that is cleared only by writes after the next Open or
+// Stat.
 package engine

@@ -177,8 +177,8 @@ func (e *Engine) maxFileSize() int64 {
 // largest file the host's filesystem takes (its s_maxbytes) and the
 // engine serves (maxFileSize): n, or fewer. lseek(SEEK_SET) accepts
 // offsets up to s_maxbytes and fails with EINVAL past it, so it answers
-// without changing the file; sizes are probed ahead, doubling, so that a file growing by
-// small writes asks rarely.
+// without changing the file; sizes are probed ahead, doubling, so that a
+// file growing by small writes asks rarely.
 func (ino *inode) fitWrite(off int64, n int) int {
 	end := off + int64(n)
 	if end <= ino.fitEnd.Load() {
