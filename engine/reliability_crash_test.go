@@ -501,7 +501,7 @@ var crConfigs = []fwConfig{
 // image, and the size must be the acknowledged one when no call since
 // changed it.
 func rowD1(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	ops := crOps(150, 80)
@@ -525,7 +525,6 @@ func rowD1(t *testing.T, fig *Figures) {
 	fig.Set("crash_points", points)
 	fig.Set("crash_images", images)
 	fig.Set("acked_bytes_checked", verified)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // rowF13: the same workloads, crashed with garbage in the unsynced blocks
@@ -534,7 +533,7 @@ func rowD1(t *testing.T, fig *Figures) {
 // every block no call touched since their acknowledgement are intact (so
 // the engine never writes a block it was not asked to change).
 func rowF13(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t) + 100
 	ops := crOps(60, 40)
@@ -554,7 +553,6 @@ func rowF13(t *testing.T, fig *Figures) {
 	fig.Set("crash_points", points)
 	fig.Set("crash_images", images)
 	fig.Set("acked_bytes_checked", verified)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("F13: %d crash points, %d images with garbage in unsynced blocks: only unsynced blocks differed, 0 acknowledged bytes lost", points, images)
 }
 
@@ -563,7 +561,7 @@ func rowF13(t *testing.T, fig *Figures) {
 // through the backend: right after each returns, the crash image with
 // nothing unsynced kept holds its bytes; then the full crash check.
 func rowD3(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t) + 200
 	var writes, points int64
@@ -607,7 +605,6 @@ func rowD3(t *testing.T, fig *Figures) {
 	}
 	fig.Set("sync_writes", writes)
 	fig.Set("crash_points", points)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("D3: %d synchronous writes each durable when it returned; %d crash points checked", writes, points)
 }
 
@@ -623,7 +620,7 @@ func rowD4(t *testing.T, fig *Figures) {
 // returned nil, every write that had returned before that Sync was
 // called must be in the crash image with nothing unsynced kept.
 func rowD5(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t) + 300
 	var syncs, checked, points int64
@@ -744,7 +741,6 @@ func rowD5(t *testing.T, fig *Figures) {
 	fig.Set("syncs", syncs)
 	fig.Set("writes_checked", checked)
 	fig.Set("crash_points", points)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // rowD6: directed truncate and allocate sequences, each followed by a
@@ -753,7 +749,7 @@ func rowD5(t *testing.T, fig *Figures) {
 // extended again (not even dirty bytes that were only in the cache), and
 // punched or zeroed ranges stay zero.
 func rowD6(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	var points, images int64
 	cfgs := append(crConfigs[:len(crConfigs):len(crConfigs)],
@@ -817,6 +813,5 @@ func rowD6(t *testing.T, fig *Figures) {
 	fig.Set("configs", int64(len(cfgs)))
 	fig.Set("crash_points", points)
 	fig.Set("crash_images", images)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("D6: %d configurations, %d crash points: sizes persisted, nothing resurrected past EOF", len(cfgs), points)
 }

@@ -678,7 +678,7 @@ func fwOps(n int) int { return n * soakFactor() }
 // ran; its caller hears it failed), for k = 1, 2, ... until the workload
 // has fewer than k completions.
 func rowF1(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	dir := relDir(t)
@@ -712,7 +712,6 @@ func rowF1(t *testing.T, fig *Figures) {
 	fig.Set("ops", total)
 	fig.Set("faults", faults)
 	fig.Set("failed_calls", failed)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("F1: %d runs, %d operations, %d faults injected, %d calls failed (EIO), 0 acknowledged bytes lost", runs, total, faults, failed)
 }
 
@@ -732,7 +731,7 @@ func countingInjector() (*fault.Injector, func() uint64) {
 // still answer every call and close, and a fresh engine must find every
 // acknowledged byte.
 func rowF2(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	dir := relDir(t)
@@ -790,7 +789,6 @@ func rowF2(t *testing.T, fig *Figures) {
 	fig.Set("ops", total)
 	fig.Set("faults", faults)
 	fig.Set("failed_calls", failed)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("F2: %d runs, %d operations, %d faults, %d failed calls, 0 acknowledged bytes lost, no hang", runs, total, faults, failed)
 }
 
@@ -800,7 +798,7 @@ func rowF2(t *testing.T, fig *Figures) {
 // dirty pages whose writeback fails with ENOSPC while a second file is
 // read through the cache.
 func rowF3(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	t.Run("writebackErrorENOSPC", writebackErrorENOSPC)
 	checkLeaks(t)
 	var faults int64
@@ -853,7 +851,6 @@ func rowF3(t *testing.T, fig *Figures) {
 	}
 	fig.Set("configs", int64(len(wbModes)+2))
 	fig.Set("faults_eviction", faults)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // rowF4 is fsyncErrorEachHandle: one fsync EIO with 3 and 10 handles
@@ -861,12 +858,11 @@ func rowF3(t *testing.T, fig *Figures) {
 // checks exactly one fault fired per case), the retained pages are
 // written again, host = model.
 func rowF4(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	fsyncErrorEachHandle(t)
 	fig.Set("configs", int64(2*len(wbModes)))
 	fig.Set("handles_max", 10)
 	fig.Set("faults", int64(2*len(wbModes))) // exactly one per case, asserted by the test
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // rowF5 runs lastCloseWritebackFails (a failed last-Close writeback
@@ -875,7 +871,7 @@ func rowF4(t *testing.T, fig *Figures) {
 // the kept file's dirty pages must survive a tiny cache's evictions
 // (whose writeback keeps failing) and reach the host after healing.
 func rowF5(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	t.Run("lastCloseWritebackFails", lastCloseWritebackFails)
 	checkLeaks(t)
 	inj := fault.New()
@@ -931,7 +927,6 @@ func rowF5(t *testing.T, fig *Figures) {
 		ev.EvictionWritebackErrors)
 	fig.Set("faults", int64(inj.Fired()))
 	fig.Set("eviction_attempts_meanwhile", int64(ev.EvictionWritebackErrors))
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // runClean runs a workload that must see no failure at all (the faults
@@ -967,7 +962,7 @@ func runClean(t *testing.T, cfg fwConfig, seed uint64, inj *fault.Injector, dir 
 // interrupted too. Every call must succeed; the model holds; O_APPEND
 // records are each found once.
 func rowF6(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	dir := relDir(t)
@@ -1005,7 +1000,6 @@ func rowF6(t *testing.T, fig *Figures) {
 	fig.Set("ops", total)
 	fig.Set("faults", faults)
 	fig.Set("signals", signals)
-	fig.Set("acked_bytes_lost", 0)
 	fig.Set("retries", retries+enterRetries)
 	t.Logf("F6: %d operations, %d EINTR injected, %d signals sent; every call succeeded, nothing duplicated or lost (%d CQE and %d enter retries)",
 		total, faults, signals, retries, enterRetries)
@@ -1102,7 +1096,7 @@ func appendRecords(t *testing.T, cfg fwConfig, seed uint64, dir string, errno sy
 // (bounded: the read fails with EAGAIN after a bounded number of
 // resubmissions instead of looping).
 func rowF7(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	dir := relDir(t)
@@ -1196,7 +1190,6 @@ func rowF7(t *testing.T, fig *Figures) {
 	fig.Set("ops", total)
 	fig.Set("faults", faults)
 	fig.Set("enter_busy_retries", busy)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // rowF8: completions report fewer bytes than moved (1, 100, 4095, 4097
@@ -1204,7 +1197,7 @@ func rowF7(t *testing.T, fig *Figures) {
 // call must succeed with the model's results: a read is short (io.EOF)
 // only at the end of file.
 func rowF8(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	dir := relDir(t)
@@ -1227,7 +1220,6 @@ func rowF8(t *testing.T, fig *Figures) {
 	fig.Set("ops", total)
 	fig.Set("faults", faults)
 	fig.Set("resubmits", resubmits)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("F8: %d operations, %d short completions injected, %d remainders resubmitted; every call complete, every read short only at the end of file", total, faults, resubmits)
 }
 
@@ -1273,7 +1265,7 @@ func eofReads(t *testing.T, cfg fwConfig, seed uint64, dir string) int64 {
 // affected request fails with ErrBroken, nothing hangs) and CQ overflow
 // beyond the cap by TestTinyCQOverflow.
 func rowF9(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	var ops, high int64
 	for _, cfg := range []fwConfig{
@@ -1321,7 +1313,6 @@ func rowF9(t *testing.T, fig *Figures) {
 	t.Logf("F9: lost CQEs are covered in package uring by TestDroppedCQE and TestDroppedCQEUnderLoad (the request fails with ErrBroken, nothing hangs), overflow past the in-flight cap by TestTinyCQOverflow")
 	fig.Set("ops", ops)
 	fig.Set("inflight_max", high)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 type atomicCount struct{ n atomic.Int64 }
@@ -1369,7 +1360,7 @@ func tinyCQWorker(e *Engine, path string, g, region int, n *atomicCount) error {
 // the Sync's writeback batch, for every k; Sync must fail, the retry
 // succeed, host = model.
 func rowF10(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	dir := relDir(t)
 	var faults, cases int64
@@ -1422,7 +1413,6 @@ func rowF10(t *testing.T, fig *Figures) {
 	}
 	fig.Set("cases", cases)
 	fig.Set("faults", faults)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("F10: the k-th write of a writeback batch failed for every k (%d cases): Sync reported EIO each time, the retry wrote everything", cases)
 }
 
@@ -1434,7 +1424,7 @@ func rowF10(t *testing.T, fig *Figures) {
 // the file must take effect in call order: the model holds after every
 // call, and the host equals it after healing.
 func rowF11(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	checkLeaks(t)
 	seed := fsxSeed(t)
 	var faults, total, evictions int64
@@ -1486,7 +1476,6 @@ func rowF11(t *testing.T, fig *Figures) {
 	fig.Set("ops", total)
 	fig.Set("faults", faults)
 	fig.Set("evictions", evictions)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // evictionNoise starts two goroutines that write and read other files of
@@ -1550,7 +1539,7 @@ func noiseFile(e *Engine, path string, seed uint64, g int, done chan struct{}) e
 // deliberately), a read there must return the host's new bytes, which
 // proves no page of the failed readahead was kept as valid.
 func rowF12(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "bad_pages_valid", "acked_bytes_lost")
 	checkLeaks(t)
 	dir := relDir(t)
 	var faults, reads int64
@@ -1617,7 +1606,5 @@ func rowF12(t *testing.T, fig *Figures) {
 	}
 	fig.Set("reads", reads)
 	fig.Set("faults", faults)
-	fig.Set("bad_pages_valid", 0)
-	fig.Set("acked_bytes_lost", 0)
 	t.Logf("F12: %d reads with EIO in their readahead only: each succeeded, no readahead page was kept", reads)
 }

@@ -115,12 +115,13 @@ func (s byteSet) firstDiff(got, want []byte) (int64, int64) {
 	return first, n
 }
 
-// rowOutcome records the races and leaks figures of a row once its
-// cleanups (the leak check among them) have run: both 0 when the row
-// passed (a race detected by -race, or a leak found by checkLeaks, fails
-// it). It must be called before checkLeaks, so that its cleanup runs
-// after the leak check's.
-func rowOutcome(t *testing.T, fig *Figures) {
+// rowOutcome records the races and leaks figures of a row, and any
+// other figures named whose breach fails the row (acked_bytes_lost: every
+// check of acknowledged bytes fails the row at the first byte missing),
+// once its cleanups (the leak check among them) have run: 0 when the row
+// passed, -1 (unknown) when it failed. It must be called before
+// checkLeaks, so that its cleanup runs after the leak check's.
+func rowOutcome(t *testing.T, fig *Figures, failsRow ...string) {
 	t.Cleanup(func() {
 		v := int64(0)
 		if t.Failed() {
@@ -129,6 +130,9 @@ func rowOutcome(t *testing.T, fig *Figures) {
 		fig.Set("leaks", v)
 		if raceEnabled {
 			fig.Set("races", v)
+		}
+		for _, name := range failsRow {
+			fig.Set(name, v)
 		}
 	})
 }

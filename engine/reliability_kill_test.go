@@ -37,7 +37,7 @@ func killWrite(seed uint64, i int) (slot int, data []byte) {
 }
 
 func rowD2(t *testing.T, fig *Figures) {
-	rowOutcome(t, fig)
+	rowOutcome(t, fig, "acked_bytes_lost")
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
@@ -64,7 +64,6 @@ func rowD2(t *testing.T, fig *Figures) {
 	fig.Set("kills", kills)
 	fig.Set("acked_writes", acked)
 	fig.Set("slots_checked", checked)
-	fig.Set("acked_bytes_lost", 0)
 }
 
 // killOnce runs one child, kills it delay after its first

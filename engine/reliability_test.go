@@ -117,10 +117,11 @@ func TestReliability(t *testing.T) {
 		passed := t.Run(r.id, func(t *testing.T) {
 			defer func() { skipped = t.Skipped() }()
 			r.run(t, fig)
-			if m := fig.snapshot(); len(m) > 0 {
-				t.Logf("%s figures: %s", r.id, formatFigures(m))
-			}
 		})
+		// After the row's cleanups, which record its outcome figures.
+		if m := fig.snapshot(); len(m) > 0 {
+			t.Logf("%s figures: %s", r.id, formatFigures(m))
+		}
 		results = append(results, rowResult{ID: r.id, What: r.what, Passed: passed, Skipped: skipped, Figures: fig.snapshot()})
 	}
 	if len(results) == 0 {
