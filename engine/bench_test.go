@@ -141,6 +141,37 @@ func randOffsets(n int, size int64, seed uint64) []int64 {
 
 const benchWorkingSet = 64 << 20
 
+// hotEngine opens path in an Exclusive engine whose cache holds the
+// working set, and reads the working set into it; both close at cleanup.
+func hotEngine(b *testing.B, path string, flag int) (*Engine, *File) {
+	e, err := New(Options{Mode: Exclusive, CacheSize: 2 * benchWorkingSet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	f, err := e.Open(path, flag, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	readAll(b, f, benchWorkingSet)
+	return e, f
+}
+
+// loop4KiB times op at offs (cycled; len(offs) a power of two) for
+// b.Loop, 4 KiB per operation, and returns the operations done.
+func loop4KiB(b *testing.B, offs []int64, op func(off int64) (int, error)) int {
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	i := 0
+	for b.Loop() {
+		if _, err := op(offs[i&(len(offs)-1)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	return i
+}
+
 // BenchmarkReadAt: random 4 KiB reads of a 64 MiB file that is all in
 // cache (the kernel's for os.File, the engine's for ringfs), one
 // goroutine. Target: ringfs ≥ 5× os.File, 0 allocs/op.
@@ -156,39 +187,14 @@ func BenchmarkReadAt(b *testing.B) {
 		defer f.Close()
 		readAll(b, f, benchWorkingSet)
 		p := make([]byte, 4096)
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		i := 0
-		for b.Loop() {
-			if _, err := f.ReadAt(p, offs[i&(len(offs)-1)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		i := loop4KiB(b, offs, func(off int64) (int, error) { return f.ReadAt(p, off) })
 		baselines.Store(key, float64(b.Elapsed())/float64(i))
 	})
 	b.Run("impl=ringfs/bs=4KiB/jobs=1", func(b *testing.B) {
-		e, err := New(Options{Mode: Exclusive, CacheSize: 2 * benchWorkingSet})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer e.Close()
-		f, err := e.Open(path, os.O_RDONLY, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		readAll(b, f, benchWorkingSet)
+		e, f := hotEngine(b, path, os.O_RDONLY)
 		p := make([]byte, 4096)
 		before := e.Stats()
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		i := 0
-		for b.Loop() {
-			if _, err := f.ReadAt(p, offs[i&(len(offs)-1)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		i := loop4KiB(b, offs, func(off int64) (int, error) { return f.ReadAt(p, off) })
 		ns := float64(b.Elapsed()) / float64(i)
 		b.StopTimer()
 		reportRatio(b, key, ns, false, "x-osfile")
@@ -225,37 +231,12 @@ func BenchmarkWriteAt(b *testing.B) {
 		}
 		defer f.Close()
 		readAll(b, f, benchWorkingSet)
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		i := 0
-		for b.Loop() {
-			if _, err := f.WriteAt(p, offs[i&(len(offs)-1)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		i := loop4KiB(b, offs, func(off int64) (int, error) { return f.WriteAt(p, off) })
 		baselines.Store(key, float64(b.Elapsed())/float64(i))
 	})
 	b.Run("impl=ringfs/bs=4KiB/jobs=1", func(b *testing.B) {
-		e, err := New(Options{Mode: Exclusive, CacheSize: 2 * benchWorkingSet})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer e.Close()
-		f, err := e.Open(path, os.O_RDWR, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		readAll(b, f, benchWorkingSet)
-		b.ReportAllocs()
-		b.SetBytes(4096)
-		i := 0
-		for b.Loop() {
-			if _, err := f.WriteAt(p, offs[i&(len(offs)-1)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		_, f := hotEngine(b, path, os.O_RDWR)
+		i := loop4KiB(b, offs, func(off int64) (int, error) { return f.WriteAt(p, off) })
 		ns := float64(b.Elapsed()) / float64(i)
 		b.StopTimer()
 		reportRatio(b, key, ns, false, "x-osfile")
@@ -311,16 +292,7 @@ func BenchmarkWriteSync(b *testing.B) {
 		baselines.Store(key, float64(b.Elapsed())/float64(ops))
 	})
 	b.Run(fmt.Sprintf("impl=ringfs/bs=4KiB/n=%d", n), func(b *testing.B) {
-		e, err := New(Options{Mode: Exclusive, CacheSize: 2 * benchWorkingSet})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer e.Close()
-		f, err := e.Open(path, os.O_RDWR, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		readAll(b, f, benchWorkingSet)
+		e, f := hotEngine(b, path, os.O_RDWR)
 		before := e.Stats()
 		b.ReportAllocs()
 		b.SetBytes(n * 4096)
