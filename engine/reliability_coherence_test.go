@@ -2090,6 +2090,38 @@ func rowS1(t *testing.T, fig *Figures) {
 	rowOutcome(t, fig)
 	checkLeaks(t)
 	checked, cleared := privilegesCleared(t)
+	t.Run("set from outside, seen at Stat", func(t *testing.T) {
+		// doc.go "Limits": the engine learns a mode changed from outside
+		// at the next Open or Stat of a handle; a write after that clears
+		// setuid again.
+		e := newEngine(t, Options{})
+		path := filepath.Join(t.TempDir(), "f")
+		writeHost(t, path, make([]byte, 8192))
+		f := openFile(t, e, path, os.O_RDWR)
+		// The page is cached, so the write below stays in the cache: the
+		// kernel, which drops setuid on its own writes, sees none.
+		if _, err := f.ReadAt(make([]byte, 4096), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(path, 0o4755); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := f.Stat(); err != nil || fi.Mode()&fs.ModeSetuid == 0 {
+			t.Fatalf("Stat after chmod 04755 from outside: %v, %v; want setuid", fi, err)
+		}
+		if _, err := f.WriteAt([]byte("x"), 100); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		if fi.Mode()&fs.ModeSetuid != 0 {
+			t.Fatalf("setuid set from outside, then Stat and a write: mode %v, want setuid cleared", fi.Mode())
+		}
+		cleared++
+	})
 	fig.Set("mode_checks", int64(checked))
 	fig.Set("cleared_as_expected", int64(cleared))
 	fig.Set("kept_as_expected", int64(checked-cleared))
