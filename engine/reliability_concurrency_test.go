@@ -127,32 +127,42 @@ type k2Torn struct {
 	r0, r1 uint64
 }
 
-// k2Config is an engine configuration of K2. atomic: every write is
-// applied to each page at once with respect to reads (the page cache
-// serializes them); otherwise reads are served by the host kernel or a
-// shared mapping, which promise no more than aligned words.
-type k2Config struct {
-	name   string
-	opts   Options
-	atomic bool
-	disk   bool
+// kConfig is an engine configuration of rows K2 and K4. disk: the file
+// must be on a filesystem with O_DIRECT.
+type kConfig struct {
+	name string
+	opts Options
+	disk bool
 }
 
-var k2Configs = []k2Config{
-	{"exclusive", Options{Mode: Exclusive, CacheSize: 4 << 20}, true, false},
-	{"exclusive/tiny/ra=4KiB", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Readahead: 4096}, true, false},
-	{"exclusive/tiny/psync", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Backend: "psync"}, true, false},
-	{"writethrough/tiny", Options{Mode: Writethrough, CacheSize: fsxTinyCache}, true, false},
-	{"directio/tiny", Options{Mode: Exclusive, CacheSize: fsxTinyCache, DirectIO: true}, true, true},
-	{"shared", Options{Mode: Shared}, false, false},
-	{"uncached", Options{Mode: Exclusive, CacheSize: -1}, false, false},
-	{"hostmmap", Options{Mode: Exclusive, HostMmap: true}, false, false},
+var kConfigs = []kConfig{
+	{"exclusive", Options{Mode: Exclusive, CacheSize: 4 << 20}, false},
+	{"exclusive/tiny/ra=4KiB", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Readahead: 4096}, false},
+	{"exclusive/tiny/psync", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Backend: "psync"}, false},
+	{"writethrough/tiny", Options{Mode: Writethrough, CacheSize: fsxTinyCache}, false},
+	{"directio/tiny", Options{Mode: Exclusive, CacheSize: fsxTinyCache, DirectIO: true}, true},
+	{"shared", Options{Mode: Shared}, false},
+	{"uncached", Options{Mode: Exclusive, CacheSize: -1}, false},
+	{"hostmmap", Options{Mode: Exclusive, HostMmap: true}, false},
 }
+
+// atomic: every write is applied to each page at once with respect to
+// reads (the page cache serializes them); otherwise reads are served by
+// the host kernel or a shared mapping, which promise no more than
+// aligned words.
+func (c kConfig) atomic() bool {
+	return c.opts.Mode != Shared && c.opts.CacheSize >= 0 && !c.opts.HostMmap
+}
+
+// noise: K4 adds goroutines reading and writing other files of the same
+// tiny cache, so that eviction writes the file's dirty pages back while
+// it is truncated.
+func (c kConfig) noise() bool { return c.opts.CacheSize == fsxTinyCache }
 
 // k2State is one K2 run: a file of k2Pages pages, goroutines writing and
 // reading overlapping ranges through several handles and batches.
 type k2State struct {
-	cfg        k2Config
+	cfg        kConfig
 	wholePages bool // writes cover whole pages only
 	seed       uint64
 	e          *Engine
@@ -334,7 +344,7 @@ func (s *k2State) check() (n int64, desc []string) {
 		tag  uint64
 	}
 	seen := map[pt]uint64{}
-	if s.cfg.atomic {
+	if s.cfg.atomic() {
 		for _, r := range s.runs {
 			if v, ok := seen[pt{r.page, r.tag}]; !ok || r.r1 < v {
 				seen[pt{r.page, r.tag}] = r.r1
@@ -376,7 +386,7 @@ func (s *k2State) check() (n int64, desc []string) {
 	}
 	for _, tw := range s.torn {
 		page := tw.off >> 12
-		if s.cfg.atomic {
+		if s.cfg.atomic() {
 			bad("word at %d: %#x, which no single write put there, in a configuration whose pages change at once", tw.off, tw.val)
 			continue
 		}
@@ -425,7 +435,7 @@ func rowK2(t *testing.T, fig *Figures) {
 	}
 	const goroutines = 6
 	var total, reads, runs, torn, violations int64
-	for ci, cfg := range k2Configs {
+	for ci, cfg := range kConfigs {
 		for _, whole := range []bool{true, false} {
 			name := cfg.name + "/words"
 			if whole {
@@ -472,7 +482,7 @@ func rowK2(t *testing.T, fig *Figures) {
 				end := s.clock.Add(1)
 				s.runs, s.torn = s.decode(final, 0, end, end, s.runs, s.torn)
 				n, desc := s.check()
-				if cfg.atomic && whole {
+				if cfg.atomic() && whole {
 					// Whole-page writes applied at once: one write per page
 					// of every read.
 					for i := 1; i < len(s.runs); i++ {
@@ -500,7 +510,7 @@ func rowK2(t *testing.T, fig *Figures) {
 			})
 		}
 	}
-	fig.Set("configs", int64(2*len(k2Configs)))
+	fig.Set("configs", int64(2*len(kConfigs)))
 	fig.Set("ops", total)
 	fig.Set("reads_checked", reads)
 	fig.Set("page_runs_checked", runs)
@@ -509,27 +519,6 @@ func rowK2(t *testing.T, fig *Figures) {
 }
 
 // ---- K4: Truncate racing writeback and reads ----
-
-// k4Config is an engine configuration of K4; noise adds goroutines
-// reading and writing other files of the same (tiny) cache, so that
-// eviction writes the file's dirty pages back while it is truncated.
-type k4Config struct {
-	name  string
-	opts  Options
-	noise bool
-	disk  bool
-}
-
-var k4Configs = []k4Config{
-	{"exclusive", Options{Mode: Exclusive, CacheSize: 4 << 20}, false, false},
-	{"exclusive/tiny/ra=4KiB", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Readahead: 4096}, true, false},
-	{"exclusive/tiny/psync", Options{Mode: Exclusive, CacheSize: fsxTinyCache, Backend: "psync"}, true, false},
-	{"writethrough/tiny", Options{Mode: Writethrough, CacheSize: fsxTinyCache}, true, false},
-	{"directio/tiny", Options{Mode: Exclusive, CacheSize: fsxTinyCache, DirectIO: true}, true, true},
-	{"shared", Options{Mode: Shared}, false, false},
-	{"uncached", Options{Mode: Exclusive, CacheSize: -1}, false, false},
-	{"hostmmap", Options{Mode: Exclusive, HostMmap: true}, false, false},
-}
 
 // k4Round is what one round of K4 does while it races: truncate to s,
 // then (kind) nothing, Truncate to ext, or a write of x at at.
@@ -621,7 +610,7 @@ func rowK4(t *testing.T, fig *Figures) {
 		rounds *= 2
 	}
 	var total, truncates, reads, syncs, rewrites, resurrected, violations, hostChecks int64
-	for ci, cfg := range k4Configs {
+	for ci, cfg := range kConfigs {
 		t.Run(cfg.name, func(t *testing.T) {
 			dir := relDir(t)
 			if cfg.disk {
@@ -634,7 +623,7 @@ func rowK4(t *testing.T, fig *Figures) {
 			writeHost(t, path, nil)
 			h := [2]*File{openFile(t, e, path, os.O_RDWR), openFile(t, e, path, os.O_RDWR)}
 			var stopNoise func() error
-			if cfg.noise {
+			if cfg.noise() {
 				stopNoise = evictionNoise(e, dir, s)
 			}
 			size := int64(0)
@@ -842,7 +831,7 @@ func rowK4(t *testing.T, fig *Figures) {
 			t.Logf("%s seed %d: %d truncates raced with Sync and reads; nothing resurrected, zeros past the old end, host = model after every round", cfg.name, s, rounds)
 		})
 	}
-	fig.Set("configs", int64(len(k4Configs)))
+	fig.Set("configs", int64(len(kConfigs)))
 	fig.Set("rounds", total)
 	fig.Set("truncates", truncates)
 	fig.Set("ops", reads+syncs+rewrites+2*truncates)
