@@ -54,6 +54,23 @@ type Options struct {
 	Backend uring.Backend
 	// NoRegister skips registering the arena as fixed buffers.
 	NoRegister bool
+	// DirectWriteback makes writebacks that end in an fsync or fdatasync
+	// (SyncData, SyncFull: Sync, eviction) write whole pages through an
+	// O_DIRECT descriptor of the file, which the cache opens on first use
+	// and closes at Release or Discard. The pages go to the device while
+	// they are submitted instead of being copied into the kernel's page
+	// cache and written by the fsync, and the kernel does not hold a second
+	// copy of them. Where the file refuses O_DIRECT (open or the first
+	// write fails with EINVAL), writeback stays buffered for that file.
+	// Writebacks without an fsync stay buffered. Files given a directFd at
+	// NewFile use it for every writeback instead.
+	DirectWriteback bool
+	// MergeGap is how many bytes of clean cached data writeback may rewrite
+	// to join two dirty runs of a file into one write (0: none). Clean
+	// cached bytes equal the host's (see the package invariants), so the
+	// rewrite changes nothing on the host; it trades a little bandwidth for
+	// fewer, larger writes, which devices complete and flush faster.
+	MergeGap int64
 	// Logger receives registration and writeback failures; nil discards.
 	Logger *slog.Logger
 }
@@ -73,6 +90,8 @@ type Cache struct {
 	fixed     bool // arena registered: fixed reads/writes may be used
 	readahead int64
 	maxWrite  int64
+	mergeGap  int64
+	directWB  bool
 
 	st counters
 
@@ -151,6 +170,9 @@ func New(opts Options) (*Cache, error) {
 		mw = DefaultMaxWrite
 	}
 	mw = max(mw&^(PageSize-1), PageSize)
+	if opts.MergeGap < 0 {
+		return nil, fmt.Errorf("pagecache: negative merge gap %d: %w", opts.MergeGap, syscall.EINVAL)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -162,6 +184,7 @@ func New(opts Options) (*Cache, error) {
 	n := int32(capacity / PageSize)
 	c := &Cache{
 		be: opts.Backend, log: log, arena: arena, nframes: n, readahead: ra, maxWrite: mw,
+		mergeGap: opts.MergeGap, directWB: opts.DirectWriteback,
 		free: make([]int32, n), policy: newS3FIFO(int(n)), claimed: make([]bool, n), meta: make([]frame, n),
 	}
 	for i := range c.free {
@@ -446,7 +469,7 @@ func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
 	}
 	c.nextID++
 	c.files++
-	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd}
+	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd, syncFd: -1}
 	f.size.Store(size)
 	return f, nil
 }

@@ -36,6 +36,10 @@ type File struct {
 	// the file, so that no write of old data lands after a truncate or a
 	// hole punch.
 	wbMu sync.Mutex
+	// syncFd is the O_DIRECT descriptor durable writebacks use
+	// (Options.DirectWriteback): -1 until opened, syncRefused once the
+	// file refused O_DIRECT. The File owns it. +checklocks:wbMu
+	syncFd int32
 
 	mu sync.RWMutex
 	// index maps pages to frames. +checklocks:mu
@@ -549,6 +553,7 @@ func (f *File) Release() error {
 	}
 	f.dropFrom(0)
 	f.released = true
+	f.closeSyncFd(syncRefused)
 	f.c.mu.Lock()
 	f.c.files--
 	f.c.mu.Unlock()

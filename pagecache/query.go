@@ -38,6 +38,7 @@ func (f *File) SetFd(fd, directFd int32) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fd, f.directFd = fd, directFd
+	f.closeSyncFd(-1) // reopened from the new descriptor when needed
 }
 
 // NextDirty returns the start of the first page at or after byte off
@@ -105,6 +106,7 @@ func (f *File) Discard() {
 	}
 	f.dropFrom(0)
 	f.released = true
+	f.closeSyncFd(syncRefused)
 	f.c.mu.Lock()
 	f.c.files--
 	f.c.mu.Unlock()

@@ -29,7 +29,12 @@ type Stats struct {
 	WritebackBatches uint64 `json:"writeback_batches"`
 	WritebackSQEs    uint64 `json:"writeback_sqes"`
 	WritebackErrors  uint64 `json:"writeback_errors"`
-	Syncs            uint64 `json:"syncs"`
+	// WritebackDirectBytes of WritebackBytes went through the O_DIRECT
+	// descriptor; WritebackMergedBytes are clean bytes rewritten to join
+	// two dirty runs into one write (Options.MergeGap).
+	WritebackDirectBytes uint64 `json:"writeback_direct_bytes"`
+	WritebackMergedBytes uint64 `json:"writeback_merged_bytes"`
+	Syncs                uint64 `json:"syncs"`
 
 	Evictions               uint64 `json:"evictions"`
 	EvictionsDirty          uint64 `json:"evictions_dirty"`
@@ -57,6 +62,8 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.WritebackBatches -= prev.WritebackBatches
 	d.WritebackSQEs -= prev.WritebackSQEs
 	d.WritebackErrors -= prev.WritebackErrors
+	d.WritebackDirectBytes -= prev.WritebackDirectBytes
+	d.WritebackMergedBytes -= prev.WritebackMergedBytes
 	d.Syncs -= prev.Syncs
 	d.Evictions -= prev.Evictions
 	d.EvictionsDirty -= prev.EvictionsDirty
@@ -72,6 +79,7 @@ type counters struct {
 	writebackBytes, writebackBatches, writebackSQEs                 atomic.Uint64
 	writebackErrors, syncs, evictions, evictedDirty                 atomic.Uint64
 	evictionWritebackErrors, pressure                               atomic.Uint64
+	writebackDirectBytes, writebackMergedBytes                      atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -91,6 +99,7 @@ func (c *Cache) Stats() Stats {
 		WriteAllocPages: st.writeAllocPages.Load(),
 		WritebackBytes:  st.writebackBytes.Load(), WritebackBatches: st.writebackBatches.Load(),
 		WritebackSQEs: st.writebackSQEs.Load(), WritebackErrors: st.writebackErrors.Load(),
+		WritebackDirectBytes: st.writebackDirectBytes.Load(), WritebackMergedBytes: st.writebackMergedBytes.Load(),
 		Syncs: st.syncs.Load(), Evictions: st.evictions.Load(), EvictionsDirty: st.evictedDirty.Load(),
 		EvictionWritebackErrors: st.evictionWritebackErrors.Load(), Pressure: st.pressure.Load(),
 	}

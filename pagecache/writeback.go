@@ -3,8 +3,12 @@
 package pagecache
 
 import (
+	"errors"
+	"strconv"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ringfs/ringfs/uring"
 )
@@ -21,6 +25,7 @@ type wbPage struct {
 	page  int64
 	frame int32
 	gen   uint32
+	clean bool // a clean page written only to join two dirty runs
 }
 
 // wbCtx is the scratch state of one writeback.
@@ -29,17 +34,24 @@ type wbCtx struct {
 	runs  []wbRun
 	pages []wbPage
 	reqOf []int // for each request, its run (requests may split runs)
+	gap   []wbPage
+	dfd   int32 // O_DIRECT descriptor for whole pages, or -1
 }
 
 var wbPool = sync.Pool{New: func() any { return new(wbCtx) }}
 
-func getWbCtx() *wbCtx { return wbPool.Get().(*wbCtx) }
+// getWbCtx returns an empty context whose writes are all buffered.
+func getWbCtx() *wbCtx {
+	wc := wbPool.Get().(*wbCtx)
+	wc.dfd = -1
+	return wc
+}
 
 func putWbCtx(wc *wbCtx) {
 	clear(wc.reqs)
 	clear(wc.vecs)
 	wc.reqs, wc.vecs, wc.frames = wc.reqs[:0], wc.vecs[:0], wc.frames[:0]
-	wc.runs, wc.pages, wc.reqOf = wc.runs[:0], wc.pages[:0], wc.reqOf[:0]
+	wc.runs, wc.pages, wc.reqOf, wc.gap = wc.runs[:0], wc.pages[:0], wc.reqOf[:0], wc.gap[:0]
 	wbPool.Put(wc)
 }
 
@@ -60,9 +72,23 @@ func (f *File) Writeback(r Range, mode SyncMode) error {
 	}
 	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
 	f.mu.Unlock()
+	wc.dfd = f.directFd
+	if wc.dfd < 0 && mode != SyncNone {
+		wc.dfd = f.openSyncFd()
+	}
 	err := f.submitWriteback(wc)
 	f.mu.Lock()
 	f.finishWriteback(wc)
+	if err != nil && wc.dfd >= 0 && wc.dfd == f.syncFd && f.refusedDirect(wc) {
+		// The file takes no O_DIRECT writes: write what failed, buffered.
+		f.closeSyncFd(syncRefused)
+		putWbCtx(wc)
+		wc = f.collectDirty(pageOf(r.Start), pageEnd(r.End))
+		f.mu.Unlock()
+		err = f.submitWriteback(wc)
+		f.mu.Lock()
+		f.finishWriteback(wc)
+	}
 	f.mu.Unlock()
 	putWbCtx(wc)
 	if mode != SyncNone {
@@ -83,6 +109,7 @@ func (f *File) Writeback(r Range, mode SyncMode) error {
 // Preconditions: f.wbMu and f.mu (for writing) are held.
 func (f *File) writebackLocked(r Range) error {
 	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
+	wc.dfd = f.directFd
 	err := f.submitWriteback(wc)
 	f.finishWriteback(wc)
 	putWbCtx(wc)
@@ -94,7 +121,8 @@ func (f *File) writebackLocked(r Range) error {
 }
 
 // collectDirty gathers the dirty pages of [p0, p1) into runs and pins
-// their frames.
+// their frames. Runs separated by at most Options.MergeGap bytes of
+// cached pages are joined, the clean pages between them included.
 //
 // Preconditions: f.wbMu is held; f.mu is held for writing.
 func (f *File) collectDirty(p0, p1 int64) *wbCtx {
@@ -103,27 +131,104 @@ func (f *File) collectDirty(p0, p1 int64) *wbCtx {
 	size := f.size.Load()
 	f.index.each(p0, p1, func(page int64, fr int32) {
 		m := &c.meta[fr]
+		ps := page << pageShift
+		var run *wbRun
+		if n := len(wc.runs); n > 0 {
+			run = &wc.runs[n-1]
+		}
 		if m.state&pageDirty == 0 {
+			// A clean page right after the last run (or after clean pages
+			// that are) may join it to the next dirty page.
+			if run != nil && c.mergeGap > 0 && ps < size &&
+				pageEnd(run.end) == page-int64(len(wc.gap)) && ps-run.end < c.mergeGap {
+				wc.gap = append(wc.gap, wbPage{page: page, frame: fr, gen: m.gen, clean: true})
+			} else {
+				wc.gap = wc.gap[:0]
+			}
 			return
 		}
-		ps := page << pageShift
 		a, b := ps+int64(m.lo), min(ps+int64(m.hi), size)
 		if a >= b {
+			wc.gap = wc.gap[:0]
 			return
 		}
+		joins := run != nil && b-run.off <= c.maxWrite &&
+			(run.end == a || a-run.end <= c.mergeGap && pageEnd(run.end) == page-int64(len(wc.gap)))
+		if !joins {
+			wc.gap = wc.gap[:0]
+			m.pins++
+			wc.pages = append(wc.pages, wbPage{page: page, frame: fr, gen: m.gen})
+			wc.runs = append(wc.runs, wbRun{off: a, end: b, pages: len(wc.pages) - 1, n: 1})
+			return
+		}
+		for _, g := range wc.gap {
+			c.meta[g.frame].pins++
+		}
+		c.st.writebackMergedBytes.Add(uint64(max(a-run.end, 0)))
+		wc.pages = append(wc.pages, wc.gap...)
 		m.pins++
 		wc.pages = append(wc.pages, wbPage{page: page, frame: fr, gen: m.gen})
-		if n := len(wc.runs); n > 0 {
-			run := &wc.runs[n-1]
-			if run.end == a && b-run.off <= c.maxWrite {
-				run.end = b
-				run.n++
-				return
-			}
-		}
-		wc.runs = append(wc.runs, wbRun{off: a, end: b, pages: len(wc.pages) - 1, n: 1})
+		run.end = b
+		run.n += len(wc.gap) + 1
+		wc.gap = wc.gap[:0]
 	})
+	wc.gap = wc.gap[:0]
 	return wc
+}
+
+// syncRefused marks a file whose O_DIRECT descriptor could not be opened
+// or was refused by the filesystem.
+const syncRefused = -2
+
+// openSyncFd returns the file's O_DIRECT descriptor for durable
+// writebacks, opening it on first use, or -1 (Options.DirectWriteback
+// off, or the file refuses O_DIRECT).
+//
+// Preconditions: f.wbMu is held.
+func (f *File) openSyncFd() int32 {
+	if !f.c.directWB || f.syncFd == syncRefused {
+		return -1
+	}
+	if f.syncFd >= 0 {
+		return f.syncFd
+	}
+	path := "/proc/self/fd/" + strconv.Itoa(int(f.fd))
+	for {
+		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			f.c.log.Info("ringfs: no O_DIRECT descriptor for writeback; it stays buffered", "err", err)
+			f.syncFd = syncRefused
+			return -1
+		}
+		f.syncFd = int32(fd)
+		return f.syncFd
+	}
+}
+
+// closeSyncFd closes the O_DIRECT writeback descriptor, if open, and
+// leaves syncFd at next (-1: open again when needed; syncRefused).
+//
+// Preconditions: f.wbMu is held.
+func (f *File) closeSyncFd(next int32) {
+	if f.syncFd >= 0 {
+		unix.Close(int(f.syncFd))
+	}
+	f.syncFd = next
+}
+
+// refusedDirect reports whether a write of wc through its O_DIRECT
+// descriptor failed with EINVAL: the filesystem does not take O_DIRECT
+// transfers of whole pages.
+func (f *File) refusedDirect(wc *wbCtx) bool {
+	for i := range wc.reqs {
+		if wc.reqs[i].Fd == wc.dfd && errors.Is(wc.reqs[i].Err, syscall.EINVAL) {
+			return true
+		}
+	}
+	return false
 }
 
 // submitWriteback writes the runs, at most maxBatch requests per submit,
@@ -144,6 +249,9 @@ func (f *File) submitWriteback(wc *wbCtx) error {
 		c.st.writebackSQEs.Add(uint64(len(batch)))
 		for i := range batch {
 			c.st.writebackBytes.Add(uint64(batch[i].N))
+			if wc.dfd >= 0 && batch[i].Fd == wc.dfd {
+				c.st.writebackDirectBytes.Add(uint64(batch[i].N))
+			}
 			if batch[i].Err != nil && first == nil {
 				first = batch[i].Err
 			}
@@ -165,7 +273,7 @@ func (f *File) runRequests(wc *wbCtx, i int) {
 	}
 	wc.fillCtx.frames = frames
 	firstPage := pageOf(run.off)
-	if f.directFd < 0 {
+	if wc.dfd < 0 {
 		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.fd, run.off, run.end, firstPage, frames))
 		wc.reqOf = append(wc.reqOf, i)
 		return
@@ -173,7 +281,7 @@ func (f *File) runRequests(wc *wbCtx, i int) {
 	size := f.size.Load()
 	alignedEnd := min(pageEnd(run.end)<<pageShift, size&^(PageSize-1))
 	if a := firstPage << pageShift; a < alignedEnd {
-		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.directFd, a, alignedEnd, firstPage, frames))
+		wc.reqs = append(wc.reqs, f.framesRequest(wc, wc.dfd, a, alignedEnd, firstPage, frames))
 		wc.reqOf = append(wc.reqOf, i)
 	}
 	if tail := max(alignedEnd, run.off); tail < run.end {
@@ -208,7 +316,7 @@ func (f *File) finishWriteback(wc *wbCtx) {
 		for _, p := range wc.pages[run.pages : run.pages+run.n] {
 			m := &c.meta[p.frame]
 			m.pins--
-			if !ok[ri] || m.gen != p.gen {
+			if !ok[ri] || m.gen != p.gen || p.clean {
 				continue
 			}
 			if m.state&pageUnsynced == 0 {

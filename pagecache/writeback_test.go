@@ -384,18 +384,15 @@ var writebackFaults = []writebackFault{
 func TestWritebackFaultSweep(t *testing.T) {
 	total := 0
 	for _, wf := range writebackFaults {
-		for _, direct := range []bool{false, true} {
-			name := wf.name
-			if direct {
-				name += "/direct"
-			}
+		for _, io := range []string{"buffered", "direct", "directwb"} {
+			name := wf.name + "/" + io
 			t.Run(name, func(t *testing.T) {
 				inj := fault.New()
 				be := openBackend(t, uring.BackendUring, inj)
 				fired := uint64(0)
 				k := 1
 				for ; ; k++ {
-					n, reached := runWritebackSweepCase(t, inj, be, wf, direct, k)
+					n, reached := runWritebackSweepCase(t, inj, be, wf, io, k)
 					if t.Failed() {
 						t.Fatalf("failed at k=%d", k)
 					}
@@ -414,15 +411,21 @@ func TestWritebackFaultSweep(t *testing.T) {
 
 // runWritebackSweepCase runs the script with the k-th matching operation
 // faulted; it returns the faults injected and whether a k-th operation
-// existed.
-func runWritebackSweepCase(t *testing.T, inj *fault.Injector, be uring.Backend, wf writebackFault, direct bool, k int) (uint64, bool) {
+// existed. io is "buffered", "direct" (an O_DIRECT descriptor for every
+// writeback) or "directwb" (Options.DirectWriteback, with MergeGap).
+func runWritebackSweepCase(t *testing.T, inj *fault.Injector, be uring.Backend, wf writebackFault, io string, k int) (uint64, bool) {
 	t.Helper()
 	const pages = 40
 	data := pattern(70, pages*PageSize-300)
+	direct := io == "direct"
 	h := newHostFile(t, data, direct)
 	inj.Reset()
 	rb := &recBackend{Backend: be}
-	c := newCache(t, rb, Options{Capacity: 128 * PageSize, MaxWrite: 16 * KiB})
+	opts := Options{Capacity: 128 * PageSize, MaxWrite: 16 * KiB}
+	if io == "directwb" {
+		opts.DirectWriteback, opts.MergeGap = true, PageSize
+	}
+	c := newCache(t, rb, opts)
 	f := openFile(t, c, h, int64(len(data)))
 	m := &model{data: append([]byte(nil), data...)}
 	mustRead(t, f, m, 0, len(data)) // cache it all: writes below are cached
@@ -440,15 +443,18 @@ func runWritebackSweepCase(t *testing.T, inj *fault.Injector, be uring.Backend, 
 		}
 	}
 	var fdFilter fault.Predicate = fault.OnFd(h.fd())
-	if direct {
+	switch io {
+	case "direct":
 		fdFilter = fault.Or(fault.OnFd(h.fd()), fault.OnFd(h.directFd()))
+	case "directwb":
+		fdFilter = fault.Any() // the cache's own O_DIRECT descriptor too
 	}
 	effect := wf.effect
 	var kinds fault.Predicate = fault.Or(fault.Writes(), fault.Syncs())
 	if wf.wantErr == 0 {
 		kinds = fault.Writes() // a short count means nothing to a sync
 	}
-	if direct && effect.Short > 0 {
+	if io != "buffered" && effect.Short > 0 {
 		// O_DIRECT transfers are cut at block boundaries; a resumed
 		// remainder at an unaligned offset would fail with EINVAL.
 		effect.Short = PageSize
