@@ -46,7 +46,15 @@
 //     are valid cached data equal to the host's, so rewriting them is
 //     harmless). DirtyBytes counts span bytes once.
 //   - Writeback never writes at or past the size; truncation drops dirty
-//     bytes past the new size without writing them.
+//     bytes past the new size without writing them. Besides dirty bytes
+//     it writes only clean cached bytes that join two dirty runs
+//     (Options.MergeGap), which leaves the host unchanged, and pages it
+//     writes that way keep their state.
+//   - With Options.DirectWriteback, a writeback followed by an fsync or
+//     fdatasync writes whole pages through the File's O_DIRECT
+//     descriptor (the partial page at the size goes through the caller's
+//     descriptor); other writebacks are buffered. The O_DIRECT writes make
+//     the kernel drop its cached copies of those pages.
 //   - A page pinned by an in-flight writeback is never freed or evicted.
 //
 // # Replacement
@@ -75,7 +83,11 @@
 // # Memory ownership
 //
 // The arena belongs to the Cache from New until Close; the backend may
-// read or write frames only inside a Submit the cache made. Slices passed
+// read or write frames only inside a Submit the cache made. The host
+// descriptors given to NewFile and SetFd stay the caller's. The O_DIRECT
+// writeback descriptor (Options.DirectWriteback) is the File's: opened from
+// the caller's descriptor on the first durable writeback, closed by SetFd
+// (reopened when next needed), Release and Discard; File.wbMu guards it. Slices passed
 // to ReadAt, WriteAt and DirectWrite belong to the caller again when the
 // call returns; the cache copies, it never keeps them.
 //
