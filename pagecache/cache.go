@@ -68,8 +68,9 @@ type Options struct {
 	// MergeGap is how many bytes of clean cached data writeback may rewrite
 	// to join two dirty runs of a file into one write (0: none). Clean
 	// cached bytes equal the host's (see the package invariants), so the
-	// rewrite changes nothing on the host; it trades a little bandwidth for
-	// fewer, larger writes, which devices complete and flush faster.
+	// rewrite gives the host what it has; it trades a little bandwidth for
+	// fewer, larger writes, which devices complete and flush faster. The
+	// joined bytes count as dirty from then until an fsync covers them.
 	MergeGap int64
 	// Logger receives registration and writeback failures; nil discards.
 	Logger *slog.Logger

@@ -3,6 +3,8 @@
 package pagecache
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"syscall"
 	"testing"
@@ -14,7 +16,7 @@ import (
 // TestWritebackMergeGap checks which dirty runs writeback joins across
 // clean cached bytes (Options.MergeGap): the writes and bytes sent, the
 // merged-bytes counter, the host afterwards, and that the clean pages
-// written along keep their state.
+// written along are unsynced like the dirty ones until the fsync.
 func TestWritebackMergeGap(t *testing.T) {
 	const filePages = 64
 	tests := []struct {
@@ -38,7 +40,7 @@ func TestWritebackMergeGap(t *testing.T) {
 		{"the page between is not cached", PageSize, 0, []int64{1}, nil, pagesSpans(0, 2), 2, 0},
 		{"joined run would pass MaxWrite", PageSize, 2 * PageSize, nil, nil, pagesSpans(0, 2), 2, 0},
 		{"chain of one-page gaps", PageSize, 0, nil, nil, pagesSpans(0, 2, 4, 6, 8), 1, 4 * PageSize},
-		{"unsynced page between stays unsynced", PageSize, 0, nil, []int64{1}, pagesSpans(0, 2), 1, PageSize},
+		{"unsynced page between", PageSize, 0, nil, []int64{1}, pagesSpans(0, 2), 1, PageSize},
 		{"up to the EOF page", PageSize, 0, nil, nil,
 			[]span{{(filePages - 3) * PageSize, PageSize}, {(filePages - 1) * PageSize, 100}}, 1, PageSize},
 	}
@@ -93,24 +95,26 @@ func TestWritebackMergeGap(t *testing.T) {
 				t.Fatalf("%d writes, %d bytes, %d merged; want %d writes, %d bytes, %d merged (writes %v)",
 					len(writes), written, merged, tt.wantWrites, dirty+tt.wantMerged, tt.wantMerged, writes)
 			}
-			// Pages written only to join runs keep their state.
-			touched := map[int64]bool{}
-			for _, s := range tt.spans {
-				for p := pageOf(s.off); p < pageEnd(s.off+s.n); p++ {
-					touched[p] = true
+			// Pages written, to join runs or not, are unsynced; others keep
+			// their state.
+			wrote := map[int64]bool{}
+			for _, w := range writes {
+				for p := pageOf(w.off); p < pageEnd(w.off+w.length); p++ {
+					wrote[p] = true
 				}
 			}
 			for p := int64(0); p < filePages; p++ {
 				st, ok := pageState(f, p)
 				switch {
-				case touched[p]:
-					if ok && st != pageUnsynced {
-						t.Errorf("dirtied page %d: state %d after writeback, want unsynced", p, st)
+				case wrote[p]:
+					if !ok || st != pageUnsynced {
+						t.Errorf("written page %d: state %d (cached %v) after writeback, want unsynced", p, st, ok)
 					}
 				case ok && st != before[p]:
 					t.Errorf("page %d: state %d after writeback, was %d", p, st, before[p])
 				}
 			}
+			checkInvariants(t, c, true, f)
 			checkHost(t, h, m)
 			if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
 				t.Fatal(err)
@@ -267,5 +271,58 @@ func TestDirectWritebackRefused(t *testing.T) {
 	if n := len(nonClean(f)); n != 0 {
 		t.Fatalf("%d pages not clean", n)
 	}
+	checkInvariants(t, c, true, f)
+}
+
+// TestMergeGapLostWrites: a failed fsync may leave anything where the
+// writes since the last good one landed (Linux drops the pages). Clean
+// bytes written only to join runs are among them; the cache must write
+// them again like the dirty ones, so that after healing the host equals
+// the model, the joined page included.
+func TestMergeGapLostWrites(t *testing.T) {
+	data := pattern(93, 16*PageSize)
+	h := newHostFile(t, data, false)
+	inj := fault.New()
+	inj.Add(fault.Rule{Name: "fsync fails", Stage: fault.StageIssue, Do: fault.Effect{Errno: syscall.EIO},
+		When: fault.And(fault.Syncs(), fault.Nth(1))})
+	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, inj)}
+	var written [][2]int64
+	garbage := bytes.Repeat([]byte{0xDB}, 16*PageSize)
+	rb.setBefore(func(reqs []uring.Request) {
+		for _, r := range reqs {
+			switch {
+			case r.Op.IsWrite():
+				n := int64(len(r.Buf))
+				for _, v := range r.Vecs {
+					n += int64(len(v))
+				}
+				written = append(written, [2]int64{r.Off, r.Off + n})
+			case r.Op == uring.OpFsync && inj.Fired() == 0:
+				for _, w := range written { // what the failing fsync loses
+					if _, err := h.fh.WriteAt(garbage[:w[1]-w[0]], w[0]); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}
+	})
+	c := newCache(t, rb, Options{Capacity: 64 * PageSize, MergeGap: PageSize, Readahead: PageSize})
+	f := openFile(t, c, h, int64(len(data)))
+	m := &model{data: append([]byte(nil), data...)}
+	mustRead(t, f, m, 0, len(data))
+	mustWrite(t, f, m, pattern(1, PageSize), 4*PageSize)
+	mustWrite(t, f, m, pattern(2, PageSize), 6*PageSize)
+	if err := f.Writeback(Range{0, 1 << 40}, SyncFull); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Writeback = %v, want EIO from the fsync", err)
+	}
+	if len(written) != 1 || written[0] != [2]int64{4 * PageSize, 7 * PageSize} {
+		t.Fatalf("writes %v, want one joined write of pages 4-6", written)
+	}
+	inj.Heal()
+	if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
+		t.Fatal(err)
+	}
+	checkHost(t, h, m)
+	mustRead(t, f, m, 0, len(data))
 	checkInvariants(t, c, true, f)
 }

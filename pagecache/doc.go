@@ -48,8 +48,9 @@
 //   - Writeback never writes at or past the size; truncation drops dirty
 //     bytes past the new size without writing them. Besides dirty bytes
 //     it writes only clean cached bytes that join two dirty runs
-//     (Options.MergeGap), which leaves the host unchanged, and pages it
-//     writes that way keep their state.
+//     (Options.MergeGap), which gives the host the bytes it has; those
+//     bytes are made dirty first, because a failed write or fsync may
+//     leave anything there and only the cache's copy can restore them.
 //   - With Options.DirectWriteback, a writeback followed by an fsync or
 //     fdatasync writes whole pages through the File's O_DIRECT
 //     descriptor (the partial page at the size goes through the caller's

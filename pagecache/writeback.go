@@ -25,7 +25,6 @@ type wbPage struct {
 	page  int64
 	frame int32
 	gen   uint32
-	clean bool // a clean page written only to join two dirty runs
 }
 
 // wbCtx is the scratch state of one writeback.
@@ -141,7 +140,7 @@ func (f *File) collectDirty(p0, p1 int64) *wbCtx {
 			// that are) may join it to the next dirty page.
 			if run != nil && c.mergeGap > 0 && ps < size &&
 				pageEnd(run.end) == page-int64(len(wc.gap)) && ps-run.end < c.mergeGap {
-				wc.gap = append(wc.gap, wbPage{page: page, frame: fr, gen: m.gen, clean: true})
+				wc.gap = append(wc.gap, wbPage{page: page, frame: fr})
 			} else {
 				wc.gap = wc.gap[:0]
 			}
@@ -161,10 +160,27 @@ func (f *File) collectDirty(p0, p1 int64) *wbCtx {
 			wc.runs = append(wc.runs, wbRun{off: a, end: b, pages: len(wc.pages) - 1, n: 1})
 			return
 		}
-		for _, g := range wc.gap {
-			c.meta[g.frame].pins++
+		// The clean bytes joined become dirty: the write puts them at risk
+		// (a failed write or fsync may leave anything on the host there)
+		// and only the cache's copy can restore them, so they must stay
+		// dirty until the fsync covering them succeeds, like the rest.
+		if a > run.end {
+			c.st.writebackMergedBytes.Add(uint64(a - run.end))
+			last := &wc.pages[len(wc.pages)-1]
+			if in := run.end - last.page<<pageShift; in < PageSize {
+				f.markDirty(last.frame, uint16(in), PageSize)
+				last.gen = c.meta[last.frame].gen
+			}
+			for i := range wc.gap {
+				g := &wc.gap[i]
+				f.markDirty(g.frame, 0, PageSize)
+				g.gen = c.meta[g.frame].gen
+				c.meta[g.frame].pins++
+			}
+			if a > ps {
+				f.markDirty(fr, 0, uint16(a-ps))
+			}
 		}
-		c.st.writebackMergedBytes.Add(uint64(max(a-run.end, 0)))
 		wc.pages = append(wc.pages, wc.gap...)
 		m.pins++
 		wc.pages = append(wc.pages, wbPage{page: page, frame: fr, gen: m.gen})
@@ -316,7 +332,7 @@ func (f *File) finishWriteback(wc *wbCtx) {
 		for _, p := range wc.pages[run.pages : run.pages+run.n] {
 			m := &c.meta[p.frame]
 			m.pins--
-			if !ok[ri] || m.gen != p.gen || p.clean {
+			if !ok[ri] || m.gen != p.gen {
 				continue
 			}
 			if m.state&pageUnsynced == 0 {
