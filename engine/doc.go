@@ -65,6 +65,18 @@
 // that missed the cache) are as durable as the kernel's page cache makes
 // them until an fsync succeeds.
 //
+// Writeback that ends in an fsync or fdatasync (Sync, Datasync, O_SYNC and
+// O_DSYNC writes, eviction of dirty pages) writes whole cached pages with
+// O_DIRECT, through a descriptor the cache opens on the file's first such
+// writeback and closes with the file: the pages go to the device as they
+// are submitted rather than being copied to the kernel's page cache for
+// the fsync to write, and the kernel keeps no second copy (its cached
+// copies of those pages are dropped). The partial page at the end of the
+// file, writeback without an fsync (the last Close of a file) and files
+// that refuse O_DIRECT (tmpfs) stay buffered. Two dirty runs separated by
+// at most one page of clean cached data are written as one write, the
+// clean bytes included: they equal the host's.
+//
 // # Lock order
 //
 //	File.posMu       Read, Write, Seek on the handle's offset

@@ -48,6 +48,12 @@ func (m Mode) String() string {
 // DefaultCacheSize is the page cache size when Options.CacheSize is 0.
 const DefaultCacheSize = 256 << 20
 
+// mergeGap is how many bytes of clean cached data a writeback may rewrite
+// to join two dirty runs into one write (pagecache.Options.MergeGap): one
+// page, which on a virtio disk costs less to write than the extra
+// request it saves (a 12 KiB write completes sooner than two of 4 KiB).
+const mergeGap = 4096
+
 // Options configures an Engine.
 type Options struct {
 	Mode Mode
@@ -66,7 +72,9 @@ type Options struct {
 	Backend string
 	// DirectIO opens the host descriptors used for cache fills and
 	// writeback with O_DIRECT, so data is not cached twice. Filesystems
-	// without O_DIRECT (tmpfs) silently use buffered descriptors.
+	// without O_DIRECT (tmpfs) silently use buffered descriptors. Without
+	// it, writeback followed by an fsync is O_DIRECT anyway (see the
+	// package documentation) and the rest is buffered.
 	DirectIO bool
 	// HostMmap serves reads and writes from mmap'd regions of the host
 	// files (hostmap) instead of the page cache: no syscall per access.
@@ -160,6 +168,7 @@ func New(opts Options) (*Engine, error) {
 		}
 		e.cache, err = pagecache.New(pagecache.Options{
 			Capacity: size, Readahead: int64(opts.Readahead), Backend: be, Logger: log,
+			DirectWriteback: true, MergeGap: mergeGap,
 		})
 		if err != nil {
 			be.Close()
