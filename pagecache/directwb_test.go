@@ -140,7 +140,8 @@ func openFds(t *testing.T) int {
 // TestDirectWriteback: with Options.DirectWriteback, writebacks without an
 // fsync stay buffered; those with one write whole pages through the
 // cache's own O_DIRECT descriptor (opened once, on first use), all but the
-// partial EOF page; the descriptor is closed by SetFd and Release.
+// partial EOF page and pages past the host's end; the descriptor is
+// closed by SetFd and Release.
 func TestDirectWriteback(t *testing.T) {
 	dirs := []struct{ name, dir string }{{"disk", ""}, {"testdir", "-"}}
 	for _, d := range dirs {
@@ -168,6 +169,10 @@ func TestDirectWriteback(t *testing.T) {
 			step := func(mode SyncMode) (direct, buffered int64) {
 				t.Helper()
 				st0 := c.Stats()
+				fi, err := h.fh.Stat()
+				if err != nil {
+					t.Fatal(err)
+				}
 				s0, o0 := rb.mark()
 				if err := f.Writeback(Range{0, 1 << 40}, mode); err != nil {
 					t.Fatal(err)
@@ -177,8 +182,8 @@ func TestDirectWriteback(t *testing.T) {
 				for _, w := range filterOps(ops, isWrite) {
 					if w.fd == h.fd() {
 						buffered += w.length
-						if mode != SyncNone && (w.off < size&^(PageSize-1) || w.off+w.length > size) {
-							t.Errorf("buffered write %v outside the EOF tail of a synced writeback", w)
+						if lo := min(size, fi.Size()) &^ (PageSize - 1); mode != SyncNone && (w.off < lo || w.off+w.length > size) {
+							t.Errorf("buffered write %v of a synced writeback outside [%d, %d): the page of the host's end and past it", w, lo, size)
 						}
 						continue
 					}
@@ -209,6 +214,16 @@ func TestDirectWriteback(t *testing.T) {
 			step(SyncFull)
 			if f.syncFd != fd {
 				t.Fatalf("descriptor %d after a second synced writeback, want %d (opened once)", f.syncFd, fd)
+			}
+			// Growing the file: the pages past the host's end are written
+			// buffered (a buffered extension zeroes what a mapping may have
+			// left past the old end); those below it stay O_DIRECT.
+			size0 := f.Size()
+			mustWrite(t, f, m, pattern(25, 2*PageSize), size0-PageSize)
+			direct, buffered = step(SyncFull)
+			if want := int64(PageSize); direct != want || buffered != f.Size()-(size0&^(PageSize-1)) {
+				t.Fatalf("extending writeback: %d bytes O_DIRECT, %d buffered; want %d, %d",
+					direct, buffered, want, f.Size()-(size0&^(PageSize-1)))
 			}
 			f.SetFd(h.fd(), -1)
 			if f.syncFd != -1 {

@@ -35,6 +35,9 @@ type wbCtx struct {
 	reqOf []int // for each request, its run (requests may split runs)
 	gap   []wbPage
 	dfd   int32 // O_DIRECT descriptor for whole pages, or -1
+	// directEnd: pages wholly below it go through dfd, the rest is
+	// buffered.
+	directEnd int64
 }
 
 var wbPool = sync.Pool{New: func() any { return new(wbCtx) }}
@@ -71,9 +74,9 @@ func (f *File) Writeback(r Range, mode SyncMode) error {
 	}
 	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
 	f.mu.Unlock()
-	wc.dfd = f.directFd
+	wc.dfd, wc.directEnd = f.directFd, f.size.Load()
 	if wc.dfd < 0 && mode != SyncNone {
-		wc.dfd = f.openSyncFd()
+		wc.dfd, wc.directEnd = f.openSyncFd()
 	}
 	err := f.submitWriteback(wc)
 	f.mu.Lock()
@@ -108,7 +111,7 @@ func (f *File) Writeback(r Range, mode SyncMode) error {
 // Preconditions: f.wbMu and f.mu (for writing) are held.
 func (f *File) writebackLocked(r Range) error {
 	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
-	wc.dfd = f.directFd
+	wc.dfd, wc.directEnd = f.directFd, f.size.Load()
 	err := f.submitWriteback(wc)
 	f.finishWriteback(wc)
 	putWbCtx(wc)
@@ -198,29 +201,42 @@ const syncRefused = -2
 
 // openSyncFd returns the file's O_DIRECT descriptor for durable
 // writebacks, opening it on first use, or -1 (Options.DirectWriteback
-// off, or the file refuses O_DIRECT).
+// off, or the file refuses O_DIRECT), and the offset below which it may
+// be used: the host file's size (or the cache's, if smaller). Writes that
+// extend the host file stay buffered, because a buffered extension zeroes
+// whatever a mapping left past the old end in the kernel's copy of the
+// last page, and an O_DIRECT one leaves it to become file data.
 //
 // Preconditions: f.wbMu is held.
-func (f *File) openSyncFd() int32 {
+func (f *File) openSyncFd() (int32, int64) {
 	if !f.c.directWB || f.syncFd == syncRefused {
-		return -1
+		return -1, 0
 	}
-	if f.syncFd >= 0 {
-		return f.syncFd
+	if f.syncFd < 0 {
+		path := "/proc/self/fd/" + strconv.Itoa(int(f.fd))
+		for {
+			fd, err := unix.Open(path, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				f.c.log.Info("ringfs: no O_DIRECT descriptor for writeback; it stays buffered", "err", err)
+				f.syncFd = syncRefused
+				return -1, 0
+			}
+			f.syncFd = int32(fd)
+			break
+		}
 	}
-	path := "/proc/self/fd/" + strconv.Itoa(int(f.fd))
+	var st unix.Stat_t
 	for {
-		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
-		if err == syscall.EINTR {
-			continue
+		err := unix.Fstat(int(f.fd), &st)
+		if err == nil {
+			return f.syncFd, min(st.Size, f.size.Load())
 		}
-		if err != nil {
-			f.c.log.Info("ringfs: no O_DIRECT descriptor for writeback; it stays buffered", "err", err)
-			f.syncFd = syncRefused
-			return -1
+		if err != syscall.EINTR {
+			return -1, 0 // the buffered writes will report what is wrong
 		}
-		f.syncFd = int32(fd)
-		return f.syncFd
 	}
 }
 
@@ -278,8 +294,8 @@ func (f *File) submitWriteback(wc *wbCtx) error {
 
 // runRequests appends the requests that write run i. With an O_DIRECT
 // descriptor, the run is widened to whole pages (the cached bytes around
-// the dirty span are valid) and written directly, except for the part of
-// the final page below the size, which goes through the buffered
+// the dirty span are valid) and written directly, except for the part at
+// or past the page holding wc.directEnd, which goes through the buffered
 // descriptor.
 func (f *File) runRequests(wc *wbCtx, i int) {
 	run := wc.runs[i]
@@ -294,8 +310,7 @@ func (f *File) runRequests(wc *wbCtx, i int) {
 		wc.reqOf = append(wc.reqOf, i)
 		return
 	}
-	size := f.size.Load()
-	alignedEnd := min(pageEnd(run.end)<<pageShift, size&^(PageSize-1))
+	alignedEnd := min(pageEnd(run.end)<<pageShift, wc.directEnd&^(PageSize-1))
 	if a := firstPage << pageShift; a < alignedEnd {
 		wc.reqs = append(wc.reqs, f.framesRequest(wc, wc.dfd, a, alignedEnd, firstPage, frames))
 		wc.reqOf = append(wc.reqOf, i)
