@@ -72,8 +72,10 @@
 // are submitted rather than being copied to the kernel's page cache for
 // the fsync to write, and the kernel keeps no second copy (its cached
 // copies of those pages are dropped). The partial page at the end of the
-// file, writeback without an fsync (the last Close of a file) and files
-// that refuse O_DIRECT (tmpfs) stay buffered. Two dirty runs separated by
+// file, pages past the host file's end (a buffered extension zeroes what
+// a mapping left past the old end), writeback without an fsync (the last
+// Close of a file), files that refuse O_DIRECT, and everything on the
+// psync backend (one write in flight at a time) stay buffered. Two dirty runs separated by
 // at most one page of clean cached data are written as one write, the
 // clean bytes included: they equal the host's.
 //

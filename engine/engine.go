@@ -168,7 +168,9 @@ func New(opts Options) (*Engine, error) {
 		}
 		e.cache, err = pagecache.New(pagecache.Options{
 			Capacity: size, Readahead: int64(opts.Readahead), Backend: be, Logger: log,
-			DirectWriteback: true, MergeGap: mergeGap,
+			// O_DIRECT writeback pays only with many writes in flight;
+			// psync runs them one at a time, each waiting for the device.
+			DirectWriteback: be.Name() != uring.BackendPsync, MergeGap: mergeGap,
 		})
 		if err != nil {
 			be.Close()

@@ -63,7 +63,10 @@ type Options struct {
 	// copy of them. Where the file refuses O_DIRECT (open or the first
 	// write fails with EINVAL), writeback stays buffered for that file.
 	// Writebacks without an fsync stay buffered. Files given a directFd at
-	// NewFile use it for every writeback instead.
+	// NewFile use it for every writeback instead. It pays only on a
+	// backend that keeps many writes in flight: on psync, which runs them
+	// one at a time, each O_DIRECT write waits for the device, and
+	// writeback is several times slower than buffered.
 	DirectWriteback bool
 	// MergeGap is how many bytes of clean cached data writeback may rewrite
 	// to join two dirty runs of a file into one write (0: none). Clean
