@@ -54,6 +54,16 @@ const DefaultCacheSize = 256 << 20
 // request it saves (a 12 KiB write completes sooner than two of 4 KiB).
 const mergeGap = 4096
 
+// directWriteback is the longest run a durable writeback writes with
+// O_DIRECT (pagecache.Options.DirectWriteback): none on psync, which runs
+// one write at a time, each then waiting for the device.
+func directWriteback(be uring.Backend) int64 {
+	if be.Name() == uring.BackendPsync {
+		return 0
+	}
+	return pagecache.DefaultDirectWriteback
+}
+
 // Options configures an Engine.
 type Options struct {
 	Mode Mode
@@ -168,9 +178,7 @@ func New(opts Options) (*Engine, error) {
 		}
 		e.cache, err = pagecache.New(pagecache.Options{
 			Capacity: size, Readahead: int64(opts.Readahead), Backend: be, Logger: log,
-			// O_DIRECT writeback pays only with many writes in flight;
-			// psync runs them one at a time, each waiting for the device.
-			DirectWriteback: be.Name() != uring.BackendPsync, MergeGap: mergeGap,
+			DirectWriteback: directWriteback(be), MergeGap: mergeGap,
 		})
 		if err != nil {
 			be.Close()

@@ -142,9 +142,9 @@ func BenchmarkPolicy(b *testing.B) {
 // per io_uring_enter, writes per writeback, x_vs_pwrite and
 // x_vs_pwrite_sorted (> 1: the cache is faster). The baseline writes
 // through a buffered descriptor in every case; the cache's writes are
-// buffered (io=buffered), O_DIRECT when an fsync follows
-// (io=directwb: Options.DirectWriteback, what the engine uses), or always
-// O_DIRECT (io=direct: an O_DIRECT descriptor given to NewFile).
+// buffered (io=buffered), O_DIRECT for runs up to 16 KiB when an fsync
+// follows (io=directwb: DefaultDirectWriteback, what the engine uses), or
+// always O_DIRECT (io=direct: an O_DIRECT descriptor given to NewFile).
 func BenchmarkWriteback(b *testing.B) {
 	for _, backend := range []string{uring.BackendUring, uring.BackendPsync} {
 		for _, io := range []string{"buffered", "directwb", "direct"} {
@@ -205,7 +205,7 @@ func benchWriteback(b *testing.B, backend, io string, mode SyncMode) {
 		return time.Since(start)
 	}
 	be := openBackend(b, backend, nil)
-	c := newCache(b, be, Options{Capacity: (dirtyPages + 1024) * PageSize, DirectWriteback: io == "directwb"})
+	c := newCache(b, be, Options{Capacity: (dirtyPages + 1024) * PageSize, DirectWriteback: map[bool]int64{true: DefaultDirectWriteback}[io == "directwb"]})
 	f := openFile(b, c, h, filePages*PageSize)
 	dirty := func() {
 		for _, p := range pages {
@@ -287,4 +287,55 @@ func BenchmarkMiss(b *testing.B) {
 	b.ReportMetric(float64(st.Misses)/float64(b.N), "misses/op")
 	b.ReportMetric(float64(pread.Nanoseconds()), "pread-ns/op")
 	b.ReportMetric(float64(pread)/float64(miss), "x_vs_pread")
+}
+
+// BenchmarkWritebackRuns writes back and fsyncs 64 MiB of dirty runs of
+// run pages each (runs one run apart), buffered or through O_DIRECT: the
+// measurement behind DefaultDirectWriteback, the longest run for which
+// O_DIRECT was not slower.
+//
+//	go test -run '^$' -bench WritebackRuns -count 3 ./pagecache/
+func BenchmarkWritebackRuns(b *testing.B) {
+	const dirty = 16 << 10 // pages
+	for _, run := range []int{1, 4, 8, 16, 64, 256} {
+		for _, direct := range []bool{false, true} {
+			name := fmt.Sprintf("run=%dKiB/io=%s", run*PageSize>>10, map[bool]string{false: "buffered", true: "direct"}[direct])
+			b.Run(name, func(b *testing.B) {
+				pages := dirty * 2
+				h := newHostFileIn(b, benchDir(b), nil, false)
+				chunk := pattern(170, 1<<20)
+				for off := int64(0); off < int64(pages)*PageSize; off += int64(len(chunk)) {
+					if _, err := h.fh.WriteAt(chunk, off); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := h.fh.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				be := openBackend(b, uring.BackendUring, nil)
+				var dwb int64
+				if direct {
+					dwb = 1 << 30
+				}
+				c := newCache(b, be, Options{Capacity: (dirty + 1024) * PageSize, DirectWriteback: dwb})
+				f := openFile(b, c, h, int64(pages)*PageSize)
+				p := pattern(171, run*PageSize)
+				b.ReportAllocs()
+				b.SetBytes(dirty * PageSize)
+				for b.Loop() {
+					b.StopTimer()
+					for i := 0; i < pages; i += 2 * run {
+						p[0]++
+						if _, _, err := f.WriteAt(p, int64(i)*PageSize, 0); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StartTimer()
+					if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }

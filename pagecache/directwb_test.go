@@ -153,7 +153,7 @@ func TestDirectWriteback(t *testing.T) {
 			data := pattern(91, 32*PageSize-700)
 			h := newHostFileIn(t, dir, data, false)
 			rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
-			c := newCache(t, rb, Options{Capacity: 128 * PageSize, DirectWriteback: true})
+			c := newCache(t, rb, Options{Capacity: 128 * PageSize, DirectWriteback: 1 << 30})
 			fds0 := openFds(t)
 			f, err := c.NewFile(h.fd(), -1, int64(len(data)))
 			if err != nil {
@@ -253,7 +253,7 @@ func TestDirectWritebackRefused(t *testing.T) {
 	inj.Add(fault.Rule{Name: "no O_DIRECT", Stage: fault.StageIssue, Do: fault.Effect{Errno: syscall.EINVAL},
 		When: func(i fault.Info) bool { return i.Op.IsWrite() && i.Fd != h.fd() }})
 	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, inj)}
-	c := newCache(t, rb, Options{Capacity: 64 * PageSize, DirectWriteback: true})
+	c := newCache(t, rb, Options{Capacity: 64 * PageSize, DirectWriteback: 1 << 30})
 	f := openFile(t, c, h, int64(len(data)))
 	m := &model{data: append([]byte(nil), data...)}
 	mustRead(t, f, m, 0, len(data))
@@ -289,55 +289,81 @@ func TestDirectWritebackRefused(t *testing.T) {
 	checkInvariants(t, c, true, f)
 }
 
-// TestMergeGapLostWrites: a failed fsync may leave anything where the
+// TestWidenedLostWrites: a failed fsync may leave anything where the
 // writes since the last good one landed (Linux drops the pages). Clean
-// bytes written only to join runs are among them; the cache must write
-// them again like the dirty ones, so that after healing the host equals
-// the model, the joined page included.
-func TestMergeGapLostWrites(t *testing.T) {
-	data := pattern(93, 16*PageSize)
-	h := newHostFile(t, data, false)
-	inj := fault.New()
-	inj.Add(fault.Rule{Name: "fsync fails", Stage: fault.StageIssue, Do: fault.Effect{Errno: syscall.EIO},
-		When: fault.And(fault.Syncs(), fault.Nth(1))})
-	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, inj)}
-	var written [][2]int64
-	garbage := bytes.Repeat([]byte{0xDB}, 16*PageSize)
-	rb.setBefore(func(reqs []uring.Request) {
-		for _, r := range reqs {
-			switch {
-			case r.Op.IsWrite():
-				n := int64(len(r.Buf))
-				for _, v := range r.Vecs {
-					n += int64(len(v))
-				}
-				written = append(written, [2]int64{r.Off, r.Off + n})
-			case r.Op == uring.OpFsync && inj.Fired() == 0:
-				for _, w := range written { // what the failing fsync loses
-					if _, err := h.fh.WriteAt(garbage[:w[1]-w[0]], w[0]); err != nil {
-						t.Error(err)
+// bytes written along with dirty ones — to join two runs (MergeGap), or
+// to widen a run to whole pages for O_DIRECT — are among them; the cache
+// must write them again, even when the rewrite is buffered and writes
+// only dirty bytes, so that after healing the host equals the model.
+func TestWidenedLostWrites(t *testing.T) {
+	tests := []struct {
+		name      string
+		opts      Options
+		spans     []span
+		wantWrite [2]int64 // the one write of the failed writeback
+	}{
+		{"joined across a clean page", Options{MergeGap: PageSize},
+			pagesSpans(4, 6), [2]int64{4 * PageSize, 7 * PageSize}},
+		{"widened to a whole page for O_DIRECT", Options{DirectWriteback: 1 << 30},
+			[]span{{4*PageSize + 100, 100}}, [2]int64{4 * PageSize, 5 * PageSize}},
+		{"widened and joined", Options{DirectWriteback: 1 << 30, MergeGap: 2 * PageSize},
+			[]span{{4*PageSize + 100, 100}, {6*PageSize + 5, 10}}, [2]int64{4 * PageSize, 7 * PageSize}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := pattern(93, 16*PageSize)
+			h := newHostFile(t, data, false)
+			inj := fault.New()
+			inj.Add(fault.Rule{Name: "fsync fails", Stage: fault.StageIssue, Do: fault.Effect{Errno: syscall.EIO},
+				When: fault.And(fault.Syncs(), fault.Nth(1))})
+			rb := &recBackend{Backend: openBackend(t, uring.BackendUring, inj)}
+			var written [][2]int64
+			garbage := bytes.Repeat([]byte{0xDB}, 16*PageSize)
+			rb.setBefore(func(reqs []uring.Request) {
+				for _, r := range reqs {
+					switch {
+					case r.Op.IsWrite():
+						n := int64(len(r.Buf))
+						for _, v := range r.Vecs {
+							n += int64(len(v))
+						}
+						written = append(written, [2]int64{r.Off, r.Off + n})
+					case r.Op == uring.OpFsync && inj.Fired() == 0:
+						for _, w := range written { // what the failing fsync loses
+							if _, err := h.fh.WriteAt(garbage[:w[1]-w[0]], w[0]); err != nil {
+								t.Error(err)
+							}
+						}
 					}
 				}
+			})
+			opts := tt.opts
+			opts.Capacity, opts.Readahead = 64*PageSize, PageSize
+			c := newCache(t, rb, opts)
+			f := openFile(t, c, h, int64(len(data)))
+			m := &model{data: append([]byte(nil), data...)}
+			mustRead(t, f, m, 0, len(data))
+			for i, s := range tt.spans {
+				mustWrite(t, f, m, pattern(uint64(i+1), int(s.n)), s.off)
 			}
-		}
-	})
-	c := newCache(t, rb, Options{Capacity: 64 * PageSize, MergeGap: PageSize, Readahead: PageSize})
-	f := openFile(t, c, h, int64(len(data)))
-	m := &model{data: append([]byte(nil), data...)}
-	mustRead(t, f, m, 0, len(data))
-	mustWrite(t, f, m, pattern(1, PageSize), 4*PageSize)
-	mustWrite(t, f, m, pattern(2, PageSize), 6*PageSize)
-	if err := f.Writeback(Range{0, 1 << 40}, SyncFull); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("Writeback = %v, want EIO from the fsync", err)
+			if err := f.Writeback(Range{0, 1 << 40}, SyncFull); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("Writeback = %v, want EIO from the fsync", err)
+			}
+			if len(written) != 1 || written[0] != tt.wantWrite {
+				t.Fatalf("writes %v, want one write of %v", written, tt.wantWrite)
+			}
+			inj.Heal()
+			// A buffered rewrite (no fsync) writes only dirty bytes: the
+			// joined and widened ones must be among them.
+			if err := f.Writeback(Range{0, 1 << 40}, SyncNone); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
+				t.Fatal(err)
+			}
+			checkHost(t, h, m)
+			mustRead(t, f, m, 0, len(data))
+			checkInvariants(t, c, true, f)
+		})
 	}
-	if len(written) != 1 || written[0] != [2]int64{4 * PageSize, 7 * PageSize} {
-		t.Fatalf("writes %v, want one joined write of pages 4-6", written)
-	}
-	inj.Heal()
-	if err := f.Writeback(Range{0, 1 << 40}, SyncFull); err != nil {
-		t.Fatal(err)
-	}
-	checkHost(t, h, m)
-	mustRead(t, f, m, 0, len(data))
-	checkInvariants(t, c, true, f)
 }

@@ -48,14 +48,17 @@
 //   - Writeback never writes at or past the size; truncation drops dirty
 //     bytes past the new size without writing them. Besides dirty bytes
 //     it writes only clean cached bytes that join two dirty runs
-//     (Options.MergeGap), which gives the host the bytes it has; those
-//     bytes are made dirty first, because a failed write or fsync may
-//     leave anything there and only the cache's copy can restore them.
+//     (Options.MergeGap) or widen a run to whole pages for O_DIRECT, which
+//     gives the host the bytes it has; those bytes are made dirty first,
+//     because a failed write or fsync may leave anything there and only
+//     the cache's copy can restore them (a later buffered writeback
+//     writes only dirty bytes).
 //   - With Options.DirectWriteback, a writeback followed by an fsync or
-//     fdatasync writes whole pages through the File's O_DIRECT
-//     descriptor (the partial page at the size goes through the caller's
-//     descriptor); other writebacks are buffered. The O_DIRECT writes make
-//     the kernel drop its cached copies of those pages.
+//     fdatasync writes its short runs as whole pages through the File's
+//     O_DIRECT descriptor (not the partial page at the host file's end or
+//     past it: those go through the caller's descriptor); long runs and
+//     other writebacks are buffered. The O_DIRECT writes make the kernel
+//     drop its cached copies of those pages.
 //   - A page pinned by an in-flight writeback is never freed or evicted.
 //
 // # Replacement

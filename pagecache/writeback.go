@@ -34,10 +34,27 @@ type wbCtx struct {
 	pages []wbPage
 	reqOf []int // for each request, its run (requests may split runs)
 	gap   []wbPage
-	dfd   int32 // O_DIRECT descriptor for whole pages, or -1
-	// directEnd: pages wholly below it go through dfd, the rest is
-	// buffered.
-	directEnd int64
+	dio   directIO
+}
+
+// directIO says which writes of a writeback go through O_DIRECT.
+type directIO struct {
+	fd  int32 // O_DIRECT descriptor, or -1: everything buffered
+	end int64 // pages wholly below end may go through fd, the rest is buffered
+	max int64 // runs longer than max (whole pages) are buffered; 0: no limit
+}
+
+// part returns the bytes [a, b) of run that go through the O_DIRECT
+// descriptor (the run widened to whole pages, cut at the page holding
+// end), or ok false when the whole run is buffered.
+func (d directIO) part(run wbRun) (a, b int64, ok bool) {
+	a = pageOf(run.off) << pageShift
+	w := pageEnd(run.end) << pageShift
+	if d.fd < 0 || d.max > 0 && w-a > d.max {
+		return 0, 0, false
+	}
+	b = min(w, d.end&^(PageSize-1))
+	return a, b, a < b
 }
 
 var wbPool = sync.Pool{New: func() any { return new(wbCtx) }}
@@ -45,7 +62,7 @@ var wbPool = sync.Pool{New: func() any { return new(wbCtx) }}
 // getWbCtx returns an empty context whose writes are all buffered.
 func getWbCtx() *wbCtx {
 	wc := wbPool.Get().(*wbCtx)
-	wc.dfd = -1
+	wc.dio = directIO{fd: -1}
 	return wc
 }
 
@@ -67,25 +84,26 @@ func putWbCtx(wc *wbCtx) {
 func (f *File) Writeback(r Range, mode SyncMode) error {
 	f.wbMu.Lock()
 	defer f.wbMu.Unlock()
+	dio := directIO{fd: f.directFd, end: f.size.Load()}
+	if dio.fd < 0 && mode != SyncNone {
+		dio.fd, dio.end = f.openSyncFd()
+		dio.max = f.c.directWB
+	}
 	f.mu.Lock()
 	if f.released {
 		f.mu.Unlock()
 		return syscall.EBADF
 	}
-	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
+	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End), dio)
 	f.mu.Unlock()
-	wc.dfd, wc.directEnd = f.directFd, f.size.Load()
-	if wc.dfd < 0 && mode != SyncNone {
-		wc.dfd, wc.directEnd = f.openSyncFd()
-	}
 	err := f.submitWriteback(wc)
 	f.mu.Lock()
 	f.finishWriteback(wc)
-	if err != nil && wc.dfd >= 0 && wc.dfd == f.syncFd && f.refusedDirect(wc) {
+	if err != nil && wc.dio.fd >= 0 && wc.dio.fd == f.syncFd && f.refusedDirect(wc) {
 		// The file takes no O_DIRECT writes: write what failed, buffered.
 		f.closeSyncFd(syncRefused)
 		putWbCtx(wc)
-		wc = f.collectDirty(pageOf(r.Start), pageEnd(r.End))
+		wc = f.collectDirty(pageOf(r.Start), pageEnd(r.End), directIO{fd: -1})
 		f.mu.Unlock()
 		err = f.submitWriteback(wc)
 		f.mu.Lock()
@@ -110,8 +128,7 @@ func (f *File) Writeback(r Range, mode SyncMode) error {
 //
 // Preconditions: f.wbMu and f.mu (for writing) are held.
 func (f *File) writebackLocked(r Range) error {
-	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End))
-	wc.dfd, wc.directEnd = f.directFd, f.size.Load()
+	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End), directIO{fd: f.directFd, end: f.size.Load()})
 	err := f.submitWriteback(wc)
 	f.finishWriteback(wc)
 	putWbCtx(wc)
@@ -124,12 +141,14 @@ func (f *File) writebackLocked(r Range) error {
 
 // collectDirty gathers the dirty pages of [p0, p1) into runs and pins
 // their frames. Runs separated by at most Options.MergeGap bytes of
-// cached pages are joined, the clean pages between them included.
+// cached pages are joined, the clean pages between them included. dio
+// says which runs will be written with O_DIRECT (widened to whole pages).
 //
 // Preconditions: f.wbMu is held; f.mu is held for writing.
-func (f *File) collectDirty(p0, p1 int64) *wbCtx {
+func (f *File) collectDirty(p0, p1 int64, dio directIO) *wbCtx {
 	c := f.c
 	wc := getWbCtx()
+	wc.dio = dio
 	size := f.size.Load()
 	f.index.each(p0, p1, func(page int64, fr int32) {
 		m := &c.meta[fr]
@@ -192,7 +211,33 @@ func (f *File) collectDirty(p0, p1 int64) *wbCtx {
 		wc.gap = wc.gap[:0]
 	})
 	wc.gap = wc.gap[:0]
+	f.widenDirect(wc)
 	return wc
+}
+
+// widenDirect makes dirty the clean bytes an O_DIRECT write of a run
+// covers around its dirty bytes (the rest of its first and last pages):
+// like joined bytes, they are at risk once written, and a later writeback
+// of the page may be buffered and write only its dirty span.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) widenDirect(wc *wbCtx) {
+	for _, run := range wc.runs {
+		a, b, ok := wc.dio.part(run)
+		if !ok {
+			continue
+		}
+		if a < run.off {
+			p := &wc.pages[run.pages]
+			f.markDirty(p.frame, 0, uint16(run.off-a))
+			p.gen = f.c.meta[p.frame].gen
+		}
+		if run.end < b {
+			p := &wc.pages[run.pages+run.n-1]
+			f.markDirty(p.frame, uint16(run.end-p.page<<pageShift), PageSize)
+			p.gen = f.c.meta[p.frame].gen
+		}
+	}
 }
 
 // syncRefused marks a file whose O_DIRECT descriptor could not be opened
@@ -209,7 +254,7 @@ const syncRefused = -2
 //
 // Preconditions: f.wbMu is held.
 func (f *File) openSyncFd() (int32, int64) {
-	if !f.c.directWB || f.syncFd == syncRefused {
+	if f.c.directWB <= 0 || f.syncFd == syncRefused {
 		return -1, 0
 	}
 	if f.syncFd < 0 {
@@ -256,7 +301,7 @@ func (f *File) closeSyncFd(next int32) {
 // transfers of whole pages.
 func (f *File) refusedDirect(wc *wbCtx) bool {
 	for i := range wc.reqs {
-		if wc.reqs[i].Fd == wc.dfd && errors.Is(wc.reqs[i].Err, syscall.EINVAL) {
+		if wc.reqs[i].Fd == wc.dio.fd && errors.Is(wc.reqs[i].Err, syscall.EINVAL) {
 			return true
 		}
 	}
@@ -281,7 +326,7 @@ func (f *File) submitWriteback(wc *wbCtx) error {
 		c.st.writebackSQEs.Add(uint64(len(batch)))
 		for i := range batch {
 			c.st.writebackBytes.Add(uint64(batch[i].N))
-			if wc.dfd >= 0 && batch[i].Fd == wc.dfd {
+			if wc.dio.fd >= 0 && batch[i].Fd == wc.dio.fd {
 				c.st.writebackDirectBytes.Add(uint64(batch[i].N))
 			}
 			if batch[i].Err != nil && first == nil {
@@ -292,11 +337,8 @@ func (f *File) submitWriteback(wc *wbCtx) error {
 	return first
 }
 
-// runRequests appends the requests that write run i. With an O_DIRECT
-// descriptor, the run is widened to whole pages (the cached bytes around
-// the dirty span are valid) and written directly, except for the part at
-// or past the page holding wc.directEnd, which goes through the buffered
-// descriptor.
+// runRequests appends the requests that write run i: its O_DIRECT part
+// (wc.dio.part), and the rest, exactly its dirty bytes, buffered.
 func (f *File) runRequests(wc *wbCtx, i int) {
 	run := wc.runs[i]
 	frames := wc.fillCtx.frames[:0]
@@ -305,17 +347,15 @@ func (f *File) runRequests(wc *wbCtx, i int) {
 	}
 	wc.fillCtx.frames = frames
 	firstPage := pageOf(run.off)
-	if wc.dfd < 0 {
+	a, b, ok := wc.dio.part(run)
+	if !ok {
 		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.fd, run.off, run.end, firstPage, frames))
 		wc.reqOf = append(wc.reqOf, i)
 		return
 	}
-	alignedEnd := min(pageEnd(run.end)<<pageShift, wc.directEnd&^(PageSize-1))
-	if a := firstPage << pageShift; a < alignedEnd {
-		wc.reqs = append(wc.reqs, f.framesRequest(wc, wc.dfd, a, alignedEnd, firstPage, frames))
-		wc.reqOf = append(wc.reqOf, i)
-	}
-	if tail := max(alignedEnd, run.off); tail < run.end {
+	wc.reqs = append(wc.reqs, f.framesRequest(wc, wc.dio.fd, a, b, firstPage, frames))
+	wc.reqOf = append(wc.reqOf, i)
+	if tail := max(b, run.off); tail < run.end {
 		wc.reqs = append(wc.reqs, f.framesRequest(wc, f.fd, tail, run.end, firstPage, frames))
 		wc.reqOf = append(wc.reqOf, i)
 	}

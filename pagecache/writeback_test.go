@@ -423,7 +423,7 @@ func runWritebackSweepCase(t *testing.T, inj *fault.Injector, be uring.Backend, 
 	rb := &recBackend{Backend: be}
 	opts := Options{Capacity: 128 * PageSize, MaxWrite: 16 * KiB}
 	if io == "directwb" {
-		opts.DirectWriteback, opts.MergeGap = true, PageSize
+		opts.DirectWriteback, opts.MergeGap = 2*PageSize, PageSize // longer runs buffered
 	}
 	c := newCache(t, rb, opts)
 	f := openFile(t, c, h, int64(len(data)))
