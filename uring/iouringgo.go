@@ -335,30 +335,13 @@ func (g *iouringgoRing) issue(q *gqueue, n int, ch chan iouring.Result) (int, er
 	return len(batch), nil
 }
 
-// enterFaults consults the injector before an io_uring_enter: EINTR is
-// retried, EAGAIN/EBUSY are retried with backoff up to maxBusyRetries
-// times, and any other errno (or the last EAGAIN) is returned.
+// enterFaults consults the injector before an io_uring_enter, with the
+// ring's policy (injectedEnter).
 func (g *iouringgoRing) enterFaults() syscall.Errno {
 	if g.inj == nil {
 		return 0
 	}
-	for attempt := 0; ; attempt++ {
-		errno := g.inj.Enter()
-		switch errno {
-		case 0:
-			return 0
-		case syscall.EINTR:
-			g.c.retryEnterEINTR.Add(1)
-		case syscall.EAGAIN, syscall.EBUSY:
-			g.c.retryEnterBusy.Add(1)
-			if attempt >= maxBusyRetries {
-				return errno
-			}
-			backoff(attempt)
-		default:
-			return errno
-		}
-	}
+	return injectedEnter(g.inj, &g.c)
 }
 
 // reap applies one completion.

@@ -14,14 +14,22 @@ import (
 
 // TestTinyCQOverflow lets far more requests be in flight than the CQ holds
 // (Entries 4: SQ 4, CQ 8; 256 slots), from one big batch and from many
-// goroutines at once. With IORING_FEAT_NODROP the kernel keeps the extra
+// goroutines at once, on the native ring. With IORING_FEAT_NODROP the kernel keeps the extra
 // CQEs in its backlog and the ring must flush them: nothing may hang and
 // every result must be right.
 func TestTinyCQOverflow(t *testing.T) {
 	content := randomBytes(11, 4<<20)
 	for _, name := range testBackends() {
-		if name == BackendPsync {
+		switch name {
+		case BackendPsync:
 			continue // nothing is ever in flight
+		case BackendIouringgo:
+			// The library reaps CQEs when its eventfd fires and never
+			// enters to flush the kernel's overflow backlog, so a call
+			// whose results all overflowed waits forever; the backend
+			// therefore keeps in flight at most what the CQ holds, and
+			// only this test lifts that cap.
+			continue
 		}
 		t.Run("backend="+name, func(t *testing.T) {
 			before := snapshotResources(t)

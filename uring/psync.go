@@ -149,19 +149,25 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 // enterFault consults the injector's Enter before a syscall. In psync
 // the fault is the syscall's own failure (settle retries EINTR and EAGAIN
 // as it would a completion's). The inline requests of a ring stand in for
-// its io_uring_enter and follow its policy: EINTR is retried, EAGAIN and
-// EBUSY are retried with backoff up to maxBusyRetries times.
+// its io_uring_enter and follow its policy (injectedEnter).
 func (p *psync) enterFault() syscall.Errno {
+	if !p.inline {
+		return p.inj.Enter()
+	}
+	return injectedEnter(p.inj, p.c)
+}
+
+// injectedEnter consults inj before an io_uring_enter, or what stands in
+// for one, with the ring's policy: EINTR is retried, EAGAIN and EBUSY are
+// retried with backoff up to maxBusyRetries times, and any other errno
+// (or the last EAGAIN) is returned.
+func injectedEnter(inj Injector, c *counters) syscall.Errno {
 	for attempt := 0; ; attempt++ {
-		errno := p.inj.Enter()
-		if !p.inline {
-			return errno
-		}
-		switch errno {
+		switch errno := inj.Enter(); errno {
 		case syscall.EINTR:
-			p.c.retryEnterEINTR.Add(1)
+			c.retryEnterEINTR.Add(1)
 		case syscall.EAGAIN, syscall.EBUSY:
-			p.c.retryEnterBusy.Add(1)
+			c.retryEnterBusy.Add(1)
 			if attempt >= maxBusyRetries {
 				return errno
 			}
