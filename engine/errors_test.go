@@ -11,9 +11,7 @@ import (
 	"math"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -595,34 +593,9 @@ func closedEngine(t *testing.T, fig *Figures) {
 // (SIGXFSZ does not kill a Go program). Figures come from the child's
 // counts.
 func rlimitFsize(t *testing.T, fig *Figures) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRlimitFsizeChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "RINGFS_FSIZE_CHILD="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child failed (%v):\n%s", err, out)
-	}
-	if !bytes.Contains(out, []byte("--- PASS: TestRlimitFsizeChild")) {
-		t.Fatalf("child did not run the test:\n%s", out)
-	}
-	modes := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "fsize:") {
-			t.Log(strings.TrimSpace(line))
-		}
-		if _, rest, ok := strings.Cut(line, "fsize-figures:"); ok {
-			modes++
-			for _, kv := range strings.Fields(rest) {
-				k, v, _ := strings.Cut(kv, "=")
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					t.Fatalf("child figure %q: %v", kv, err)
-				}
-				fig.Add(k, n)
-			}
-		}
-	}
+	modes := runChildTest(t, fig, "TestRlimitFsizeChild", "RINGFS_FSIZE_CHILD="+t.TempDir(), "fsize:", "fsize-figures:")
 	if modes != len(errModes) {
-		t.Fatalf("child reported %d modes, want %d:\n%s", modes, len(errModes), out)
+		t.Fatalf("child reported %d modes, want %d", modes, len(errModes))
 	}
 	fig.Set("modes", int64(modes))
 	fig.Set("process_survived", 1)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -193,4 +194,39 @@ func tail(log []string, n int) string {
 		fmt.Fprintf(&b, "  %5d %s\n", i, log[i])
 	}
 	return b.String()
+}
+
+// runChildTest runs the test named test of this binary in a child process
+// with env added, fails unless it passed, logs the child's lines holding
+// logTag, adds to fig the k=v figures of its lines holding figTag, and
+// returns how many such lines there were.
+func runChildTest(t *testing.T, fig *Figures, test, env, logTag, figTag string) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child failed (%v):\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: "+test)) {
+		t.Fatalf("child did not run the test:\n%s", out)
+	}
+	reports := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, logTag) {
+			t.Log(strings.TrimSpace(line))
+		}
+		if _, rest, ok := strings.Cut(line, figTag); ok {
+			reports++
+			for _, kv := range strings.Fields(rest) {
+				k, v, _ := strings.Cut(kv, "=")
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					t.Fatalf("child figure %q: %v", kv, err)
+				}
+				fig.Add(k, n)
+			}
+		}
+	}
+	return reports
 }

@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -1803,34 +1802,8 @@ func s7Handles(t *testing.T, fig *Figures) {
 // limits are not for a process that other tests share) and takes its
 // figures.
 func s7Enomem(t *testing.T, fig *Figures) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestS7EnomemChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "RINGFS_S7_CHILD=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child failed (%v):\n%s", err, out)
-	}
-	if !bytes.Contains(out, []byte("--- PASS: TestS7EnomemChild")) {
-		t.Fatalf("child did not run the test:\n%s", out)
-	}
-	got := false
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, "enomem:") {
-			t.Log(strings.TrimSpace(line))
-		}
-		if _, rest, ok := strings.Cut(line, "s7-figures:"); ok {
-			got = true
-			for _, kv := range strings.Fields(rest) {
-				k, v, _ := strings.Cut(kv, "=")
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					t.Fatalf("child figure %q: %v", kv, err)
-				}
-				fig.Add(k, n)
-			}
-		}
-	}
-	if !got {
-		t.Fatalf("child reported no figures:\n%s", out)
+	if runChildTest(t, fig, "TestS7EnomemChild", "RINGFS_S7_CHILD=1", "enomem:", "s7-figures:") == 0 {
+		t.Fatalf("child reported no figures")
 	}
 }
 
