@@ -320,14 +320,10 @@ func TestWidenedLostWrites(t *testing.T) {
 			var written [][2]int64
 			garbage := bytes.Repeat([]byte{0xDB}, 16*PageSize)
 			rb.setBefore(func(reqs []uring.Request) {
-				for _, r := range reqs {
-					switch {
+				for i := range reqs {
+					switch r := &reqs[i]; {
 					case r.Op.IsWrite():
-						n := int64(len(r.Buf))
-						for _, v := range r.Vecs {
-							n += int64(len(v))
-						}
-						written = append(written, [2]int64{r.Off, r.Off + n})
+						written = append(written, [2]int64{r.Off, r.Off + bufBytes(r)})
 					case r.Op == uring.OpFsync && inj.Fired() == 0:
 						for _, w := range written { // what the failing fsync loses
 							if _, err := h.fh.WriteAt(garbage[:w[1]-w[0]], w[0]); err != nil {

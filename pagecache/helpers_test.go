@@ -302,10 +302,7 @@ func (b *recBackend) Submit(reqs []uring.Request) error {
 	b.submits++
 	for i := range reqs {
 		r := &reqs[i]
-		n := int64(len(r.Buf))
-		for _, v := range r.Vecs {
-			n += int64(len(v))
-		}
+		n := bufBytes(r)
 		if !r.Op.IsRead() && !r.Op.IsWrite() {
 			n = r.Len
 		}
@@ -313,6 +310,15 @@ func (b *recBackend) Submit(reqs []uring.Request) error {
 	}
 	b.mu.Unlock()
 	return err
+}
+
+// bufBytes returns the bytes a read or write request moves.
+func bufBytes(r *uring.Request) int64 {
+	n := int64(len(r.Buf))
+	for _, v := range r.Vecs {
+		n += int64(len(v))
+	}
+	return n
 }
 
 // mark returns the current position, for since.
