@@ -106,6 +106,10 @@ func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss
 		if f := misses[i].op.File; len(files) == 0 || files[len(files)-1] != f {
 			files = append(files, f)
 			f.mu.Lock()
+			// Before planning anything of f: waiting lets go of f.mu.
+			// The files locked before stay locked; a fill in flight
+			// needs only its own file's lock to finish.
+			f.waitFills(0, allPages)
 		}
 	}
 	var reqs []uring.Request

@@ -487,6 +487,7 @@ func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
 	c.nextID++
 	c.files++
 	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd, syncFd: -1}
+	f.fillDone.L = &f.mu
 	f.size.Store(size)
 	return f, nil
 }

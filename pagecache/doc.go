@@ -78,11 +78,19 @@
 //	    Cache.mu free frames, replacement policy, frame ownership
 //
 // A goroutine needing frames (Cache.reserve) holds none of these; it may
-// then take any file's wbMu and mu to evict. Fills hold the file's mu for
-// writing across their I/O, so a fill and a write of the same page never
-// interleave; writeback drops mu during its I/O and relies on wbMu and
-// page pins, re-checking each page's write generation before it marks the
-// page unsynced.
+// then take any file's wbMu and mu to evict. A fill plans under the file's
+// mu, records its page range in File.filling, and reads the host with mu
+// released, so that hits, writes of other pages and fills of other ranges
+// of the same file run meanwhile; it takes mu again to index the pages.
+// Everything that would write or restructure pages of a range in flight
+// (writes, truncate, allocate, direct writes, invalidation, SetSize, SetFd,
+// Release) waits for it on File.fillDone first, so a fill and a write of
+// the same page never interleave and no fill installs bytes older than a
+// write. A batch of fills (Cache.ReadBatch) instead holds the mu of every
+// file it fills across its one submission, after waiting for the fills in
+// flight of each file as it locks it. Writeback drops mu during its I/O
+// and relies on wbMu and page pins, re-checking each page's write
+// generation before it marks the page unsynced.
 //
 // # Memory ownership
 //

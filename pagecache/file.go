@@ -14,7 +14,8 @@ import (
 
 // File is the cached state of one host file: its pages, their dirty
 // spans, and its size. All methods are safe for concurrent use; writes are
-// serialized by File.mu, hits run in parallel under its read lock.
+// serialized by File.mu, hits run in parallel under its read lock, and
+// fills of different ranges read the host in parallel (see File.filling).
 type File struct {
 	c        *Cache
 	id       uint64
@@ -50,7 +51,46 @@ type File struct {
 	released bool
 	// uncached stops fills and writes from adding pages. +checklocks:mu
 	uncached bool
+	// filling holds the page ranges of fills whose reads are in flight
+	// with mu released; their pages are not in the index yet. Anything
+	// that would write, restructure or fill those pages waits on
+	// fillDone (whose L is &mu) until the range is gone. +checklocks:mu
+	filling  []pageRange
+	fillDone sync.Cond
 }
+
+// pageRange is the pages [p0, p1).
+type pageRange struct{ p0, p1 int64 }
+
+// fillingOverlaps reports whether a fill in flight covers any page of
+// [p0, p1).
+//
+// Preconditions: f.mu is held.
+func (f *File) fillingOverlaps(p0, p1 int64) bool {
+	for _, r := range f.filling {
+		if r.p0 < p1 && p0 < r.p1 {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFills waits until no fill in flight covers a page of [p0, p1) and
+// reports whether it had to wait: f.mu was then released meanwhile, and
+// the caller must look at the file's state afresh.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) waitFills(p0, p1 int64) bool {
+	waited := false
+	for f.fillingOverlaps(p0, p1) {
+		f.fillDone.Wait()
+		waited = true
+	}
+	return waited
+}
+
+// allPages is every page a file can have, for waitFills.
+const allPages = 1 << 62
 
 // Range is a byte range [Start, End).
 type Range struct{ Start, End int64 }
@@ -89,6 +129,7 @@ func (f *File) SetSize(size int64) {
 	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.waitFills(0, allPages)
 	if size < f.size.Load() {
 		f.dropFrom(size)
 	}
@@ -177,18 +218,24 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.released {
-		c.putFree(fc.frames)
-		return 0, syscall.EBADF
+	var r1 int64
+	for {
+		if f.released {
+			c.putFree(fc.frames)
+			return 0, syscall.EBADF
+		}
+		// The size may have changed while frames were reserved.
+		size = f.size.Load()
+		if req.End > size {
+			req.End = max(size, req.Start)
+			dst = dst[:req.End-req.Start]
+		}
+		p1 = min(p1, pageEnd(size))
+		r1 = pageEnd(req.End)
+		if !f.waitFills(p0, p1) {
+			break
+		}
 	}
-	// The size may have changed while frames were reserved.
-	size = f.size.Load()
-	if req.End > size {
-		req.End = max(size, req.Start)
-		dst = dst[:req.End-req.Start]
-	}
-	p1 = min(p1, pageEnd(size))
-	r1 := pageEnd(req.End)
 	if f.uncached {
 		// Read around the cache: no frames, so planFill bypasses.
 		c.putFree(fc.frames)
@@ -196,11 +243,36 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 	}
 	f.planFill(fc, p0, p1, r1, req, dst)
 	if len(fc.reqs) > 0 {
+		// Read with mu released, so that hits, writes elsewhere and other
+		// fills of the file go on; whatever would write these pages waits.
+		// Cached pages of the request are copied now: they may be evicted
+		// meanwhile, and completeFill copies only what is still cached.
+		f.copyPresent(dst, req.Start)
+		f.filling = append(f.filling, pageRange{p0, p1})
+		f.mu.Unlock()
 		c.be.Submit(fc.reqs)
 		c.st.fillBatches.Add(1)
 		c.st.fillSQEs.Add(uint64(len(fc.reqs)))
+		f.mu.Lock()
+		f.endFill(p0, p1)
 	}
 	return f.completeFill(fc, size, r1, req, dst)
+}
+
+// endFill removes the fill of [p0, p1) from f.filling and wakes the
+// waiters.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) endFill(p0, p1 int64) {
+	for i, r := range f.filling {
+		if r == (pageRange{p0, p1}) {
+			last := len(f.filling) - 1
+			f.filling[i] = f.filling[last]
+			f.filling = f.filling[:last]
+			break
+		}
+	}
+	f.fillDone.Broadcast()
 }
 
 // completeFill installs a fill's pages after its requests ran, copies the
@@ -218,16 +290,25 @@ func (f *File) completeFill(fc *fillCtx, size, r1 int64, req Range, dst []byte) 
 		err = fc.err
 	}
 	// Copy out what the cache now holds; bypassed pages are already in dst.
-	for pos := req.Start; pos < req.Start+int64(n); {
+	f.copyPresent(dst[:n], req.Start)
+	c.putFree(fc.frames[fc.used:])
+	return n, err
+}
+
+// copyPresent copies into dst the bytes from off of the pages that are
+// cached, and leaves dst's bytes of absent pages as they are.
+//
+// Preconditions: f.mu is held.
+func (f *File) copyPresent(dst []byte, off int64) {
+	end := off + int64(len(dst))
+	for pos := off; pos < end; {
 		page := pageOf(pos)
-		next := min((page+1)<<pageShift, req.Start+int64(n))
+		next := min((page+1)<<pageShift, end)
 		if frm := f.index.get(page); frm >= 0 {
-			copy(dst[pos-req.Start:next-req.Start], c.frameBytes(frm)[pos&(PageSize-1):])
+			copy(dst[pos-off:next-off], f.c.frameBytes(frm)[pos&(PageSize-1):])
 		}
 		pos = next
 	}
-	c.putFree(fc.frames[fc.used:])
-	return n, err
 }
 
 // fillSeg is one run of missing pages read by one request.
@@ -539,6 +620,7 @@ func (f *File) Release() error {
 	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.waitFills(0, allPages)
 	if f.released {
 		return syscall.EINVAL
 	}

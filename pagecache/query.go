@@ -37,6 +37,7 @@ func (f *File) SetFd(fd, directFd int32) {
 	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.waitFills(0, allPages) // their reads use the old descriptors
 	f.fd, f.directFd = fd, directFd
 	f.closeSyncFd(-1) // reopened from the new descriptor when needed
 }
@@ -101,6 +102,7 @@ func (f *File) Discard() {
 	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.waitFills(0, allPages)
 	if f.released {
 		return
 	}
@@ -118,6 +120,7 @@ func (f *File) Discard() {
 func (f *File) lockAll() bool {
 	f.wbMu.Lock()
 	f.mu.Lock()
+	f.waitFills(0, allPages)
 	if f.released {
 		f.mu.Unlock()
 		f.wbMu.Unlock()

@@ -64,6 +64,12 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 			f.c.putFree(fc.frames)
 			return 0, off, nil
 		}
+		if f.waitFills(pageOf(off), pageEnd(off+int64(len(p)))) {
+			// A fill of these pages was reading the host: start over.
+			f.mu.Unlock()
+			attempt--
+			continue
+		}
 		if fl&Through != 0 {
 			n, err := f.writeThrough(p, off)
 			f.mu.Unlock()
