@@ -148,9 +148,32 @@ func watchdog(d time.Duration, context func() string) (stop func()) {
 		}
 		buf := make([]byte, 4<<20)
 		buf = buf[:runtime.Stack(buf, true)]
-		panic(fmt.Sprintf("no progress for %v: %s\n\ngoroutines:\n%s", d, context(), buf))
+		panic(fmt.Sprintf("no progress for %v: %s\n\nrings, as the kernel sees them:\n%s\ngoroutines:\n%s", d, context(), uringFdinfo(), buf))
 	})
 	return func() { stopped.Store(true); tm.Stop() }
+}
+
+// uringFdinfo returns /proc/self/fdinfo of every io_uring descriptor of
+// the process: the kernel's view of each ring's queues (heads, tails,
+// overflowed completions, requests it holds).
+func uringFdinfo() string {
+	var b strings.Builder
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, ent := range ents {
+		if link, _ := os.Readlink("/proc/self/fd/" + ent.Name()); link != "anon_inode:[io_uring]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + ent.Name())
+		if err != nil {
+			continue
+		}
+		const max = 8 << 10 // a ring can list many requests
+		if len(info) > max {
+			info = append(info[:max], "...\n"...)
+		}
+		fmt.Fprintf(&b, "fd %s:\n%s\n", ent.Name(), info)
+	}
+	return b.String()
 }
 
 // soakFactor is how many times larger tests run under RINGFS_SOAK: for a
