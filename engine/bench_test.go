@@ -435,6 +435,94 @@ func BenchmarkDirectRead(b *testing.B) {
 	})
 }
 
+// BenchmarkReadMiss: random 4 KiB reads of a 1 GiB file by 1 and 16
+// goroutines through a 64 MiB cache, so that nearly every read misses and
+// fills (readahead of one page), against os.File reading the same file.
+// io=buffered: the file is in the kernel's cache (the engine's fills read
+// it from there); io=direct: nothing is cached by the kernel (O_DIRECT
+// os.File against Options.DirectIO), so every read waits for the disk and
+// only reads in flight together can go faster. Misses of one file fill in
+// parallel (pagecache: a fill reads with the file's lock released).
+func BenchmarkReadMiss(b *testing.B) {
+	path, size := directFile(b)
+	for _, io := range []string{"buffered", "direct"} {
+		if io == "buffered" {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			readAll(b, f, size) // into the kernel's cache
+			f.Close()
+		}
+		for _, jobs := range []int{1, 16} {
+			key := fmt.Sprintf("ReadMiss/io=%s/jobs=%d", io, jobs)
+			for _, impl := range []string{"osfile", "ringfs"} {
+				b.Run(fmt.Sprintf("impl=%s/io=%s/bs=4KiB/jobs=%d", impl, io, jobs), func(b *testing.B) {
+					var r interface {
+						ReadAt([]byte, int64) (int, error)
+					}
+					var e *Engine
+					if impl == "osfile" {
+						flag := os.O_RDONLY
+						if io == "direct" {
+							flag |= syscall.O_DIRECT
+						}
+						f, err := os.OpenFile(path, flag, 0)
+						if err != nil {
+							b.Fatal(err)
+						}
+						defer f.Close()
+						r = f
+					} else {
+						var err error
+						e, err = New(Options{Mode: Exclusive, CacheSize: 64 << 20, Readahead: 4096, DirectIO: io == "direct"})
+						if err != nil {
+							b.Fatal(err)
+						}
+						defer e.Close()
+						f, err := e.Open(path, os.O_RDONLY, 0)
+						if err != nil {
+							b.Fatal(err)
+						}
+						r = f
+					}
+					var before Stats
+					if e != nil {
+						before = e.Stats()
+					}
+					var seed atomic.Uint64
+					b.ReportAllocs()
+					b.SetBytes(4096)
+					loop := func(next func() bool) {
+						rng := rand.New(rand.NewPCG(seed.Add(1), 11))
+						p := alignedBuf(4096)
+						for next() {
+							if _, err := r.ReadAt(p, rng.Int64N(size/4096)*4096); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}
+					if jobs == 1 {
+						loop(b.Loop)
+					} else {
+						b.SetParallelism((jobs + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+						b.RunParallel(func(pb *testing.PB) { loop(pb.Next) })
+					}
+					ns := float64(b.Elapsed()) / float64(b.N)
+					if e == nil {
+						baselines.Store(key, ns)
+						return
+					}
+					reportRatio(b, key, ns, false, "x-osfile")
+					d := e.Stats().Sub(before)
+					b.ReportMetric(float64(d.Cache.Misses)/float64(b.N), "misses/op")
+				})
+			}
+		}
+	}
+}
+
 // BenchmarkSubmit: a Submit of 32 random 4 KiB O_DIRECT reads (all
 // misses) against 32 os.File preads in a row. Reports SQEs per submitting
 // enter and enters per batch from the ring's counters.
