@@ -20,7 +20,10 @@
 // that works.
 //
 // Short reads and writes are resumed until the request is complete; a read
-// that returns 0 bytes ends at end of file (N < length, Err nil). A
+// that returns 0 bytes ends at end of file (N < length, Err nil), and so
+// does a read whose resumption at an offset that is not a multiple of 512
+// fails with EINVAL (an O_DIRECT read cut short by the end of file, the
+// file grown before the rest was asked for). A
 // completion of -EINTR, or -EAGAIN without RWF_NOWAIT, is resubmitted, at
 // most maxRetries times in a row. io_uring_enter failing with EINTR is
 // retried; EAGAIN/EBUSY reap completions, back off and retry, and past
