@@ -3,6 +3,7 @@
 package pagecache
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -418,7 +419,7 @@ func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int6
 			continue
 		}
 		frames := fc.frames[s.frames : s.frames+int(s.p1-s.p0)]
-		if r.Err != nil {
+		if r.Err != nil && !directEnded(r) {
 			if s.required && (failed < 0 || s.p0<<pageShift < failed) {
 				failed, fc.err = max(s.p0<<pageShift, reqStart), r.Err
 			}
@@ -452,6 +453,23 @@ func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int6
 	c.st.readaheadBytes.Add(uint64(ahead * PageSize))
 	return failed
 }
+
+// directEnded reports whether r, a fill read through the O_DIRECT
+// descriptor, failed only because it was cut short by the host's end of
+// file and the file grew before the backend resumed it at the unaligned
+// offset where it stopped, which O_DIRECT refuses (uring's doc). The host
+// ended at r.Off+r.N when it was read; the fill then reads like one that
+// reached the end of file, and its pages past it are zeros. That is what
+// the file holds there: whatever grew it (a writeback of other pages,
+// which extends the host with a hole) did not write the fill's pages,
+// since writes to them wait for the fill.
+func directEnded(r *uring.Request) bool {
+	return r.N > 0 && errors.Is(r.Err, syscall.EINVAL) && (r.Off+int64(r.N))%directAlign != 0
+}
+
+// directAlign is the alignment O_DIRECT transfers need at least (every
+// Linux block device's logical block size is a multiple of it).
+const directAlign = 512
 
 // placed is a page given a frame.
 type placed struct {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -390,6 +391,55 @@ func TestFillZeroByteRead(t *testing.T) {
 				t.Fatalf("%d read completions for %d read requests: a 0-byte read was retried", z.reads.Load(), len(reads))
 			}
 			t.Logf("%d read requests, %d completions: 0-byte reads ended the fill", len(reads), z.reads.Load())
+		})
+	}
+}
+
+// growOnShortRead grows the host file to 1 MiB at the first read that
+// completes short, before the backend resumes it (as a writeback of other
+// pages extending the host may).
+type growOnShortRead struct {
+	path  string
+	grown atomic.Bool
+}
+
+func (g *growOnShortRead) Enter() syscall.Errno               { return 0 }
+func (g *growOnShortRead) Issue(*uring.Request) (int32, bool) { return 0, false }
+func (g *growOnShortRead) Complete(r *uring.Request, res int32) int32 {
+	if r.Op.IsRead() && res > 0 && int(res) < len(r.Buf) && g.grown.CompareAndSwap(false, true) {
+		if err := os.Truncate(g.path, 1<<20); err != nil {
+			panic(err)
+		}
+	}
+	return res
+}
+
+// TestDirectFillFileGrows fills the last page of a 10000-byte file through
+// the O_DIRECT descriptor; the read stops at the host's end, and the host
+// grows before the rest is read, so the backend's resumption at the
+// unaligned end is refused with EINVAL. The fill must succeed as one that
+// reached the end of file: the file's bytes, then zeros (the growth is a
+// hole), on every backend.
+func TestDirectFillFileGrows(t *testing.T) {
+	data := pattern(40, 10000)
+	for _, backend := range testBackends {
+		t.Run(backend, func(t *testing.T) {
+			h := newHostFileIn(t, t.TempDir(), data, true)
+			inj := &growOnShortRead{path: h.path}
+			c := newCache(t, openBackend(t, backend, inj), Options{Capacity: 64 * PageSize})
+			f := openFile(t, c, h, int64(len(data)))
+			p := make([]byte, 3*PageSize)
+			n, err := f.ReadAt(p, 2*PageSize)
+			if !inj.grown.Load() {
+				t.Skip("the fill's read did not come back short")
+			}
+			if err != nil || n != len(data)-2*PageSize || !bytes.Equal(p[:n], data[2*PageSize:]) {
+				t.Fatalf("ReadAt = %d, %v; want %d bytes of the file", n, err, len(data)-2*PageSize)
+			}
+			// The page is cached with zeros past the old end.
+			if got, hit := f.ReadCached(p[:PageSize], 2*PageSize); !hit || got != len(data)-2*PageSize {
+				t.Fatalf("ReadCached = %d, %v; want a hit of %d bytes", got, hit, len(data)-2*PageSize)
+			}
 		})
 	}
 }

@@ -20,10 +20,11 @@
 // that works.
 //
 // Short reads and writes are resumed until the request is complete; a read
-// that returns 0 bytes ends at end of file (N < length, Err nil), and so
-// does a read whose resumption at an offset that is not a multiple of 512
-// fails with EINVAL (an O_DIRECT read cut short by the end of file, the
-// file grown before the rest was asked for). A
+// that returns 0 bytes ends at end of file (N < length, Err nil). An
+// O_DIRECT read cut short by the end of file is resumed at an unaligned
+// offset: if the file grew meanwhile the kernel refuses that, and the read
+// ends with N bytes and EINVAL (callers that know the read was direct
+// read the rest again from an aligned offset, or end it there). A
 // completion of -EINTR, or -EAGAIN without RWF_NOWAIT, is resubmitted, at
 // most maxRetries times in a row. io_uring_enter failing with EINTR is
 // retried; EAGAIN/EBUSY reap completions, back off and retry, and past

@@ -13,10 +13,6 @@ import (
 // fails with the last errno.
 const maxRetries = 64
 
-// directAlign is the smallest alignment O_DIRECT transfers take (the
-// logical block size of every Linux block device is a multiple of it).
-const directAlign = 512
-
 // progress is what has happened to one request so far.
 type progress struct {
 	done    int   // bytes transferred by earlier completions
@@ -40,13 +36,6 @@ func settle(r *Request, p *progress, res int32, c *counters) bool {
 			return false
 		case errno == syscall.ENOENT && r.Op == OpCancel:
 			errno = 0 // nothing was in flight to cancel
-		case errno == syscall.EINVAL && r.Op.IsRead() && p.done > 0 && (r.Off+int64(p.done))%directAlign != 0:
-			// An O_DIRECT read that came back short at the end of file
-			// cannot go on from the unaligned offset where it stopped; the
-			// kernel refuses that only once the file has grown meanwhile
-			// (at or past the end it returns 0). Either way the file ended
-			// at Off+done when it was read: report that.
-			return finish(r, p.done, 0, c)
 		}
 		if errno != 0 {
 			return finish(r, p.done, errno, c)
