@@ -26,7 +26,10 @@
 // ends with N bytes and EINVAL (callers that know the read was direct
 // read the rest again from an aligned offset, or end it there). A
 // completion of -EINTR, or -EAGAIN without RWF_NOWAIT, is resubmitted, at
-// most maxRetries times in a row. io_uring_enter failing with EINTR is
+// most maxRetries times in a row, and so is one of -ECANCELED that nobody
+// asked for (the kernel cancels work it could not start, as when it fails
+// to create an io-wq worker while the submitting thread keeps receiving
+// signals, or when that thread has exited). io_uring_enter failing with EINTR is
 // retried; EAGAIN/EBUSY reap completions, back off and retry, and past
 // maxBusyRetries break the ring. SQEs once published are never taken back.
 //

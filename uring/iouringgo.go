@@ -183,6 +183,9 @@ func (g *iouringgoRing) Submit(reqs []Request) error {
 		if (r.Op.IsRead() || r.Op.IsWrite()) && r.length() == 0 {
 			continue
 		}
+		if r.Op == OpCancel {
+			g.c.cancels.Add(1)
+		}
 		ops[i].req = r
 		q.push(&ops[i])
 	}
@@ -360,6 +363,10 @@ func (g *iouringgoRing) reap(res iouring.Result, q *gqueue) {
 
 // settle applies a result and queues the request again when unfinished.
 func (g *iouringgoRing) settle(o *gop, res int32, q *gqueue) {
+	if !g.closing.Load() && retryCanceled(o.req, &o.prog, res, &g.c) {
+		q.push(o)
+		return
+	}
 	if !settle(o.req, &o.prog, res, &g.c) {
 		q.push(o)
 	}
@@ -382,6 +389,7 @@ func (g *iouringgoRing) fd(r *Request) (int32, syscall.Errno) {
 // prep returns the library request for the remainder of o.
 func (g *iouringgoRing) prep(o *gop) (iouring.PrepRequest, syscall.Errno) {
 	r := o.req
+	o.prog.cancels = g.c.cancels.Load()
 	if r.Op == OpNop {
 		return iouring.Nop().WithInfo(o), 0
 	}

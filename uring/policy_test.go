@@ -211,6 +211,39 @@ var policyRows = []policyRow{
 		},
 	},
 	{
+		name: "cqe_ECANCELED_resubmitted",
+		setup: func(in *fault.Injector) {
+			in.Add(fault.Rule{Name: "canceled", When: first(3), Stage: fault.StageComplete, Do: fault.Effect{Errno: syscall.ECANCELED}})
+		},
+		run: func(t *testing.T, e *policyEnv, _ string) string {
+			data := RandomBytes(22, 6000)
+			r := e.submit(t, uring.Request{Op: uring.OpWrite, Fd: e.fd, Off: 700, Buf: data})
+			expectResult(t, r[0], 6000, 0)
+			want := append(append(append([]byte{}, e.content[:700]...), data...), e.content[6700:]...)
+			if got := e.file(t); !bytes.Equal(got, want) {
+				t.Fatal("file wrong after resubmitted cancellations")
+			}
+			if s := e.be.Stats(); s.RetryCQECanceled != 3 {
+				t.Fatalf("RetryCQECanceled %d, want 3", s.RetryCQECanceled)
+			}
+			return "3 completions of -ECANCELED nobody asked for resubmitted"
+		},
+	},
+	{
+		name: "cqe_ECANCELED_bounded",
+		setup: func(in *fault.Injector) {
+			in.Add(fault.Rule{Name: "canceled", When: fault.Any(), Stage: fault.StageComplete, Do: fault.Effect{Errno: syscall.ECANCELED}})
+		},
+		run: func(t *testing.T, e *policyEnv, _ string) string {
+			r := e.submit(t, uring.Request{Op: uring.OpRead, Fd: e.fd, Buf: make([]byte, 4096)})
+			expectResult(t, r[0], 0, syscall.ECANCELED)
+			if s := e.be.Stats(); s.RetryCQECanceled != 64 {
+				t.Fatalf("RetryCQECanceled %d, want 64 (maxRetries)", s.RetryCQECanceled)
+			}
+			return "-ECANCELED on every completion: 64 resubmissions, then the error"
+		},
+	},
+	{
 		name: "nowait_EAGAIN_returned",
 		setup: func(in *fault.Injector) {
 			in.Add(fault.Rule{Name: "eagain", When: fault.Reads(), Stage: fault.StageComplete, Do: fault.Effect{Errno: syscall.EAGAIN}})

@@ -15,8 +15,9 @@ const maxRetries = 64
 
 // progress is what has happened to one request so far.
 type progress struct {
-	done    int   // bytes transferred by earlier completions
-	retries int32 // resubmissions without progress
+	done    int    // bytes transferred by earlier completions
+	retries int32  // resubmissions without progress
+	cancels uint64 // counters.cancels when the request was last handed to the kernel
 }
 
 // settle applies one completion result res (bytes, or -errno) to r and
@@ -61,6 +62,23 @@ func settle(r *Request, p *progress, res int32, c *counters) bool {
 	}
 	c.shortResubmits.Add(1)
 	return false
+}
+
+// retryCanceled reports whether res is a -ECANCELED that nobody asked for
+// and counts the retry, bounded like those of settle: the kernel cancels
+// work it could not start, as when creating an io-wq worker fails because
+// the submitting thread kept receiving signals (Go's preemption signals,
+// a signal storm) or when the submitting thread has exited. Such a
+// request never ran; it is resubmitted. A request handed to the kernel
+// before an OpCancel was accepted may be that cancel's target: its
+// -ECANCELED stands. Only an open ring asks: Close cancels on purpose.
+func retryCanceled(r *Request, p *progress, res int32, c *counters) bool {
+	if res != -int32(syscall.ECANCELED) || r.Op == OpCancel || p.retries >= maxRetries || p.cancels != c.cancels.Load() {
+		return false
+	}
+	p.retries++
+	c.retryCQECanceled.Add(1)
+	return true
 }
 
 func finish(r *Request, n int, errno syscall.Errno, c *counters) bool {

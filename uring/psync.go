@@ -72,7 +72,7 @@ func (p *psync) run(r *Request, iov []unix.Iovec) []unix.Iovec {
 		var res int32
 		iov, res = p.once(r, &pr, iov)
 		p.c.completions.Add(1)
-		if settle(r, &pr, res, p.c) {
+		if !retryCanceled(r, &pr, res, p.c) && settle(r, &pr, res, p.c) {
 			return iov
 		}
 	}

@@ -78,8 +78,8 @@ func TestSignalsDuringWaits(t *testing.T) {
 				}
 			}
 			s := be.Stats()
-			t.Logf("%s: %d signals sent during %d requests; RetryEnterEINTR %d, RetryCQEEINTR %d, RetryCQEAgain %d, ShortResubmits %d, waits %d",
-				name, sent.Load()-before, s.Requests, s.RetryEnterEINTR, s.RetryCQEEINTR, s.RetryCQEAgain, s.ShortResubmits, s.Waits)
+			t.Logf("%s: %d signals sent during %d requests; RetryEnterEINTR %d, RetryCQEEINTR %d, RetryCQEAgain %d, RetryCQECanceled %d, ShortResubmits %d, waits %d",
+				name, sent.Load()-before, s.Requests, s.RetryEnterEINTR, s.RetryCQEEINTR, s.RetryCQEAgain, s.RetryCQECanceled, s.ShortResubmits, s.Waits)
 			if sent.Load() == before {
 				t.Error("no signal was sent while the work ran")
 			}

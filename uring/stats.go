@@ -24,6 +24,7 @@ type Stats struct {
 	RetryEnterBusy   uint64 `json:"retry_enter_busy"`    // io_uring_enter EAGAIN/EBUSY, reaped and retried
 	RetryCQEEINTR    uint64 `json:"retry_cqe_eintr"`     // completion -EINTR, resubmitted
 	RetryCQEAgain    uint64 `json:"retry_cqe_eagain"`    // completion -EAGAIN, resubmitted
+	RetryCQECanceled uint64 `json:"retry_cqe_canceled"`  // completion -ECANCELED nobody asked for, resubmitted
 	ShortResubmits   uint64 `json:"short_resubmits"`     // short read/write, remainder resubmitted
 	CQOverflows      uint64 `json:"cq_overflows"`        // times the kernel held back CQEs (NODROP backlog)
 	DroppedCQEs      uint64 `json:"dropped_cqes"`        // CQEs the kernel reported lost
@@ -56,6 +57,7 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.RetryEnterBusy -= prev.RetryEnterBusy
 	d.RetryCQEEINTR -= prev.RetryCQEEINTR
 	d.RetryCQEAgain -= prev.RetryCQEAgain
+	d.RetryCQECanceled -= prev.RetryCQECanceled
 	d.ShortResubmits -= prev.ShortResubmits
 	d.CQOverflows -= prev.CQOverflows
 	d.DroppedCQEs -= prev.DroppedCQEs
@@ -68,8 +70,13 @@ func (s Stats) Sub(prev Stats) Stats {
 type counters struct {
 	submits, requests, enters, sqes, completions, waits           atomic.Uint64
 	retryEnterEINTR, retryEnterBusy, retryCQEEINTR, retryCQEAgain atomic.Uint64
+	retryCQECanceled                                              atomic.Uint64
 	shortResubmits, cqOverflows, droppedCQEs, errors              atomic.Uint64
 	inflight, inflightHigh, inline                                atomic.Uint64
+	// cancels counts OpCancel requests accepted, so that a request can
+	// tell a cancellation it may have been the target of (see
+	// retryCanceled).
+	cancels atomic.Uint64
 }
 
 func (c *counters) snapshot(s *Stats) {
@@ -83,6 +90,7 @@ func (c *counters) snapshot(s *Stats) {
 	s.RetryEnterBusy = c.retryEnterBusy.Load()
 	s.RetryCQEEINTR = c.retryCQEEINTR.Load()
 	s.RetryCQEAgain = c.retryCQEAgain.Load()
+	s.RetryCQECanceled = c.retryCQECanceled.Load()
 	s.ShortResubmits = c.shortResubmits.Load()
 	s.CQOverflows = c.cqOverflows.Load()
 	s.DroppedCQEs = c.droppedCQEs.Load()

@@ -114,6 +114,9 @@ func (r *Ring) enqueue(w *waiter, reqs []Request, i int) (*waiter, int, int, err
 		if !r.probe.Supported[kernelOp[req.Op]] {
 			continue // run inline by Submit: this kernel lacks the opcode
 		}
+		if req.Op == OpCancel {
+			r.c.cancels.Add(1)
+		}
 		idx := r.free[len(r.free)-1]
 		r.free = r.free[:len(r.free)-1]
 		s := &r.slots[idx]
@@ -224,6 +227,7 @@ func (r *Ring) fillSQ() {
 // Preconditions: r.mu and r.sqMu are held.
 func (r *Ring) prepSQE(e *sqe, idx uint32, s *slot) {
 	req := s.req
+	s.prog.cancels = r.c.cancels.Load()
 	*e = sqe{opcode: kernelOp[req.Op], fd: req.Fd, userData: uint64(s.gen)<<32 | uint64(idx)}
 	if req.Fixed {
 		e.flags |= sqeFixedFile
@@ -610,6 +614,10 @@ func (r *Ring) completeLocked(idx, gen uint32, res int32, woken *wakeList) bool 
 		return true
 	}
 	s := &r.slots[idx]
+	if r.state == ringOpen && retryCanceled(s.req, &s.prog, res, &r.c) {
+		r.pushPending(idx)
+		return false
+	}
 	if !settle(s.req, &s.prog, res, &r.c) {
 		if r.state == ringOpen {
 			r.pushPending(idx)
