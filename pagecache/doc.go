@@ -84,7 +84,7 @@
 // of the same file run meanwhile; it takes mu again to index the pages.
 // Everything that would write or restructure pages of a range in flight
 // (writes, truncate, allocate, direct writes, invalidation, SetSize, SetFd,
-// Release) waits for it on File.fillDone first, so a fill and a write of
+// Release, Discard) waits for it on File.fillDone first, so a fill and a write of
 // the same page never interleave and no fill installs bytes older than a
 // write. A batch of fills (Cache.ReadBatch) instead holds the mu of every
 // file it fills across its one submission, after waiting for the fills in
