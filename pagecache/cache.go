@@ -72,10 +72,9 @@ type Options struct {
 	// virtio disk (BenchmarkWritebackRuns: 64 MiB in runs of one size, then
 	// fsync), O_DIRECT was 1.35× faster for runs of one page, level at 16
 	// and 32 KiB, 1.15× slower at 64 KiB and 1.65× slower at 1 MiB; hence
-	// DefaultDirectWriteback. Where the file
-	// refuses O_DIRECT (open or the first write fails with EINVAL),
-	// writeback stays buffered for that file. Writebacks without an fsync
-	// stay buffered. Files given a directFd at NewFile use it for every
+	// DefaultDirectWriteback. Where the file refuses O_DIRECT (open or the
+	// first write fails with EINVAL), writeback stays buffered for that
+	// file. Writebacks without an fsync stay buffered. Files given a directFd at NewFile use it for every
 	// writeback instead. It pays only on a backend that keeps many writes
 	// in flight: on psync, which runs them one at a time, each O_DIRECT
 	// write waits for the device, and writeback is several times slower.

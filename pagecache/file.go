@@ -463,13 +463,12 @@ func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int6
 // the file holds there: whatever grew it (a writeback of other pages,
 // which extends the host with a hole) did not write the fill's pages,
 // since writes to them wait for the fill.
+//
+// Fills start at a page and read whole pages, so a resumption the kernel
+// may refuse starts inside a page.
 func directEnded(r *uring.Request) bool {
-	return r.N > 0 && errors.Is(r.Err, syscall.EINVAL) && (r.Off+int64(r.N))%directAlign != 0
+	return r.N > 0 && errors.Is(r.Err, syscall.EINVAL) && (r.Off+int64(r.N))&(PageSize-1) != 0
 }
-
-// directAlign is the alignment O_DIRECT transfers need at least (every
-// Linux block device's logical block size is a multiple of it).
-const directAlign = 512
 
 // placed is a page given a frame.
 type placed struct {
