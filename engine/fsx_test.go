@@ -168,7 +168,6 @@ type fsx struct {
 	idx       int // index of the operation running
 	counts    [numFsxKinds]int
 	spent     [numFsxKinds]time.Duration
-	faults    int    // operations that failed a check (for the log)
 	scr       []byte // scratch buffer
 	// relaxed replays take the sizes of the log as they come (a
 	// minimized log has lost the operations that set them).

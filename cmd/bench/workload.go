@@ -77,7 +77,6 @@ var workloads = []*workload{
 }
 
 func (w *workload) writes() bool { return w.kind == randWrite || w.kind == seqWrite || w.kind == mixed }
-func (w *workload) reads() bool  { return w.kind == randRead || w.kind == seqRead || w.kind == mixed }
 
 // hot reports whether the working set is made resident before timing.
 func (w *workload) hot() bool { return !w.direct }

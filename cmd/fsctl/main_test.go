@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,7 +62,8 @@ func fsctlBinary(t *testing.T) string {
 	buildOnce.Do(func() {
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			buildErr = fmt.Errorf("go build: no go command on PATH: %v", err)
+			return
 		}
 		buildPath = filepath.Join(binDir, "fsctl")
 		args := []string{"build", "-o", buildPath}
