@@ -366,6 +366,10 @@ type victim struct {
 //
 // Preconditions: the caller holds no File's locks.
 func (c *Cache) reserve(dst []int32, want int) []int32 {
+	// Buffers for the common eviction of a few clean pages, so that a miss
+	// that evicts does not allocate; a larger claim spills to the heap.
+	var vbuf [8]victim
+	var fbuf [8]int32
 	for round := 0; len(dst) < want && round < 4; round++ {
 		c.mu.Lock()
 		if c.closed {
@@ -378,12 +382,12 @@ func (c *Cache) reserve(dst []int32, want int) []int32 {
 			c.mu.Unlock()
 			break
 		}
-		victims := c.claim(max(short, 1))
+		victims := c.claim(vbuf[:0], max(short, 1))
 		c.mu.Unlock()
 		if len(victims) == 0 {
 			break
 		}
-		freed := c.evict(victims)
+		freed := c.evict(victims, fbuf[:0])
 		c.mu.Lock()
 		k := min(len(freed), want-len(dst))
 		dst = append(dst, freed[:k]...)
@@ -396,12 +400,13 @@ func (c *Cache) reserve(dst []int32, want int) []int32 {
 	return dst
 }
 
-// claim takes up to n victims out of the policy. Dirty victims widen the
-// claim to evictBatch so that their writeback amortises its fdatasync.
+// claim appends up to n victims taken out of the policy to victims. Dirty
+// victims widen the claim to evictBatch so that their writeback amortises
+// its fdatasync.
 //
 // Preconditions: c.mu is held.
-func (c *Cache) claim(n int) []victim {
-	var victims []victim
+func (c *Cache) claim(victims []victim, n int) []victim {
+	n += len(victims)
 	for len(victims) < n {
 		e, small := c.policy.victim()
 		if e < 0 {
@@ -431,18 +436,17 @@ func victimDirty(m *frame) bool {
 	return m.state != 0
 }
 
-// evict frees claimed victims where it can and returns the frames freed;
-// the rest go back to the policy.
+// evict frees claimed victims where it can and appends the frames freed
+// to freed; the rest go back to the policy.
 //
 // Preconditions: the caller holds no locks.
-func (c *Cache) evict(victims []victim) []int32 {
+func (c *Cache) evict(victims []victim, freed []int32) []int32 {
 	slices.SortFunc(victims, func(a, b victim) int {
 		if a.owner != b.owner {
 			return cmp.Compare(a.owner.id, b.owner.id)
 		}
 		return cmp.Compare(a.page, b.page)
 	})
-	var freed []int32
 	for i := 0; i < len(victims); {
 		j := i + 1
 		for j < len(victims) && victims[j].owner == victims[i].owner {

@@ -238,6 +238,43 @@ func TestWriteFillAtomicPerPage(t *testing.T) {
 	}
 }
 
+// TestMissEvictNoAlloc: a ReadAt that misses, fills one page and evicts
+// a clean page to make room allocates nothing either.
+func TestMissEvictNoAlloc(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector drops sync.Pool entries at random")
+	}
+	const pages = 256
+	data := pattern(142, pages*PageSize)
+	h := newHostFile(t, data, false)
+	c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 16 * PageSize, Readahead: PageSize})
+	f := openFile(t, c, h, int64(len(data)))
+	p := make([]byte, PageSize)
+	page := int64(0)
+	read := func() {
+		if _, err := f.ReadAt(p, page*PageSize); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, data[page*PageSize:(page+1)*PageSize]) {
+			t.Fatalf("page %d: wrong bytes", page)
+		}
+		page = (page + 37) % pages
+	}
+	for range 2 * pages {
+		read() // fill the cache and warm the pools
+	}
+	before := c.Stats()
+	allocs := testing.AllocsPerRun(1000, read)
+	st := c.Stats().Sub(before)
+	if st.Hits != 0 || st.Misses == 0 || st.Evictions == 0 {
+		t.Fatalf("not all misses that evict: %+v", st)
+	}
+	if allocs != 0 {
+		t.Fatalf("%v allocations per ReadAt that misses and evicts, want 0", allocs)
+	}
+	t.Logf("ReadAt missing and evicting: %v allocs/op (%d misses, %d evictions)", allocs, st.Misses, st.Evictions)
+}
+
 // TestHitNoAlloc: a ReadAt served from the cache allocates nothing.
 func TestHitNoAlloc(t *testing.T) {
 	for _, n := range []int{1, 100, PageSize, 3 * PageSize} {

@@ -601,7 +601,8 @@ func (f *File) evictPages(vs []victim, freed []int32) []int32 {
 	}
 	kept := make([]bool, len(vs))
 	dirty := 0
-	var gone []int32
+	var gbuf [8]int32
+	gone := gbuf[:0]
 	f.mu.Lock()
 	for i, v := range vs {
 		m := &c.meta[v.frame]
