@@ -84,13 +84,24 @@
 // of the same file run meanwhile; it takes mu again to index the pages.
 // Everything that would write or restructure pages of a range in flight
 // (writes, truncate, allocate, direct writes, invalidation, SetSize, SetFd,
-// Release, Discard) waits for it on File.fillDone first, so a fill and a write of
-// the same page never interleave and no fill installs bytes older than a
-// write. A batch of fills (Cache.ReadBatch) instead holds the mu of every
-// file it fills across its one submission, after waiting for the fills in
-// flight of each file as it locks it. Writeback drops mu during its I/O
-// and relies on wbMu and page pins, re-checking each page's write
-// generation before it marks the page unsynced.
+// Release, Discard) waits for it on File.fillDone first, so a fill and a
+// write of the same page never interleave and no fill installs bytes older
+// than a write. A write that writes the host (all of a write-through write;
+// the partial pages it does not hold, of a cached write) and ends within
+// the file's size likewise records its pages in File.filling and writes the
+// host with mu released; fills, writes, truncate and the rest wait for it
+// as for a fill, and so does writeback, which would otherwise collect a
+// page's dirty bytes before the write's copy lands in them. Eviction keeps
+// the pages of such a write: a cached write's bytes for them go to the
+// cache alone once its host part is done. A write that extends the file
+// keeps mu across its host write. A write-through write of pages holding
+// unsynced bytes takes wbMu first: a writeback in flight writes from the
+// frames with mu released, and could otherwise carry their older bytes to
+// the host after the write. A batch of fills (Cache.ReadBatch) instead
+// holds the mu of every file it fills across its one submission, after
+// waiting for the fills in flight of each file as it locks it. Writeback
+// drops mu during its I/O and relies on wbMu and page pins, re-checking
+// each page's write generation before it marks the page unsynced.
 //
 // # Memory ownership
 //

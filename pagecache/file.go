@@ -52,42 +52,58 @@ type File struct {
 	released bool
 	// uncached stops fills and writes from adding pages. +checklocks:mu
 	uncached bool
-	// filling holds the page ranges of fills whose reads are in flight
-	// with mu released; their pages are not in the index yet. Anything
-	// that would write, restructure or fill those pages waits on
-	// fillDone (whose L is &mu) until the range is gone. +checklocks:mu
+	// filling holds the page ranges of host I/O in flight with mu
+	// released: fills (their pages are not in the index yet) and writes
+	// whose host part lies inside the file (writing set). Anything that
+	// would write, restructure or fill those pages waits on fillDone
+	// (whose L is &mu) until the range is gone; writeback waits only for
+	// the writes, and eviction keeps their pages. +checklocks:mu
 	filling  []pageRange
 	fillDone sync.Cond
 }
 
-// pageRange is the pages [p0, p1).
-type pageRange struct{ p0, p1 int64 }
+// pageRange is the pages [p0, p1); writing marks a host write in flight
+// rather than a fill.
+type pageRange struct {
+	p0, p1  int64
+	writing bool
+}
 
-// fillingOverlaps reports whether a fill in flight covers any page of
-// [p0, p1).
+// fillingOverlaps reports whether host I/O in flight covers any page of
+// [p0, p1): a fill or a write, or only a write when fills is false.
 //
 // Preconditions: f.mu is held.
-func (f *File) fillingOverlaps(p0, p1 int64) bool {
+func (f *File) fillingOverlaps(p0, p1 int64, fills bool) bool {
 	for _, r := range f.filling {
-		if r.p0 < p1 && p0 < r.p1 {
+		if r.p0 < p1 && p0 < r.p1 && (fills || r.writing) {
 			return true
 		}
 	}
 	return false
 }
 
-// waitFills waits until no fill in flight covers a page of [p0, p1) and
-// reports whether it had to wait: f.mu was then released meanwhile, and
-// the caller must look at the file's state afresh.
+// waitFills waits until no fill or write in flight covers a page of
+// [p0, p1) and reports whether it had to wait: f.mu was then released
+// meanwhile, and the caller must look at the file's state afresh.
 //
 // Preconditions: f.mu is held for writing.
 func (f *File) waitFills(p0, p1 int64) bool {
 	waited := false
-	for f.fillingOverlaps(p0, p1) {
+	for f.fillingOverlaps(p0, p1, true) {
 		f.fillDone.Wait()
 		waited = true
 	}
 	return waited
+}
+
+// waitWrites waits until no write whose host part is in flight covers a
+// page of [p0, p1).
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) waitWrites(p0, p1 int64) {
+	for f.fillingOverlaps(p0, p1, false) {
+		f.fillDone.Wait()
+	}
 }
 
 // allPages is every page a file can have, for waitFills.
@@ -249,24 +265,34 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 		// Cached pages of the request are copied now: they may be evicted
 		// meanwhile, and completeFill copies only what is still cached.
 		f.copyPresent(dst, req.Start)
-		f.filling = append(f.filling, pageRange{p0, p1})
-		f.mu.Unlock()
-		c.be.Submit(fc.reqs)
+		f.outside(pageRange{p0: p0, p1: p1}, func() { c.be.Submit(fc.reqs) })
 		c.st.fillBatches.Add(1)
 		c.st.fillSQEs.Add(uint64(len(fc.reqs)))
-		f.mu.Lock()
-		f.endFill(p0, p1)
 	}
 	return f.completeFill(fc, size, r1, req, dst)
 }
 
-// endFill removes the fill of [p0, p1) from f.filling and wakes the
+// outside runs io, the host I/O of a fill or write of rg, with f.mu
+// released and rg in f.filling meanwhile, then takes f.mu again and wakes
+// whoever waits for rg.
+//
+// Preconditions: f.mu is held for writing; no fill or write in flight
+// overlaps rg.
+func (f *File) outside(rg pageRange, io func()) {
+	f.filling = append(f.filling, rg)
+	f.mu.Unlock()
+	io()
+	f.mu.Lock()
+	f.endFill(rg)
+}
+
+// endFill removes the fill or write rg from f.filling and wakes the
 // waiters.
 //
 // Preconditions: f.mu is held for writing.
-func (f *File) endFill(p0, p1 int64) {
+func (f *File) endFill(rg pageRange) {
 	for i, r := range f.filling {
-		if r == (pageRange{p0, p1}) {
+		if r == rg {
 			last := len(f.filling) - 1
 			f.filling[i] = f.filling[last]
 			f.filling = f.filling[:last]
@@ -609,7 +635,9 @@ func (f *File) evictPages(vs []victim, freed []int32) []int32 {
 		switch {
 		case m.owner != f:
 			freed = append(freed, v.frame) // already detached
-		case m.state != 0 || m.pins > 0:
+		case m.state != 0 || m.pins > 0 || f.fillingOverlaps(v.page, v.page+1, false):
+			// Dirty, pinned, or written by a write in flight that will
+			// copy into it (writeCached).
 			kept[i] = true
 		default:
 			gone = f.detach(v.page, v.frame, gone)

@@ -44,6 +44,12 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 	}
 	fc := getFillCtx()
 	defer putFillCtx(fc)
+	wbHeld := false // f.wbMu, taken by a write-through write of dirty pages
+	defer func() {
+		if wbHeld {
+			f.wbMu.Unlock()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		f.mu.Lock()
 		if f.released {
@@ -71,6 +77,16 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 			continue
 		}
 		if fl&Through != 0 {
+			if !wbHeld && f.dirtyIn(pageOf(off), pageEnd(off+int64(len(p)))) {
+				// A writeback in flight may be writing older bytes of
+				// these pages (it does with mu released): wait until none
+				// is, or they could land on the host after this write.
+				f.mu.Unlock()
+				f.wbMu.Lock()
+				wbHeld = true
+				attempt--
+				continue
+			}
 			n, err := f.writeThrough(p, off)
 			f.mu.Unlock()
 			return n, off, err
@@ -92,6 +108,18 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 		f.c.putFree(fc.frames[fc.used:])
 		return n, off, err
 	}
+}
+
+// dirtyIn reports whether a cached page of [p0, p1) holds bytes not yet
+// synced to the host.
+//
+// Preconditions: f.mu is held.
+func (f *File) dirtyIn(p0, p1 int64) bool {
+	dirty := false
+	f.index.each(p0, p1, func(_ int64, fr int32) {
+		dirty = dirty || f.c.meta[fr].state != 0
+	})
+	return dirty
 }
 
 // cacheable reports whether page, absent from the cache, may be cached by
@@ -121,9 +149,12 @@ func (f *File) allocatable(p []byte, off int64) int {
 	return n
 }
 
-// writeCached is the write-back path of WriteAt.
+// writeCached is the write-back path of WriteAt. It returns with f.mu
+// held, but releases it across its host writes when the write ends
+// within the file's size (see writeThrough).
 //
-// Preconditions: f.mu is held for writing.
+// Preconditions: f.mu is held for writing; no fill or write in flight
+// covers a page of [off, off+len(p)).
 func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 	c := f.c
 	end, oldSize := off+int64(len(p)), f.size.Load()
@@ -148,14 +179,24 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 	}
 	limit := end
 	var err error
-	if len(fc.reqs) == 1 {
-		// A lone host write is cheaper as a plain syscall (see uring.Do).
-		r := &fc.reqs[0]
-		r.N, r.Err = uring.Do(c.be, *r)
-	} else if len(fc.reqs) > 1 {
-		c.be.Submit(fc.reqs)
-	}
 	if len(fc.reqs) > 0 {
+		// Inside the file, the host writes run with mu released (see
+		// writeThrough); the write's cached pages are kept from eviction
+		// meanwhile (evictPages), since only the cache gets their bytes.
+		io := func() {
+			if len(fc.reqs) == 1 {
+				// A lone host write is cheaper as a plain syscall (see uring.Do).
+				r := &fc.reqs[0]
+				r.N, r.Err = uring.Do(c.be, *r)
+			} else {
+				c.be.Submit(fc.reqs)
+			}
+		}
+		if end <= oldSize {
+			f.outside(pageRange{p0: pageOf(off), p1: pageEnd(end), writing: true}, io)
+		} else {
+			io()
+		}
 		for i := range fc.reqs {
 			r := &fc.reqs[i]
 			c.st.directWriteBytes.Add(uint64(r.N))
@@ -249,12 +290,27 @@ func (f *File) markDirty(fr int32, lo, hi uint16) {
 	f.dirtyBytes.Add(int64(m.hi) - int64(m.lo) - old)
 }
 
-// writeThrough writes p at off to the host, then into cached pages.
+// writeThrough writes p at off to the host, then into cached pages, and
+// returns with f.mu held. A write that ends within the file's size runs
+// with f.mu released, its pages in f.filling meanwhile so that fills,
+// writes and writeback of them wait: hits and writes of other pages go
+// on. A write that extends the file keeps f.mu throughout, so that no
+// other write is in flight past the size when it sets the size or trims
+// the host after a failure.
 //
-// Preconditions: f.mu is held for writing.
+// Preconditions: f.mu is held for writing; no fill or write in flight
+// covers a page of [off, off+len(p)).
 func (f *File) writeThrough(p []byte, off int64) (int, error) {
 	c := f.c
-	n, err := uring.Do(c.be, uring.Request{Op: uring.OpWrite, Fd: f.fd, Off: off, Buf: p})
+	req := uring.Request{Op: uring.OpWrite, Fd: f.fd, Off: off, Buf: p}
+	var n int
+	var err error
+	io := func() { n, err = uring.Do(c.be, req) }
+	if end := off + int64(len(p)); end <= f.size.Load() {
+		f.outside(pageRange{p0: pageOf(off), p1: pageEnd(end), writing: true}, io)
+	} else {
+		io()
+	}
 	f.copyIn(p[:n], off)
 	if n > 0 && off+int64(n) > f.size.Load() {
 		f.size.Store(off + int64(n))

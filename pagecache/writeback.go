@@ -94,6 +94,9 @@ func (f *File) Writeback(r Range, mode SyncMode) error {
 		f.mu.Unlock()
 		return syscall.EBADF
 	}
+	// A write whose host part is in flight is about to copy its bytes
+	// into pages that may be dirty: collect them once it has.
+	f.waitWrites(pageOf(r.Start), pageEnd(r.End))
 	wc := f.collectDirty(pageOf(r.Start), pageEnd(r.End), dio)
 	f.mu.Unlock()
 	err := f.submitWriteback(wc)
