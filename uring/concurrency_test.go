@@ -15,8 +15,16 @@ import (
 // TestConcurrentMixed runs many goroutines against one backend, each on
 // its own region of one shared file and its own slice of a registered
 // buffer, with single requests and batches of random size, and verifies
-// every read against the goroutine's own model of its region.
+// every read against the goroutine's own model of its region. On the
+// smaller ring (8 slots) batches are often larger than the ring holds,
+// so callers refill while others wait for slots.
 func TestConcurrentMixed(t *testing.T) {
+	for _, entries := range []uint32{32, 4} {
+		t.Run(fmt.Sprintf("entries=%d", entries), func(t *testing.T) { testConcurrentMixed(t, entries) })
+	}
+}
+
+func testConcurrentMixed(t *testing.T, entries uint32) {
 	const (
 		goroutines = 64
 		region     = 64 << 10
@@ -31,7 +39,7 @@ func TestConcurrentMixed(t *testing.T) {
 		t.Run("backend="+name, func(t *testing.T) {
 			before := snapshotResources(t)
 			// A small ring, so that 64 callers contend for slots and SQ room.
-			opts := Options{Backend: name, Entries: 32}
+			opts := Options{Backend: name, Entries: entries}
 			be, err := New(opts)
 			if err != nil {
 				t.Fatal(err)

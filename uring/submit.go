@@ -25,11 +25,18 @@ import (
 // every CQE it finds, waking the callers whose requests are all done, and
 // waits in the kernel only while its own requests are outstanding. When it
 // is done and requests remain in flight, it hands leadership to the oldest
-// waiting caller by a token on that caller's wake channel. Every caller with
-// outstanding requests is thus either the leader, or parked with a leader
-// (or a token) on the way.
+// other waiting caller by a token on that caller's wake channel. Every
+// caller with outstanding requests is thus either the leader, or parked
+// with a leader (or a token) on the way, or running towards its next await
+// (a call with more requests than slots, which leads only until a refill's
+// worth of its own are done, then queues more); a caller sleeps for a free
+// slot only when none of its own requests is outstanding.
 
 // Submit runs reqs and returns when every one is complete.
+//
+// A call with more requests than free slots keeps the kernel's queue full:
+// once its first slots are in flight, it waits only for a refill's worth
+// of them (refillStep) before it queues more, rather than for all.
 func (r *Ring) Submit(reqs []Request) error {
 	r.c.submits.Add(1)
 	r.c.requests.Add(uint64(len(reqs)))
@@ -44,18 +51,24 @@ func (r *Ring) Submit(reqs []Request) error {
 			failAll(reqs[i:], err)
 			break
 		}
-		if queued == 0 {
-			continue
+		if queued > 0 {
+			if queued < combineBelow && r.submitters.Load() > 1 && r.sqMu.TryLock() {
+				r.gather()
+				r.submitLocked()
+				r.sqMu.Unlock()
+			}
+			r.flush()
 		}
-		if queued < combineBelow && r.submitters.Load() > 1 && r.sqMu.TryLock() {
-			r.gather()
-			r.submitLocked()
-			r.sqMu.Unlock()
+		if i < len(reqs) && w != nil {
+			// More to queue: wait until some of ours are done.
+			r.await(w, max(int32(0), w.remaining.Load()-r.refillStep()))
 		}
-		r.flush()
-		r.await(w)
 	}
 	if w != nil {
+		// Every request queued must be complete before the call returns,
+		// also when queueing the rest failed: the kernel may still be
+		// using their buffers.
+		r.await(w, 0)
 		r.releaseWaiter(w)
 	}
 	if err == nil {
@@ -89,6 +102,11 @@ func (r *Ring) enqueue(w *waiter, reqs []Request, i int) (*waiter, int, int, err
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for len(r.free) == 0 && r.state == ringOpen {
+		if w != nil && w.remaining.Load() > 0 {
+			// Our own requests hold slots: Submit reaps them (await)
+			// rather than sleep here while nobody might be reaping.
+			return w, 0, i, nil
+		}
 		r.freeCond.Wait()
 	}
 	switch r.state {
@@ -405,37 +423,46 @@ func (r *Ring) enter(toSubmit, minComplete, flags uint32, ts *unix.Timespec) (in
 	return int(n), 0
 }
 
-// await returns when every request of w is complete.
-func (r *Ring) await(w *waiter) {
-	for w.remaining.Load() > 0 {
+// refillStep is how many of its requests in flight a Submit call with more
+// to queue waits for before it queues more: an eighth of the slots, so
+// that the kernel's queue stays at least seven eighths full and each
+// refill still fills an enter with many SQEs.
+func (r *Ring) refillStep() int32 { return int32(max(1, len(r.slots)/8)) }
+
+// await returns when at most target requests of w are incomplete. A
+// caller that is not leading waits for a token, which comes when all of
+// its requests are complete or when it is to lead; only a leader returns
+// with requests still in flight.
+func (r *Ring) await(w *waiter, target int32) {
+	for w.remaining.Load() > target {
 		if r.cqMu.TryLock() {
-			r.lead(w)
+			r.lead(w, target)
 			r.cqMu.Unlock()
-			if w.remaining.Load() > 0 && r.currentState() == ringClosed {
+			if w.remaining.Load() > target && r.currentState() == ringClosed {
 				<-w.wake // Close reaps from now on and wakes us
 				continue
 			}
-			r.handoff()
+			r.handoff(w)
 			continue
 		}
 		<-w.wake
 	}
 }
 
-// lead reaps completions until every request of w is complete, waiting in
-// the kernel when none are ready.
+// lead reaps completions until at most target requests of w are
+// incomplete, waiting in the kernel when none are ready.
 //
 // Preconditions: r.cqMu is held.
-func (r *Ring) lead(w *waiter) {
+func (r *Ring) lead(w *waiter, target int32) {
 	ts := unix.NsecToTimespec(int64(waitTimeout))
 	yields, busy := 0, 0
 	for {
 		r.reap(w)
-		if w.remaining.Load() == 0 {
+		if w.remaining.Load() <= target {
 			return
 		}
 		r.flush()
-		if w.remaining.Load() == 0 {
+		if w.remaining.Load() <= target {
 			return
 		}
 		switch r.currentState() {
@@ -450,7 +477,7 @@ func (r *Ring) lead(w *waiter) {
 		if atomic.LoadUint32(r.cqTail) != atomic.LoadUint32(r.cqHead) {
 			continue
 		}
-		if w.remaining.Load() == 0 {
+		if w.remaining.Load() <= target {
 			return
 		}
 		if r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1) {
@@ -458,7 +485,7 @@ func (r *Ring) lead(w *waiter) {
 			runtime.Gosched()
 			continue
 		}
-		_, errno := r.enter(0, r.waitFor(w), enterGetEvents, &ts)
+		_, errno := r.enter(0, r.waitFor(w, target), enterGetEvents, &ts)
 		switch errno {
 		case 0, syscall.ETIME:
 			busy = 0
@@ -478,19 +505,20 @@ func (r *Ring) lead(w *waiter) {
 }
 
 // waitFor is how many completions the leader waits for in one enter: up
-// to maxWaitBatch of its own requests in the kernel when it is the only
+// to maxWaitBatch of its own requests in the kernel beyond the target of
+// its await when it is the only
 // caller waiting (a big batch then costs few enters, where the kernel
 // completes buffered writes one by one), else one, so that other callers'
 // completions are delivered as they come. A caller arriving during a wait
 // is delayed by at most maxWaitBatch completions.
-func (r *Ring) waitFor(w *waiter) uint32 {
+func (r *Ring) waitFor(w *waiter, target int32) uint32 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.waitHead != w || w.next != nil {
 		return 1
 	}
 	inKernel := r.used - r.pendLn
-	return uint32(max(min(int(w.remaining.Load()), inKernel, maxWaitBatch), 1))
+	return uint32(max(min(int(w.remaining.Load()-target), inKernel, maxWaitBatch), 1))
 }
 
 // maxWaitBatch bounds the completions one wait asks for.
@@ -506,13 +534,14 @@ func (r *Ring) stateErr() error {
 	return ErrBroken
 }
 
-// handoff passes completion leadership to the oldest caller still waiting,
-// when requests remain in flight.
-func (r *Ring) handoff() {
+// handoff passes completion leadership to the oldest caller other than
+// self still waiting, when requests remain in flight. (self, back from
+// leading, is running: it leads again at its next await if nobody does.)
+func (r *Ring) handoff(self *waiter) {
 	r.mu.Lock()
 	if r.used > 0 {
 		for w := r.waitHead; w != nil; w = w.next {
-			if w.remaining.Load() > 0 {
+			if w != self && w.remaining.Load() > 0 {
 				select {
 				case w.wake <- struct{}{}:
 				default: // already has a token
