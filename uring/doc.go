@@ -11,7 +11,10 @@
 // every request is complete; each Request carries its own N and Err. The
 // native ring writes all of one call's requests as SQEs and submits them
 // with one io_uring_enter (several only when the call holds more requests
-// than the submission queue has room for). Concurrent callers with single
+// than the submission queue has room for). A call with more requests than
+// the ring has slots keeps the kernel's queue full: it queues more each
+// time an eighth of the slots' worth of its own have completed, rather
+// than after all of them. Concurrent callers with single
 // requests share enters: whoever is submitting flushes every queued SQE,
 // its own and the others'. Because a read of cached data completes inside
 // io_uring_enter, a small submission made while other Submit calls are in
