@@ -213,6 +213,47 @@ func BenchmarkReadAt(b *testing.B) {
 		b.ReportMetric(osNs, "paired-osfile-ns")
 		b.ReportMetric(ourNs, "paired-ringfs-ns")
 	})
+	// The same reads from GOMAXPROCS goroutines on one handle: hits of
+	// one file must not slow each other down.
+	jobs := runtime.GOMAXPROCS(0)
+	pkey := fmt.Sprintf("ReadAt/bs=4KiB/jobs=%d", jobs)
+	b.Run(fmt.Sprintf("impl=osfile/bs=4KiB/jobs=%d", jobs), func(b *testing.B) {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		readAll(b, f, benchWorkingSet)
+		parallel4KiB(b, offs, f.ReadAt)
+		baselines.Store(pkey, float64(b.Elapsed())/float64(b.N))
+	})
+	b.Run(fmt.Sprintf("impl=ringfs/bs=4KiB/jobs=%d", jobs), func(b *testing.B) {
+		_, f := hotEngine(b, path, os.O_RDONLY)
+		parallel4KiB(b, offs, f.ReadAt)
+		b.StopTimer()
+		reportRatio(b, pkey, float64(b.Elapsed())/float64(b.N), false, "x-osfile")
+	})
+}
+
+// parallel4KiB runs read at offs (len(offs) a power of two) from
+// GOMAXPROCS goroutines for b.N reads in all, each goroutine starting at
+// its own place in offs, with a buffer of its own.
+func parallel4KiB(b *testing.B, offs []int64, read func([]byte, int64) (int, error)) {
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	var start atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p := make([]byte, 4096)
+		i := int(start.Add(7919))
+		for pb.Next() {
+			if _, err := read(p, offs[i&(len(offs)-1)]); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
 }
 
 // BenchmarkWriteAt: random 4 KiB writes into a 64 MiB file held in cache

@@ -531,3 +531,76 @@ func engineCloseRacingIO(t *testing.T, fig *Figures) {
 		})
 	}
 }
+
+// TestStatsExactUnderConcurrency: the counters are kept per stripe, so
+// that concurrent callers do not share their cache lines; a snapshot
+// still sums every call exactly. 8 goroutines hit, write and fail on one
+// handle each through one engine.
+func TestStatsExactUnderConcurrency(t *testing.T) {
+	const (
+		goroutines = 8
+		reads      = 2000
+		writes     = 500
+		fails      = 100
+		size       = 100
+	)
+	path := filepath.Join(t.TempDir(), "f")
+	writeHost(t, path, pattern(64<<10, 31, 0))
+	e := newEngine(t, Options{Mode: Exclusive, LatencySampling: 1})
+	warm := openFile(t, e, path, os.O_RDWR)
+	if _, err := warm.ReadAt(make([]byte, 64<<10), 0); err != nil {
+		t.Fatal(err)
+	}
+	s0 := e.Stats()
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			f := openFile(t, e, path, os.O_RDWR)
+			p := make([]byte, size)
+			for i := range reads {
+				if _, err := f.ReadAt(p, int64((g*reads+i)%600)*size); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			for i := range writes {
+				if _, err := f.WriteAt(p, int64(g*writes+i)%600*size); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			for range fails {
+				if _, err := f.ReadAt(p, -1); err == nil {
+					t.Error("ReadAt at -1 succeeded")
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d := e.Stats().Sub(s0)
+	want := []struct {
+		what      string
+		got, want uint64
+	}{
+		{"Reads.CacheHit.Ops", d.Reads.CacheHit.Ops, goroutines * reads},
+		{"Reads.CacheHit.Bytes", d.Reads.CacheHit.Bytes, goroutines * reads * size},
+		{"Reads.Fill.Ops", d.Reads.Fill.Ops, 0},
+		{"Writes.Cache.Ops", d.Writes.Cache.Ops, goroutines * writes},
+		{"Writes.Cache.Bytes", d.Writes.Cache.Bytes, goroutines * writes * size},
+		{"Cache.Hits", d.Cache.Hits, goroutines * reads},
+		{"Cache.HitBytes", d.Cache.HitBytes, goroutines * reads * size},
+		{"ReadLatency.Count", d.ReadLatency.Count, goroutines * reads},
+		{"WriteLatency.Count", d.WriteLatency.Count, goroutines * writes},
+	}
+	for _, w := range want {
+		if w.got != w.want {
+			t.Errorf("%s = %d, want %d", w.what, w.got, w.want)
+		}
+	}
+	// Bad input fails before it is counted as an operation.
+	if d.Reads.Ops() != goroutines*reads {
+		t.Errorf("Reads.Ops() = %d, want %d", d.Reads.Ops(), goroutines*reads)
+	}
+	t.Logf("%d goroutines: %d hits, %d cached writes counted exactly", goroutines, d.Reads.CacheHit.Ops, d.Writes.Cache.Ops)
+}

@@ -89,7 +89,9 @@
 //
 // A handle's gate (not a lock) counts its calls in flight so that Close
 // waits for them before it closes the descriptor: a descriptor number is
-// never reused under a call. Engine.mu is never held across I/O except
+// never reused under a call. The counters behind Stats are atomics kept
+// per stripe (internal/stripe), so concurrent calls do not write one
+// cache line; Stats sums the stripes. Engine.mu is never held across I/O except
 // where noted: the last Close of a file writes it back with Engine.mu
 // released, and other opens of the file wait for that to finish.
 //

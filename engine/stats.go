@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringfs/ringfs/hostmap"
+	"github.com/ringfs/ringfs/internal/stripe"
 	"github.com/ringfs/ringfs/pagecache"
 	"github.com/ringfs/ringfs/uring"
 )
@@ -74,8 +75,14 @@ const (
 // holds latencies in [2^i, 2^(i+1)) ns (bucket 0 also holds 0).
 const latencyBuckets = 40
 
-// stats are the engine's live counters.
+// stats are the engine's live counters, one copy per stripe: every call
+// adds to them, from as many goroutines as call at once.
 type stats struct {
+	shards stripe.Sharded[statShard]
+}
+
+// statShard is one stripe's counters.
+type statShard struct {
 	ops    [numOpKinds][numPaths]atomic.Uint64
 	bytes  [numOpKinds][numPaths]atomic.Uint64
 	errors atomic.Uint64
@@ -102,7 +109,8 @@ func (h *histogram) add(d time.Duration) {
 	}
 }
 
-func (s *stats) record(op opKind, path ioPath, n int, d time.Duration, err error) {
+func (st *stats) record(op opKind, path ioPath, n int, d time.Duration, err error) {
+	s := st.shards.At(stripe.Hint())
 	s.ops[op][path].Add(1)
 	if n > 0 {
 		s.bytes[op][path].Add(uint64(n))
@@ -113,6 +121,38 @@ func (s *stats) record(op opKind, path ioPath, n int, d time.Duration, err error
 	if d >= 0 {
 		s.lat[op].add(d)
 	}
+}
+
+// path sums the operations and bytes of op served by path.
+func (st *stats) path(op opKind, path ioPath) PathStats {
+	var ps PathStats
+	for i := range stripe.Stripes {
+		s := st.shards.At(i)
+		ps.Ops += s.ops[op][path].Load()
+		ps.Bytes += s.bytes[op][path].Load()
+	}
+	return ps
+}
+
+// errorCount sums the failed calls.
+func (st *stats) errorCount() uint64 {
+	var n uint64
+	for i := range stripe.Stripes {
+		n += st.shards.At(i).errors.Load()
+	}
+	return n
+}
+
+// latency sums the histograms of op into l.
+func (st *stats) latency(op opKind, l *Latency) {
+	for i := range stripe.Stripes {
+		h := &st.shards.At(i).lat[op]
+		for b := range l.Buckets {
+			l.Buckets[b] += h.buckets[b].Load()
+		}
+		l.MaxNs = max(l.MaxNs, h.maxNs.Load())
+	}
+	l.finish()
 }
 
 // PathStats counts operations and bytes served one way.
@@ -213,7 +253,7 @@ func (e *Engine) Stats() Stats {
 	s := Stats{
 		Mode: e.opts.Mode.String(), Backend: e.be.Name(),
 		StartedUnixNs: e.started.UnixNano(), UptimeNs: int64(time.Since(e.started)),
-		Errors: e.st.errors.Load(),
+		Errors: e.st.errorCount(),
 	}
 	s.Ring = e.be.Stats()
 	s.FallbackReason = s.Ring.FallbackReason
@@ -223,23 +263,16 @@ func (e *Engine) Stats() Stats {
 		s.Cache = e.cache.Stats()
 	}
 	fill := func(dst *IOStats, op opKind) {
-		get := func(p ioPath) PathStats {
-			return PathStats{Ops: e.st.ops[op][p].Load(), Bytes: e.st.bytes[op][p].Load()}
-		}
+		get := func(p ioPath) PathStats { return e.st.path(op, p) }
 		*dst = IOStats{CacheHit: get(pathHit), Fill: get(pathFill), Cache: get(pathCache),
 			Direct: get(pathDirect), Mmap: get(pathMmap), Host: get(pathHost)}
 	}
 	fill(&s.Reads, opRead)
 	fill(&s.Writes, opWrite)
-	s.Syncs = e.st.ops[opSync][pathSync].Load()
-	for i, l := range []*Latency{&s.ReadLatency, &s.WriteLatency, &s.SyncLatency} {
-		h := &e.st.lat[i]
-		for b := range l.Buckets {
-			l.Buckets[b] = h.buckets[b].Load()
-		}
-		l.MaxNs = h.maxNs.Load()
-		l.finish()
-	}
+	s.Syncs = e.st.path(opSync, pathSync).Ops
+	e.st.latency(opRead, &s.ReadLatency)
+	e.st.latency(opWrite, &s.WriteLatency)
+	e.st.latency(opSync, &s.SyncLatency)
 	e.mu.Lock()
 	s.OpenHandles = len(e.handles)
 	s.OpenFiles = len(e.inodes)

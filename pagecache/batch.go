@@ -70,8 +70,7 @@ func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 		op.N = n
 		if op.Off+int64(n) == end {
 			op.Hit = true
-			c.st.hits.Add(1)
-			c.st.hitBytes.Add(uint64(n))
+			c.st.addHit(n)
 			continue
 		}
 		c.st.misses.Add(1)

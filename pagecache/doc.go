@@ -67,7 +67,8 @@
 // new pages, a main FIFO for pages hit again, and a ghost list so a page
 // evicted young comes back straight into main. A one-time scan passes
 // through the small queue without displacing the hot set. Hits only bump
-// an atomic counter. Eviction runs in the goroutine that needs frames,
+// an atomic counter of their frame (and the hit counters of their stripe,
+// see internal/stripe). Eviction runs in the goroutine that needs frames,
 // holding no file lock, and frees victims in batches (evictBatch when they
 // must be written back, so one fdatasync covers many pages).
 //

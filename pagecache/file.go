@@ -193,8 +193,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	n := f.copyOut(p[:end-off], off)
 	f.mu.RUnlock()
 	if off+int64(n) == end {
-		f.c.st.hits.Add(1)
-		f.c.st.hitBytes.Add(uint64(n))
+		f.c.st.addHit(n)
 		return n, nil
 	}
 	f.c.st.misses.Add(1)

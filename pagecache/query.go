@@ -22,8 +22,7 @@ func (f *File) ReadCached(p []byte, off int64) (n int, hit bool) {
 	}
 	n = f.copyOut(p[:end-off], off)
 	if off+int64(n) == end {
-		f.c.st.hits.Add(1)
-		f.c.st.hitBytes.Add(uint64(n))
+		f.c.st.addHit(n)
 		return n, true
 	}
 	return n, false

@@ -2,7 +2,11 @@
 
 package pagecache
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/ringfs/ringfs/internal/stripe"
+)
 
 // Stats are the cache's counters (totals since New) and gauges.
 type Stats struct {
@@ -73,13 +77,36 @@ func (s Stats) Sub(prev Stats) Stats {
 }
 
 type counters struct {
-	hits, hitBytes, misses, fills, fillBatches, fillSQEs, fillBytes atomic.Uint64
-	readaheadBytes, fillErrors, bypassBytes, writeBytes             atomic.Uint64
-	directWriteBytes, writeAllocPages                               atomic.Uint64
-	writebackBytes, writebackBatches, writebackSQEs                 atomic.Uint64
-	writebackErrors, syncs, evictions, evictedDirty                 atomic.Uint64
-	evictionWritebackErrors, pressure                               atomic.Uint64
-	writebackDirectBytes, writebackMergedBytes                      atomic.Uint64
+	// hits are counted per stripe: every hit adds to them, from as many
+	// goroutines as read at once.
+	hits                                                stripe.Sharded[hitCounts]
+	misses, fills, fillBatches, fillSQEs, fillBytes     atomic.Uint64
+	readaheadBytes, fillErrors, bypassBytes, writeBytes atomic.Uint64
+	directWriteBytes, writeAllocPages                   atomic.Uint64
+	writebackBytes, writebackBatches, writebackSQEs     atomic.Uint64
+	writebackErrors, syncs, evictions, evictedDirty     atomic.Uint64
+	evictionWritebackErrors, pressure                   atomic.Uint64
+	writebackDirectBytes, writebackMergedBytes          atomic.Uint64
+}
+
+// hitCounts are the hits of one stripe.
+type hitCounts struct{ n, bytes atomic.Uint64 }
+
+// addHit counts a hit of n bytes.
+func (st *counters) addHit(n int) {
+	h := st.hits.At(stripe.Hint())
+	h.n.Add(1)
+	h.bytes.Add(uint64(n))
+}
+
+// hitTotals sums the hits of every stripe.
+func (st *counters) hitTotals() (n, bytes uint64) {
+	for i := range stripe.Stripes {
+		h := st.hits.At(i)
+		n += h.n.Load()
+		bytes += h.bytes.Load()
+	}
+	return n, bytes
 }
 
 // Stats returns a snapshot of the counters.
@@ -88,10 +115,11 @@ func (c *Cache) Stats() Stats {
 	free := int64(len(c.free))
 	c.mu.Unlock()
 	st := &c.st
+	hits, hitBytes := st.hitTotals()
 	return Stats{
 		CapacityBytes: c.Capacity(), FreeBytes: free * PageSize,
 		ResidentBytes: c.Capacity() - free*PageSize, Fixed: c.fixed,
-		Hits: st.hits.Load(), HitBytes: st.hitBytes.Load(), Misses: st.misses.Load(),
+		Hits: hits, HitBytes: hitBytes, Misses: st.misses.Load(),
 		Fills: st.fills.Load(), FillBatches: st.fillBatches.Load(), FillSQEs: st.fillSQEs.Load(),
 		FillBytes: st.fillBytes.Load(), ReadaheadBytes: st.readaheadBytes.Load(),
 		FillErrors: st.fillErrors.Load(), BypassBytes: st.bypassBytes.Load(),

@@ -1,0 +1,37 @@
+package stripe
+
+import "unsafe"
+
+// Stripes is the number of copies a Sharded holds (a power of two).
+const Stripes = 32
+
+// lineSize separates the copies: two 64-byte lines, because CPUs that
+// prefetch the adjacent line pair them.
+const lineSize = 128
+
+// hashMul is 2^64 divided by the golden ratio (Fibonacci hashing).
+const hashMul = 0x9e3779b97f4a7c15
+
+// Hint returns the calling goroutine's stripe, in [0, Stripes).
+func Hint() int {
+	var mark byte
+	// Goroutine stacks are at least 8 KiB apart; the low bits move with
+	// the call depth and only add noise.
+	sp := uint64(uintptr(unsafe.Pointer(&mark))) >> 12
+	return int(sp * hashMul >> (64 - log2Stripes))
+}
+
+// log2Stripes is log2(Stripes).
+const log2Stripes = 5
+
+// Sharded holds Stripes copies of T, none sharing a cache line with
+// another.
+type Sharded[T any] struct {
+	cells [Stripes]struct {
+		v T
+		_ [lineSize]byte
+	}
+}
+
+// At returns copy i (any int: it is reduced modulo Stripes).
+func (s *Sharded[T]) At(i int) *T { return &s.cells[i&(Stripes-1)].v }
