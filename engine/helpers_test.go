@@ -140,11 +140,25 @@ func suspicious(m mapEntry) bool {
 	case strings.HasPrefix(m.path, "/") && !strings.HasPrefix(m.path, "/usr/") && !strings.HasPrefix(m.path, "/lib"):
 		return true
 	case m.path == "" && m.noreserve && m.perms == "rw-p":
+		if raceEnabled && m.start >= raceShadowStart && m.end <= raceShadowEnd {
+			// The race detector's shadow of the Go heap, mapped as the
+			// heap grows: it once grew by exactly a cache's size.
+			return false
+		}
 		_, ok := cacheSizes.Load(m.end - m.start)
 		return ok
 	}
 	return false
 }
+
+// raceShadowStart and raceShadowEnd bound the race detector's shadow and
+// meta memory for Go on linux/amd64 (ThreadSanitizer's Go mapping:
+// shadow from 0x200000000000, meta up to 0x400000000000). The kernel
+// places an arena's mmap near the top of the address space, far above.
+const (
+	raceShadowStart = 0x200000000000
+	raceShadowEnd   = 0x400000000000
+)
 
 // leaks compares now with before and describes what was left behind.
 func (before resources) leaks(now resources) []string {

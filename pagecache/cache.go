@@ -6,13 +6,16 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ringfs/ringfs/internal/stripe"
 	"github.com/ringfs/ringfs/uring"
 )
 
@@ -109,6 +112,12 @@ type Cache struct {
 	directWB  int64
 
 	st counters
+
+	// optimistic counts, per stripe, hits in progress without any lock
+	// (File.readOptimistic); Close sets closing and waits for them to
+	// end before it unmaps the arena they copy from.
+	optimistic stripe.Sharded[atomic.Int64]
+	closing    atomic.Bool
 
 	mu sync.Mutex
 	// free is a stack of free frames. +checklocks:mu
@@ -311,12 +320,30 @@ func (c *Cache) Close() error {
 		return syscall.EBUSY
 	}
 	c.closed = true
+	c.closing.Store(true)
+	c.waitOptimistic()
 	if c.fixed {
 		c.be.UnregisterBuffers()
 	}
 	err := unix.MunmapPtr(unsafe.Pointer(&c.arena[0]), uintptr(len(c.arena)))
 	c.arena = nil
 	return err
+}
+
+// waitOptimistic waits until no optimistic hit is in progress. Once
+// closing is set, new ones back off before they touch the arena, so the
+// wait is as long as one copy out of the cache.
+func (c *Cache) waitOptimistic() {
+	for {
+		var n int64
+		for i := range stripe.Stripes {
+			n += c.optimistic.At(i).Load()
+		}
+		if n == 0 {
+			return
+		}
+		runtime.Gosched()
+	}
 }
 
 // Capacity returns the arena size in bytes.

@@ -60,6 +60,9 @@
 //     other writebacks are buffered. The O_DIRECT writes make the kernel
 //     drop its cached copies of those pages.
 //   - A page pinned by an in-flight writeback is never freed or evicted.
+//   - A File's index, size and the bytes of its indexed frames change only
+//     with its mu held for writing (fills read into frames before they are
+//     indexed), which is what lets hits take no lock (see Lock order).
 //
 // # Replacement
 //
@@ -75,7 +78,7 @@
 // # Lock order
 //
 //	File.wbMu    writeback, truncate, allocate, direct write of one file
-//	  File.mu    the file's index, page states and size (RWMutex: hits share it)
+//	  File.mu    the file's index, page states and size (RWMutex; most hits take no lock)
 //	    Cache.mu free frames, replacement policy, frame ownership
 //
 // A goroutine needing frames (Cache.reserve) holds none of these; it may
@@ -103,6 +106,21 @@
 // waiting for the fills in flight of each file as it locks it. Writeback
 // drops mu during its I/O and relies on wbMu and page pins, re-checking
 // each page's write generation before it marks the page unsynced.
+//
+// A hit of pages that are all cached, below the size, takes no lock at all
+// on amd64 (File.readOptimistic): File.mu carries a sequence that is odd
+// while mu is held for writing, and every change to a file's index, size
+// or cached bytes is made with mu held for writing. The hit notes the
+// sequence, looks its pages up in the index (whose dense part is read and
+// written with atomics, and whose table is replaced, never resized in
+// place), copies them, and keeps the copy only if the sequence did not
+// move; otherwise it clears what it copied (a frame may have gone to
+// another file meanwhile) and takes the read lock. So hits of one file
+// from many goroutines write no shared memory: the in-progress count it
+// keeps for Close and its hit counters are per stripe. The check needs
+// loads kept in order, which amd64 gives; on other architectures every
+// hit takes the read lock. Cache.Close waits for hits in progress before
+// it unmaps the arena.
 //
 // # Memory ownership
 //

@@ -2,15 +2,24 @@
 
 package pagecache
 
-import "slices"
+import (
+	"slices"
+	"sync/atomic"
+)
 
 // pageIndex maps a file's page numbers to arena frames. It is a two-level
-// radix table: leaves of leafPages entries, reached through a dense slice
+// radix table: leaves of leafPages entries, reached through a dense table
 // for the first denseLeaves leaves (files up to 128 GiB) and a map beyond.
 // Lookup is O(1) and allocation-free; leaves are allocated when a page is
 // first inserted into their span and freed when their last page leaves.
+//
+// The index changes only with its File's mu held for writing. The dense
+// part may also be read with no lock at all (getUnlocked, for optimistic
+// hits): its table is replaced whole when it grows, never resized in
+// place, and every pointer and entry in it is read and written atomically,
+// so such a reader sees some state the index was in, never a torn one.
 type pageIndex struct {
-	dense  []*leaf
+	dense  atomic.Pointer[[]atomic.Pointer[leaf]]
 	sparse map[int64]*leaf
 	pages  int // pages present
 }
@@ -24,14 +33,22 @@ const (
 
 // leaf holds frame+1 for each page (0 = absent), so a new leaf is empty.
 type leaf struct {
-	frames [leafPages]int32
-	n      int
+	frames [leafPages]atomic.Int32
+	n      int // entries present; read and written with mu held
+}
+
+// table returns the dense table (nil when no dense leaf was ever made).
+func (x *pageIndex) table() []atomic.Pointer[leaf] {
+	if t := x.dense.Load(); t != nil {
+		return *t
+	}
+	return nil
 }
 
 func (x *pageIndex) leafOf(page int64) *leaf {
 	li := page >> leafShift
-	if li < int64(len(x.dense)) {
-		return x.dense[li]
+	if t := x.table(); li < int64(len(t)) {
+		return t[li].Load()
 	}
 	if li < denseLeaves || x.sparse == nil {
 		return nil
@@ -40,9 +57,25 @@ func (x *pageIndex) leafOf(page int64) *leaf {
 }
 
 // get returns the frame of page, or -1.
+//
+// Preconditions: the File's mu is held.
 func (x *pageIndex) get(page int64) int32 {
 	if l := x.leafOf(page); l != nil {
-		return l.frames[page&leafMask] - 1
+		return l.frames[page&leafMask].Load() - 1
+	}
+	return -1
+}
+
+// getUnlocked returns the frame of page in the dense part, or -1 when it
+// is absent or lies in the sparse part. It needs no lock: the answer is a
+// frame the page had at some moment during the call, which the caller
+// must confirm (File.readOptimistic checks the File's sequence).
+func (x *pageIndex) getUnlocked(page int64) int32 {
+	li := page >> leafShift
+	if t := x.table(); li < int64(len(t)) {
+		if l := t[li].Load(); l != nil {
+			return l.frames[page&leafMask].Load() - 1
+		}
 	}
 	return -1
 }
@@ -52,21 +85,25 @@ func (x *pageIndex) set(page int64, frame int32) {
 	li := page >> leafShift
 	var l *leaf
 	if li < denseLeaves {
-		if li >= int64(len(x.dense)) {
-			n := int64(len(x.dense))*2 + 1
+		t := x.table()
+		if li >= int64(len(t)) {
+			n := int64(len(t))*2 + 1
 			for n <= li {
 				n *= 2
 			}
 			if n > denseLeaves {
 				n = denseLeaves
 			}
-			grown := make([]*leaf, n)
-			copy(grown, x.dense)
-			x.dense = grown
+			grown := make([]atomic.Pointer[leaf], n)
+			for i := range t {
+				grown[i].Store(t[i].Load())
+			}
+			x.dense.Store(&grown)
+			t = grown
 		}
-		if l = x.dense[li]; l == nil {
+		if l = t[li].Load(); l == nil {
 			l = new(leaf)
-			x.dense[li] = l
+			t[li].Store(l)
 		}
 	} else {
 		if x.sparse == nil {
@@ -77,10 +114,10 @@ func (x *pageIndex) set(page int64, frame int32) {
 			x.sparse[li] = l
 		}
 	}
-	if l.frames[page&leafMask] != 0 {
+	if l.frames[page&leafMask].Load() != 0 {
 		panic("pagecache: index: page already present")
 	}
-	l.frames[page&leafMask] = frame + 1
+	l.frames[page&leafMask].Store(frame + 1)
 	l.n++
 	x.pages++
 }
@@ -91,17 +128,17 @@ func (x *pageIndex) remove(page int64) int32 {
 	if l == nil {
 		return -1
 	}
-	f := l.frames[page&leafMask] - 1
+	f := l.frames[page&leafMask].Load() - 1
 	if f < 0 {
 		return -1
 	}
-	l.frames[page&leafMask] = 0
+	l.frames[page&leafMask].Store(0)
 	l.n--
 	x.pages--
 	if l.n == 0 {
 		li := page >> leafShift
-		if li < int64(len(x.dense)) {
-			x.dense[li] = nil
+		if t := x.table(); li < int64(len(t)) {
+			t[li].Store(nil)
 		} else {
 			delete(x.sparse, li)
 		}
@@ -118,12 +155,13 @@ func (x *pageIndex) each(from, to int64, fn func(page int64, frame int32)) {
 	if from >= to {
 		return
 	}
+	t := x.table()
 	last := (to - 1) >> leafShift
-	if d := int64(len(x.dense)) - 1; last > d {
+	if d := int64(len(t)) - 1; last > d {
 		last = d
 	}
 	for li := from >> leafShift; li <= last; li++ {
-		if l := x.dense[li]; l != nil {
+		if l := t[li].Load(); l != nil {
 			visitLeaf(l, li, from, to, fn)
 		}
 	}
@@ -136,7 +174,7 @@ func (x *pageIndex) each(from, to int64, fn func(page int64, frame int32)) {
 func visitLeaf(l *leaf, li, from, to int64, fn func(page int64, frame int32)) {
 	start, end := max(li<<leafShift, from), min((li+1)<<leafShift, to)
 	for p := start; p < end && l.n > 0; p++ {
-		if f := l.frames[p&leafMask] - 1; f >= 0 {
+		if f := l.frames[p&leafMask].Load() - 1; f >= 0 {
 			fn(p, f)
 		}
 	}

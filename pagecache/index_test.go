@@ -5,6 +5,8 @@ package pagecache
 import (
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ringfs/ringfs/uring"
@@ -86,10 +88,65 @@ func TestPageIndex(t *testing.T) {
 	}
 	// Removing everything inside each frees every leaf.
 	x.each(0, 1<<62, func(p int64, _ int32) { x.remove(p) })
-	if x.pages != 0 || len(x.sparse) != 0 || slices.ContainsFunc(x.dense, func(l *leaf) bool { return l != nil }) {
+	leaves := 0
+	for i := range x.table() {
+		if x.table()[i].Load() != nil {
+			leaves++
+		}
+	}
+	if x.pages != 0 || len(x.sparse) != 0 || leaves != 0 {
 		t.Fatalf("seed %d: after removing all: %d pages, %d sparse leaves", seed, x.pages, len(x.sparse))
 	}
 	t.Logf("seed %d: 20000 index operations over dense and sparse pages agree with a map; all leaves freed", seed)
+}
+
+// TestPageIndexUnlockedReads: getUnlocked, called with no lock while one
+// writer inserts and removes pages (growing the dense table from empty
+// and freeing leaves), only ever returns -1 or a frame the page has had.
+// Each page only ever gets frames 2*page and 2*page+1. Under -race this
+// also checks that nothing the unlocked reader touches is written
+// without atomics.
+func TestPageIndexUnlockedReads(t *testing.T) {
+	const pages = 64 * leafPages
+	var x pageIndex
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var seen atomic.Int64
+	for g := range 2 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 8))
+			for !stop.Load() {
+				p := r.Int64N(pages)
+				if fr := x.getUnlocked(p); fr != -1 {
+					if int64(fr)/2 != p {
+						t.Errorf("getUnlocked(%d) = %d, a frame the page never had", p, fr)
+						return
+					}
+					seen.Add(1)
+				}
+			}
+		})
+	}
+	r := rand.New(rand.NewPCG(testSeed(t), 9))
+	present := map[int64]bool{}
+	for range 200000 {
+		// Grow from the low leaves up, so the table is replaced while
+		// the readers use it.
+		p := r.Int64N(1 + int64(len(present))*8%pages)
+		if present[p] {
+			x.remove(p)
+			delete(present, p)
+		} else {
+			x.set(p, int32(2*p+r.Int64N(2)))
+			present[p] = true
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if x.pages != len(present) {
+		t.Fatalf("%d pages counted, %d present", x.pages, len(present))
+	}
+	t.Logf("readers saw %d present pages while the writer made 200000 changes", seen.Load())
 }
 
 // TestFarOffsets caches, writes back and reads pages past 128 GiB (the

@@ -11,6 +11,9 @@ func (f *File) ReadCached(p []byte, off int64) (n int, hit bool) {
 	if off < 0 {
 		return 0, false
 	}
+	if n, ok := f.readOptimistic(p, off); ok {
+		return n, true
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.released {
