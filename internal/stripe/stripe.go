@@ -15,9 +15,10 @@ const hashMul = 0x9e3779b97f4a7c15
 // Hint returns the calling goroutine's stripe, in [0, Stripes).
 func Hint() int {
 	var mark byte
-	// Goroutine stacks are at least 8 KiB apart; the low bits move with
-	// the call depth and only add noise.
-	sp := uint64(uintptr(unsafe.Pointer(&mark))) >> 12
+	// Goroutine stacks are 2 KiB or larger, aligned to their size: the
+	// address above 2 KiB tells stacks apart, the bits below move with
+	// the call depth and would only add noise.
+	sp := uint64(uintptr(unsafe.Pointer(&mark))) >> 11
 	return int(sp * hashMul >> (64 - log2Stripes))
 }
 

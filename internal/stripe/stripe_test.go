@@ -73,6 +73,41 @@ func TestHintSpreads(t *testing.T) {
 	t.Logf("%d goroutines: %d of %d stripes used, at most %d in one", goroutines, used, Stripes, most)
 }
 
+// TestHintPairs: two goroutines alive at once, as a benchmark's
+// RunParallel starts them on two CPUs, share a stripe about one time in
+// Stripes. Goroutine stacks start at 2 KiB and are often adjacent, so a
+// hint that ignored the 2 KiB bit of the stack address would put such a
+// pair on one stripe about half the time.
+func TestHintPairs(t *testing.T) {
+	const trials = 400
+	same := 0
+	for range trials {
+		var wg sync.WaitGroup
+		var hints [2]int
+		release := make(chan struct{})
+		var ready sync.WaitGroup
+		for i := range hints {
+			ready.Add(1)
+			wg.Go(func() {
+				hints[i] = Hint()
+				ready.Done()
+				<-release // both stacks alive while the other looks
+			})
+		}
+		ready.Wait()
+		close(release)
+		wg.Wait()
+		if hints[0] == hints[1] {
+			same++
+		}
+	}
+	// Expected trials/Stripes (12); allow four times that.
+	if same > 4*trials/Stripes {
+		t.Errorf("%d of %d pairs of goroutines got the same stripe, want about %d", same, trials, trials/Stripes)
+	}
+	t.Logf("%d of %d pairs of goroutines shared a stripe", same, trials)
+}
+
 // TestShardedLayout: copies are lineSize or more apart, so two never
 // share a cache line, and At reduces its index modulo Stripes.
 func TestShardedLayout(t *testing.T) {
