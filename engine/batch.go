@@ -73,7 +73,7 @@ type batch struct {
 	readOf []*Op
 	host   []uring.Request // direct and uncached operations
 	hostOf []*Op
-	open   []*File // handles whose gate was entered
+	open   []entered // handles whose gate was entered
 }
 
 func (b *batch) add(op *Op) {
@@ -87,11 +87,12 @@ func (b *batch) add(op *Op) {
 		op.Err = &fs.PathError{Op: verb, Path: "", Err: syscall.EINVAL}
 		return
 	}
-	if !f.gate.enter() {
+	ticket, ok := f.gate.enter()
+	if !ok {
 		op.Err = f.pathErr(verb, fs.ErrClosed)
 		return
 	}
-	b.open = append(b.open, f)
+	b.open = append(b.open, entered{f, ticket})
 	switch {
 	case op.Write && !f.writable, !op.Write && !f.readable:
 		op.Err = f.pathErr(verb, syscall.EBADF)
@@ -215,9 +216,15 @@ func (b *batch) run() {
 		b.finish(op)
 		r.Buf = nil
 	}
-	for _, f := range b.open {
-		f.gate.leave()
+	for _, en := range b.open {
+		en.f.gate.leave(en.ticket)
 	}
+}
+
+// entered is a handle whose gate a batch entered, with its ticket.
+type entered struct {
+	f      *File
+	ticket int
 }
 
 // finish turns a raw result into the ReadAt/WriteAt form.

@@ -35,10 +35,11 @@ type Mapping struct {
 // EINVAL; a length of 0 gives an empty Mapping. Dirty cached data in the
 // file is written back first.
 func (f *File) Map(off, length int64, writable bool) (*Mapping, error) {
-	if !f.gate.enter() {
+	ticket, ok := f.gate.enter()
+	if !ok {
 		return nil, f.pathErr("mmap", fs.ErrClosed)
 	}
-	defer f.gate.leave()
+	defer f.gate.leave(ticket)
 	switch {
 	case off < 0 || length < 0 || off > (1<<63-1)-length:
 		return nil, f.pathErr("mmap", syscall.EINVAL)
