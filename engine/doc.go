@@ -89,7 +89,9 @@
 //
 // A handle's gate (not a lock) counts its calls in flight so that Close
 // waits for them before it closes the descriptor: a descriptor number is
-// never reused under a call. The counters behind Stats are atomics kept
+// never reused under a call. Once two calls on a handle overlap, the gate
+// counts per stripe (see gate), so goroutines sharing a handle do not
+// write one word. The counters behind Stats are atomics kept
 // per stripe (internal/stripe), so concurrent calls do not write one
 // cache line; Stats sums the stripes. Engine.mu is never held across I/O except
 // where noted: the last Close of a file writes it back with Engine.mu
