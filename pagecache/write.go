@@ -208,6 +208,7 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 	// Apply to the cache the bytes below limit.
 	next := 0 // fc.install cursor
 	var installed []placed
+	var grown int64 // dirty bytes added
 	for page := pageOf(off); page < pageEnd(min(limit, end)); page++ {
 		ps := page << pageShift
 		a, b := max(ps, off), min(ps+PageSize, limit)
@@ -226,16 +227,17 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 		if len(installed) > 0 && installed[len(installed)-1].frame == fr {
 			continue // dirtied after install below
 		}
-		f.markDirty(fr, uint16(a-ps), uint16(b-ps))
+		grown += f.widenSpan(fr, uint16(a-ps), uint16(b-ps))
 	}
 	if len(installed) > 0 {
 		f.install(installed)
 		for _, pl := range installed {
 			ps := pl.page << pageShift
-			f.markDirty(pl.frame, uint16(max(ps, off)-ps), uint16(min(ps+PageSize, limit)-ps))
+			grown += f.widenSpan(pl.frame, uint16(max(ps, off)-ps), uint16(min(ps+PageSize, limit)-ps))
 		}
 		c.st.writeAllocPages.Add(uint64(len(installed)))
 	}
+	f.dirtyBytes.Add(grown)
 	// Frames were planned in order (install[i] has frames[i]); those of
 	// pages past limit were not used and go back with the unplanned ones.
 	fc.used = next
@@ -274,10 +276,20 @@ func (f *File) trimHost() {
 //
 // Preconditions: f.mu is held for writing.
 func (f *File) markDirty(fr int32, lo, hi uint16) {
+	f.dirtyBytes.Add(f.widenSpan(fr, lo, hi))
+}
+
+// widenSpan is markDirty without the count: it returns by how much the
+// dirty bytes grew, for the caller to add to f.dirtyBytes. A write of
+// many pages adds once, because an atomic add per page would wait each
+// time for the stores of that page's copy to reach the cache.
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) widenSpan(fr int32, lo, hi uint16) int64 {
 	m := &f.c.meta[fr]
 	m.gen++
 	if lo >= hi {
-		return
+		return 0
 	}
 	old := int64(m.hi) - int64(m.lo)
 	if m.state == 0 {
@@ -287,7 +299,7 @@ func (f *File) markDirty(fr int32, lo, hi uint16) {
 		m.lo, m.hi = min(m.lo, lo), max(m.hi, hi)
 	}
 	m.state |= pageDirty
-	f.dirtyBytes.Add(int64(m.hi) - int64(m.lo) - old)
+	return int64(m.hi) - int64(m.lo) - old
 }
 
 // writeThrough writes p at off to the host, then into cached pages, and
