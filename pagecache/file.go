@@ -351,11 +351,26 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 		// Cached pages of the request are copied now: they may be evicted
 		// meanwhile, and completeFill copies only what is still cached.
 		f.copyPresent(dst, req.Start)
-		f.outside(pageRange{p0: p0, p1: p1}, func() { c.be.Submit(fc.reqs) })
+		f.outside(pageRange{p0: p0, p1: p1}, func() { f.readHost(fc.reqs) })
 		c.st.fillBatches.Add(1)
 		c.st.fillSQEs.Add(uint64(len(fc.reqs)))
 	}
 	return f.completeFill(fc, size, r1, req, dst)
+}
+
+// readHost runs the reads of a fill. A lone buffered read goes out as a
+// plain syscall (uring.Do): the data is usually in the kernel's cache,
+// and pread then costs less than a trip through the ring (BenchmarkReadMiss,
+// io=buffered: 1.34 us a miss against 1.60 us through the ring, on the
+// machine of the README's figures). O_DIRECT reads, and several reads,
+// go to the ring, where they wait for the disk together.
+func (f *File) readHost(reqs []uring.Request) {
+	if len(reqs) == 1 && reqs[0].Fd == f.fd && f.directFd < 0 {
+		r := &reqs[0]
+		r.N, r.Err = uring.Do(f.c.be, *r)
+		return
+	}
+	f.c.be.Submit(reqs)
 }
 
 // outside runs io, the host I/O of a fill or write of rg, with f.mu
