@@ -146,10 +146,25 @@ func (ino *inode) directHostRead(f *File, p []byte, off int64, flags int) (int, 
 	a1 := (off + int64(len(p)) + directAlign - 1) &^ (directAlign - 1)
 	buf := alignedBuf(int(a1 - a0))
 	n, err := ino.e.hostIO(uring.OpRead, f.fd, buf, a0, uint32(flags))
+	// Cut short at the host's end and refused when resumed there (see
+	// directReadRest): read the rest again from the aligned offset at or
+	// below where it stopped. This must happen here, not only in
+	// directReadRest: the end may lie below off, so that none of the
+	// bytes read so far are p's. Bounded: the file may keep moving.
+	for try := 0; try < directRetries && n > 0 && n < len(buf) && errors.Is(err, syscall.EINVAL); try++ {
+		at := n &^ (directAlign - 1)
+		var m int
+		m, err = ino.e.hostIO(uring.OpRead, f.fd, buf[at:], a0+int64(at), uint32(flags))
+		n = at + m
+	}
 	got := max(min(n-int(off-a0), len(p)), 0)
 	copy(p[:got], buf[off-a0:])
 	return got, err
 }
+
+// directRetries bounds the aligned re-reads of one bounced direct read
+// whose host end keeps moving.
+const directRetries = 4
 
 // directReadRest finishes a direct read that came back with n bytes and
 // EINVAL. The backend resumes a short read where it stopped; a direct
