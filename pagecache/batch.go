@@ -37,7 +37,7 @@ type batchMiss struct {
 }
 
 // ReadBatch serves reads of cached files together: hits are copied out at
-// once, and the fills of every miss go to the backend in one Submit, with
+// once (with no lock where File.readOptimistic can), and the fills of every miss go to the backend in one Submit, with
 // extra (requests the caller wants in the same submission, such as direct
 // reads) appended. Results land in each op's N and Err and in extra's
 // requests. Reads in one batch run in no particular order relative to each
@@ -51,6 +51,10 @@ func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 		f := op.File
 		if op.Off < 0 {
 			op.Err = syscall.EINVAL
+			continue
+		}
+		if n, ok := f.readOptimistic(op.Buf, op.Off); ok {
+			op.N, op.Hit = n, true
 			continue
 		}
 		f.mu.RLock()
