@@ -37,9 +37,9 @@ type batchMiss struct {
 }
 
 // ReadBatch serves reads of cached files together: hits are copied out at
-// once (with no lock where File.readOptimistic can), and the fills of every miss go to the backend in one Submit, with
-// extra (requests the caller wants in the same submission, such as direct
-// reads) appended. Results land in each op's N and Err and in extra's
+// once (File.copyHit), and the fills of every miss go to the backend in
+// one Submit, with extra (requests the caller wants in the same
+// submission, such as direct reads) appended. Results land in each op's N and Err and in extra's
 // requests. Reads in one batch run in no particular order relative to each
 // other. Misses whose fills overlap one planned earlier in the batch on
 // the same file are served by a further submission.
@@ -53,28 +53,13 @@ func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 			op.Err = syscall.EINVAL
 			continue
 		}
-		if n, ok := f.readOptimistic(op.Buf, op.Off); ok {
-			op.N, op.Hit = n, true
-			continue
-		}
-		f.mu.RLock()
-		if f.released {
-			f.mu.RUnlock()
+		n, _, hit, ok := f.copyHit(op.Buf, op.Off)
+		if !ok {
 			op.Err = syscall.EBADF
 			continue
 		}
-		end := min(op.Off+int64(len(op.Buf)), f.size.Load())
-		if op.Off >= end {
-			f.mu.RUnlock()
-			op.Hit = true
-			continue
-		}
-		n := f.copyOut(op.Buf[:end-op.Off], op.Off)
-		f.mu.RUnlock()
-		op.N = n
-		if op.Off+int64(n) == end {
-			op.Hit = true
-			c.st.addHit(n)
+		op.N, op.Hit = n, hit
+		if hit {
 			continue
 		}
 		c.st.misses.Add(1)

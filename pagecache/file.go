@@ -201,28 +201,45 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
-	if n, ok := f.readOptimistic(p, off); ok {
-		return n, nil
-	}
-	f.mu.RLock()
-	if f.released {
-		f.mu.RUnlock()
+	n, end, hit, ok := f.copyHit(p, off)
+	switch {
+	case !ok:
 		return 0, syscall.EBADF
-	}
-	end := min(off+int64(len(p)), f.size.Load())
-	if off >= end {
-		f.mu.RUnlock()
-		return 0, nil
-	}
-	n := f.copyOut(p[:end-off], off)
-	f.mu.RUnlock()
-	if off+int64(n) == end {
-		f.c.st.addHit(n)
+	case hit:
 		return n, nil
 	}
 	f.c.st.misses.Add(1)
 	m, err := f.fill(p[n:end-off], off+int64(n))
 	return n + m, err
+}
+
+// copyHit copies the cached bytes of [off, off+len(p)) below the size into
+// p, from off up to the first page that is not cached: with no lock when
+// readOptimistic can, under the read lock otherwise. It returns how many
+// it copied, end (the end of the readable range: off when off is at or
+// past the size), and whether that was all of it (a hit, counted unless
+// it is empty); ok is false when the file is released.
+//
+// Preconditions: off ≥ 0; the caller holds no lock of f.
+func (f *File) copyHit(p []byte, off int64) (n int, end int64, hit, ok bool) {
+	if n, ok := f.readOptimistic(p, off); ok {
+		return n, off + int64(n), true, true
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.released {
+		return 0, off, false, false
+	}
+	end = min(off+int64(len(p)), f.size.Load())
+	if off >= end {
+		return 0, off, true, true
+	}
+	n = f.copyOut(p[:end-off], off)
+	if off+int64(n) == end {
+		f.c.st.addHit(n)
+		return n, end, true, true
+	}
+	return n, end, false, true
 }
 
 // optimisticHits says whether hits may be served with no lock
@@ -282,9 +299,7 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 	if done < len(p) {
 		return 0, false
 	}
-	h2 := c.st.hits.At(h)
-	h2.n.Add(1)
-	h2.bytes.Add(uint64(done))
+	c.st.addHitAt(h, done)
 	return done, true
 }
 

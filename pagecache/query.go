@@ -11,24 +11,11 @@ func (f *File) ReadCached(p []byte, off int64) (n int, hit bool) {
 	if off < 0 {
 		return 0, false
 	}
-	if n, ok := f.readOptimistic(p, off); ok {
-		return n, true
-	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.released {
+	n, _, hit, ok := f.copyHit(p, off)
+	if !ok {
 		return 0, false
 	}
-	end := min(off+int64(len(p)), f.size.Load())
-	if off >= end {
-		return 0, true
-	}
-	n = f.copyOut(p[:end-off], off)
-	if off+int64(n) == end {
-		f.c.st.addHit(n)
-		return n, true
-	}
-	return n, false
+	return n, hit
 }
 
 // SetFd replaces the host descriptors the cache uses for the file (when

@@ -93,10 +93,14 @@ type counters struct {
 type hitCounts struct{ n, bytes atomic.Uint64 }
 
 // addHit counts a hit of n bytes.
-func (st *counters) addHit(n int) {
-	h := st.hits.At(stripe.Hint())
-	h.n.Add(1)
-	h.bytes.Add(uint64(n))
+func (st *counters) addHit(n int) { st.addHitAt(stripe.Hint(), n) }
+
+// addHitAt counts a hit of n bytes in stripe h (a caller that has the
+// goroutine's stripe at hand).
+func (st *counters) addHitAt(h, n int) {
+	c := st.hits.At(h)
+	c.n.Add(1)
+	c.bytes.Add(uint64(n))
 }
 
 // hitTotals sums the hits of every stripe.
