@@ -183,20 +183,8 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 		// Inside the file, the host writes run with mu released (see
 		// writeThrough); the write's cached pages are kept from eviction
 		// meanwhile (evictPages), since only the cache gets their bytes.
-		io := func() {
-			if len(fc.reqs) == 1 {
-				// A lone host write is cheaper as a plain syscall (see uring.Do).
-				r := &fc.reqs[0]
-				r.N, r.Err = uring.Do(c.be, *r)
-			} else {
-				c.be.Submit(fc.reqs)
-			}
-		}
-		if end <= oldSize {
-			f.outside(pageRange{p0: pageOf(off), p1: pageEnd(end), writing: true}, io)
-		} else {
-			io()
-		}
+		// A lone buffered write is cheaper as a plain syscall (see uring.Do).
+		f.hostWrite(off, end, func() { runHost(c.be, fc.reqs) })
 		for i := range fc.reqs {
 			r := &fc.reqs[i]
 			c.st.directWriteBytes.Add(uint64(r.N))
@@ -302,6 +290,20 @@ func (f *File) widenSpan(fr int32, lo, hi uint16) int64 {
 	return int64(m.hi) - int64(m.lo) - old
 }
 
+// hostWrite runs io, the host part of a write of [off, end): with f.mu
+// released and its pages in f.filling (outside) when the write ends
+// within the file's size, with f.mu held when it extends the file.
+//
+// Preconditions: f.mu is held for writing; no fill or write in flight
+// covers a page of [off, end).
+func (f *File) hostWrite(off, end int64, io func()) {
+	if end <= f.size.Load() {
+		f.outside(pageRange{p0: pageOf(off), p1: pageEnd(end), writing: true}, io)
+		return
+	}
+	io()
+}
+
 // writeThrough writes p at off to the host, then into cached pages, and
 // returns with f.mu held. A write that ends within the file's size runs
 // with f.mu released, its pages in f.filling meanwhile so that fills,
@@ -317,12 +319,7 @@ func (f *File) writeThrough(p []byte, off int64) (int, error) {
 	req := uring.Request{Op: uring.OpWrite, Fd: f.fd, Off: off, Buf: p}
 	var n int
 	var err error
-	io := func() { n, err = uring.Do(c.be, req) }
-	if end := off + int64(len(p)); end <= f.size.Load() {
-		f.outside(pageRange{p0: pageOf(off), p1: pageEnd(end), writing: true}, io)
-	} else {
-		io()
-	}
+	f.hostWrite(off, off+int64(len(p)), func() { n, err = uring.Do(c.be, req) })
 	f.copyIn(p[:n], off)
 	if n > 0 && off+int64(n) > f.size.Load() {
 		f.size.Store(off + int64(n))
