@@ -126,32 +126,29 @@ func (st *stats) record(op opKind, path ioPath, n int, d time.Duration, err erro
 // path sums the operations and bytes of op served by path.
 func (st *stats) path(op opKind, path ioPath) PathStats {
 	var ps PathStats
-	for i := range stripe.Stripes {
-		s := st.shards.At(i)
+	st.shards.Each(func(s *statShard) {
 		ps.Ops += s.ops[op][path].Load()
 		ps.Bytes += s.bytes[op][path].Load()
-	}
+	})
 	return ps
 }
 
 // errorCount sums the failed calls.
 func (st *stats) errorCount() uint64 {
 	var n uint64
-	for i := range stripe.Stripes {
-		n += st.shards.At(i).errors.Load()
-	}
+	st.shards.Each(func(s *statShard) { n += s.errors.Load() })
 	return n
 }
 
 // latency sums the histograms of op into l.
 func (st *stats) latency(op opKind, l *Latency) {
-	for i := range stripe.Stripes {
-		h := &st.shards.At(i).lat[op]
+	st.shards.Each(func(s *statShard) {
+		h := &s.lat[op]
 		for b := range l.Buckets {
 			l.Buckets[b] += h.buckets[b].Load()
 		}
 		l.MaxNs = max(l.MaxNs, h.maxNs.Load())
-	}
+	})
 	l.finish()
 }
 

@@ -334,14 +334,7 @@ func (c *Cache) Close() error {
 // closing is set, new ones back off before they touch the arena, so the
 // wait is as long as one copy out of the cache.
 func (c *Cache) waitOptimistic() {
-	for {
-		var n int64
-		for i := range stripe.Stripes {
-			n += c.optimistic.At(i).Load()
-		}
-		if n == 0 {
-			return
-		}
+	for stripe.Sum(&c.optimistic) != 0 {
 		runtime.Gosched()
 	}
 }

@@ -105,11 +105,10 @@ func (st *counters) addHitAt(h, n int) {
 
 // hitTotals sums the hits of every stripe.
 func (st *counters) hitTotals() (n, bytes uint64) {
-	for i := range stripe.Stripes {
-		h := st.hits.At(i)
+	st.hits.Each(func(h *hitCounts) {
 		n += h.n.Load()
 		bytes += h.bytes.Load()
-	}
+	})
 	return n, bytes
 }
 

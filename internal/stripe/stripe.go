@@ -1,6 +1,9 @@
 package stripe
 
-import "unsafe"
+import (
+	"sync/atomic"
+	"unsafe"
+)
 
 // Stripes is the number of copies a Sharded holds (a power of two).
 const Stripes = 32
@@ -36,3 +39,17 @@ type Sharded[T any] struct {
 
 // At returns copy i (any int: it is reduced modulo Stripes).
 func (s *Sharded[T]) At(i int) *T { return &s.cells[i&(Stripes-1)].v }
+
+// Each calls fn with every copy, for a reader that sums them.
+func (s *Sharded[T]) Each(fn func(*T)) {
+	for i := range s.cells {
+		fn(&s.cells[i].v)
+	}
+}
+
+// Sum adds up a Sharded counter.
+func Sum(s *Sharded[atomic.Int64]) int64 {
+	var n int64
+	s.Each(func(c *atomic.Int64) { n += c.Load() })
+	return n
+}

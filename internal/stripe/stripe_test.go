@@ -124,9 +124,9 @@ func TestShardedLayout(t *testing.T) {
 }
 
 // TestShardedSum: concurrent adds through every goroutine's own stripe
-// sum exactly.
+// sum exactly (Sum, and Each that it is built on).
 func TestShardedSum(t *testing.T) {
-	var s Sharded[atomic.Uint64]
+	var s Sharded[atomic.Int64]
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
@@ -136,12 +136,13 @@ func TestShardedSum(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	var sum uint64
-	for i := range Stripes {
-		sum += s.At(i).Load()
+	if got := Sum(&s); got != 16*10000*3 {
+		t.Fatalf("Sum = %d, want %d", got, 16*10000*3)
 	}
-	if sum != 16*10000*3 {
-		t.Fatalf("sum %d, want %d", sum, 16*10000*3)
+	visited := 0
+	s.Each(func(*atomic.Int64) { visited++ })
+	if visited != Stripes {
+		t.Fatalf("Each visited %d copies, want %d", visited, Stripes)
 	}
 }
 
