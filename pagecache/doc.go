@@ -116,8 +116,10 @@
 // place), copies them, and keeps the copy only if the sequence did not
 // move; otherwise it clears what it copied (a frame may have gone to
 // another file meanwhile) and takes the read lock. So hits of one file
-// from many goroutines write no shared memory: the in-progress count it
-// keeps for Close and its hit counters are per stripe. The check needs
+// from many goroutines share no lock and no counter: the in-progress
+// count it keeps for Close and its hit counters are per stripe (a page's
+// own hit count, kept for replacement, is written only until it reaches
+// its small maximum). The check needs
 // loads kept in order, which amd64 gives; on other architectures every
 // hit takes the read lock. Cache.Close waits for hits in progress before
 // it unmaps the arena.

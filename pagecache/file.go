@@ -252,8 +252,8 @@ const optimisticHits = runtime.GOARCH == "amd64"
 // size, without taking mu: it notes mu's sequence, copies the pages it
 // finds in the index, and keeps the result only if the sequence did not
 // move (no writer held mu meanwhile). Hits of one file from many
-// goroutines then write no shared memory but their own stripe's
-// counters. Anything else (a page missing, the end of file, a writer
+// goroutines then share no lock and no counter (see doc.go). Anything
+// else (a page missing, the end of file, a writer
 // active or arriving, a page in the sparse part of the index) reports
 // false, and the caller takes the locked path, which decides.
 //

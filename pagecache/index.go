@@ -45,10 +45,19 @@ func (x *pageIndex) table() []atomic.Pointer[leaf] {
 	return nil
 }
 
+// denseLeaf returns leaf li of the dense table (nil when absent); ok is
+// false when li lies past the table. It needs no lock.
+func (x *pageIndex) denseLeaf(li int64) (l *leaf, ok bool) {
+	if t := x.table(); li < int64(len(t)) {
+		return t[li].Load(), true
+	}
+	return nil, false
+}
+
 func (x *pageIndex) leafOf(page int64) *leaf {
 	li := page >> leafShift
-	if t := x.table(); li < int64(len(t)) {
-		return t[li].Load()
+	if l, ok := x.denseLeaf(li); ok {
+		return l
 	}
 	if li < denseLeaves || x.sparse == nil {
 		return nil
@@ -71,11 +80,8 @@ func (x *pageIndex) get(page int64) int32 {
 // frame the page had at some moment during the call, which the caller
 // must confirm (File.readOptimistic checks the File's sequence).
 func (x *pageIndex) getUnlocked(page int64) int32 {
-	li := page >> leafShift
-	if t := x.table(); li < int64(len(t)) {
-		if l := t[li].Load(); l != nil {
-			return l.frames[page&leafMask].Load() - 1
-		}
+	if l, _ := x.denseLeaf(page >> leafShift); l != nil {
+		return l.frames[page&leafMask].Load() - 1
 	}
 	return -1
 }
