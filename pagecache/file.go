@@ -253,9 +253,9 @@ const optimisticHits = runtime.GOARCH == "amd64"
 // finds in the index, and keeps the result only if the sequence did not
 // move (no writer held mu meanwhile). Hits of one file from many
 // goroutines then share no lock and no counter (see doc.go). Anything
-// else (a page missing, the end of file, a writer
-// active or arriving, a page in the sparse part of the index) reports
-// false, and the caller takes the locked path, which decides.
+// else (a page missing, the end of file, a writer active or arriving, a
+// page in the sparse part of the index) reports false, and the caller
+// takes the locked path, which decides.
 //
 // While it copies, a frame it found may be evicted and refilled for
 // another file; it then throws the copy away, and clears the bytes it
