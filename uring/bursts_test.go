@@ -1,0 +1,120 @@
+//go:build linux
+
+package uring
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBurstsOfLoneRequests runs rounds of 32 goroutines that each submit a
+// few single O_DIRECT reads and leave, on a ring replaced every few
+// rounds. O_DIRECT reads complete late, from the device, so callers park
+// while leadership passes among callers that come and go: the pattern of
+// a short benchmark run or of a burst of requests. Every round must end:
+// a caller left parked with nobody reaping its completion hangs its
+// round, and the watchdog then fails the test with every goroutine's
+// stack. Every read is checked against the file's content.
+func TestBurstsOfLoneRequests(t *testing.T) {
+	const (
+		goroutines = 32
+		perCaller  = 3
+		ringEvery  = 4 // rounds per ring
+		fileSize   = 64 << 20
+		stuck      = 20 * time.Second
+	)
+	rounds := 400
+	if os.Getenv("RINGFS_SOAK") != "" {
+		rounds = 8000
+	}
+	content := randomBytes(41, fileSize)
+	f := tempFile(t, "bursts", content, os.O_RDONLY|syscall.O_DIRECT)
+	bufs := mmapBuffer(t, goroutines*4096)
+	// Some file systems take O_DIRECT at open but refuse the reads.
+	if _, err := syscall.Pread(int(f.Fd()), bufs[:4096], 0); err != nil {
+		t.Skipf("O_DIRECT reads not supported here: %v", err)
+	}
+	before := snapshotResources(t)
+	var enters, sqes uint64
+	for ring := 0; ring < rounds/ringEvery; ring++ {
+		be, err := New(Options{Backend: BackendUring})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r := range ringEvery {
+			round := ring*ringEvery + r
+			if err := burst(be, f, content, bufs, goroutines, perCaller, round, stuck); err != nil {
+				t.Fatalf("round %d of %d: %v", round, rounds, err)
+			}
+		}
+		s := be.Stats()
+		enters, sqes = enters+s.Enters, sqes+s.SQEs
+		if err := be.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d rounds of %d callers x %d reads, a new ring every %d rounds: %d enters, %.2f SQEs/enter",
+		rounds, goroutines, perCaller, ringEvery, enters, float64(sqes)/float64(max(enters, 1)))
+	checkNoLeaks(t, before)
+}
+
+// burst runs one round of TestBurstsOfLoneRequests.
+func burst(be Backend, f *os.File, content, bufs []byte, goroutines, perCaller, round int, stuck time.Duration) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+			buf := bufs[g*4096 : (g+1)*4096]
+			for range perCaller {
+				off := rng.Int64N(int64(len(content))/4096) * 4096
+				reqs := []Request{{Op: OpRead, Fd: int32(f.Fd()), Off: off, Buf: buf}}
+				err := be.Submit(reqs)
+				if err != nil || reqs[0].Err != nil || reqs[0].N != 4096 {
+					errs <- fmt.Errorf("read at %d: n %d, Submit: %v, request: %v", off, reqs[0].N, err, reqs[0].Err)
+					return
+				}
+				if !bytes.Equal(buf, content[off:off+4096]) {
+					errs <- fmt.Errorf("read at %d: wrong bytes, %s", off, firstDiff(buf, content[off:off+4096]))
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stuck):
+		stacks := make([]byte, 1<<20)
+		stacks = stacks[:runtime.Stack(stacks, true)]
+		return fmt.Errorf("callers still waiting after %v; %s\n%s", stuck, describeRing(be), stacks)
+	}
+	close(errs)
+	return <-errs // nil when the channel is empty
+}
+
+// describeRing reports what a stuck ring holds: slots in use, pending
+// requests, completions not yet reaped and the waiters listed.
+func describeRing(be Backend) string {
+	r, ok := be.(*Ring)
+	if !ok {
+		return fmt.Sprintf("%d requests in flight", be.Stats().Inflight)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := fmt.Sprintf("slots used %d, pending %d, CQEs unreaped %d, waiters listed:",
+		r.used, r.pendLn, atomic.LoadUint32(r.cqTail)-atomic.LoadUint32(r.cqHead))
+	for w := r.waitHead; w != nil; w = w.next {
+		d += fmt.Sprintf(" %p (remaining %d, token %d)", w, w.remaining.Load(), len(w.wake))
+	}
+	return d
+}
