@@ -118,3 +118,51 @@ func describeRing(be Backend) string {
 	}
 	return d
 }
+
+// TestInlineRateFollowsCompletions: the ring's estimate of how much of
+// what it submits is complete when io_uring_enter returns (which decides
+// whether small submissions wait for each other) is high for reads of
+// data in the kernel's cache and low for O_DIRECT reads, which complete
+// later, from the device.
+func TestInlineRateFollowsCompletions(t *testing.T) {
+	const size = 4 << 20
+	content := randomBytes(43, size)
+	buffered := tempFile(t, "cached", content, os.O_RDONLY)
+	direct := tempFile(t, "direct", content, os.O_RDONLY|syscall.O_DIRECT)
+	buf := mmapBuffer(t, 4096)
+	if _, err := syscall.Pread(int(direct.Fd()), buf, 0); err != nil {
+		t.Skipf("O_DIRECT reads not supported here: %v", err)
+	}
+	be, err := New(Options{Backend: BackendUring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	r := be.(*Ring)
+	rng := rand.New(rand.NewPCG(43, 0))
+	read := func(f *os.File) int32 {
+		for range 64 {
+			off := rng.Int64N(size/4096) * 4096
+			reqs := []Request{{Op: OpRead, Fd: int32(f.Fd()), Off: off, Buf: buf}}
+			if err := be.Submit(reqs); err != nil || reqs[0].Err != nil || !bytes.Equal(buf, content[off:off+4096]) {
+				t.Fatalf("read at %d: %v %v", off, err, reqs[0].Err)
+			}
+		}
+		return r.inlineRate.Load()
+	}
+	for _, tc := range []struct {
+		name   string
+		f      *os.File
+		inline bool
+	}{
+		{"O_DIRECT", direct, false},
+		{"cached", buffered, true},
+		{"O_DIRECT again", direct, false},
+	} {
+		rate := read(tc.f)
+		t.Logf("%s: inline rate %d/%d", tc.name, rate, inlineOne)
+		if got := rate >= inlineOne/2; got != tc.inline {
+			t.Errorf("%s reads: inline rate %d/%d, want it %s half", tc.name, rate, inlineOne, map[bool]string{true: "at least", false: "under"}[tc.inline])
+		}
+	}
+}

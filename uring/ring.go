@@ -70,6 +70,11 @@ type Ring struct {
 	// gathering is set while the holder of sqMu waits for other callers'
 	// requests (see gather).
 	gathering atomic.Bool
+	// inlineRate is how much of what recent enters submitted was already
+	// complete when the enter returned, in 1/inlineOne units, averaged
+	// over a few enters; gather pays only when it is high. Written by the
+	// holder of sqMu.
+	inlineRate atomic.Int32
 
 	mu sync.Mutex
 	// slots holds one entry per request the ring may have in flight; a
@@ -180,6 +185,7 @@ func newRing(opts Options) (*Ring, error) {
 	}
 	r := &Ring{fd: fd, features: p.features, sqpoll: opts.SQPoll, inj: opts.Injector, log: opts.logger()}
 	r.inline = psync{inj: opts.Injector, c: &r.c, inline: true}
+	r.inlineRate.Store(inlineOne)
 	if err := r.mapRings(&p); err != nil {
 		unix.Close(fd)
 		return nil, err

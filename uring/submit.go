@@ -52,7 +52,7 @@ func (r *Ring) Submit(reqs []Request) error {
 			break
 		}
 		if queued > 0 {
-			if queued < combineBelow && r.submitters.Load() > 1 && r.sqMu.TryLock() {
+			if queued < combineBelow && r.submitters.Load() > 1 && r.inlineRate.Load() >= inlineOne/2 && r.sqMu.TryLock() {
 				r.gather()
 				r.submitLocked()
 				r.sqMu.Unlock()
@@ -307,9 +307,13 @@ func (r *Ring) enterSubmit(n uint32) bool {
 				return true
 			}
 		}
+		tail := atomic.LoadUint32(r.cqTail)
 		_, errno := r.enter(n, 0, flags, nil)
 		switch errno {
 		case 0:
+			if !r.sqpoll {
+				r.noteInline(n, atomic.LoadUint32(r.cqTail)-tail)
+			}
 			return true
 		case syscall.EINTR:
 			r.c.retryEnterEINTR.Add(1)
@@ -336,9 +340,27 @@ func (r *Ring) enterSubmit(n uint32) bool {
 }
 
 // combineBelow is the size under which a submission, when other Submit
-// calls are in progress, waits for their requests (see gather); larger
-// ones fill an enter by themselves.
+// calls are in progress and recent requests completed inside their
+// enters, waits for their requests (see gather); larger ones fill an
+// enter by themselves.
 const combineBelow = 8
+
+// inlineOne is the unit of Ring.inlineRate: all of an enter's requests
+// complete when it returns.
+const inlineOne = 1024
+
+// noteInline folds one enter into Ring.inlineRate: n SQEs submitted,
+// done completions posted while it ran (its own or, rarely, others').
+//
+// Preconditions: r.sqMu is held.
+func (r *Ring) noteInline(n, done uint32) {
+	if n == 0 {
+		return
+	}
+	sample := int32(min(done, n) * inlineOne / n)
+	rate := r.inlineRate.Load()
+	r.inlineRate.Store(rate + (sample-rate)/8)
+}
 
 // combineYields bounds the yields of one submission waiting for others;
 // it yields again only while the pending queue keeps growing.
@@ -355,7 +377,17 @@ const leaderYields = 2
 // without a pause every caller would run its own enter from start to end
 // before the next one is scheduled. It yields while the pending queue
 // grows, at most combineYields times; meanwhile leaders yield instead of
-// waiting in the kernel, and the other callers park.
+// waiting in the kernel, and the other callers park. Where requests
+// complete later, from a device (O_DIRECT), callers are already waiting
+// for each other's completions and the pause only adds to every
+// request's latency, so Submit gathers only while most of what recent
+// enters submitted was complete when they returned (inlineRate).
+// Measured with go test -run '^$' -bench 'DirectRead/backend=uring/jobs|
+// ParallelRead/file=64MiB/backend=uring' ./uring/ (three runs each): 32
+// goroutines of single O_DIRECT reads took 5.7–6.2 µs a read and 2.9–3.1
+// µs of CPU without the pause, 6.7–7.2 µs and 3.4–3.5 µs with it; 32
+// goroutines of single reads of cached data spent 0.97–1.09 µs of CPU a
+// read with it and 1.29–1.30 µs without.
 //
 // Preconditions: r.sqMu is held.
 func (r *Ring) gather() {
