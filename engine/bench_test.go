@@ -490,6 +490,53 @@ func BenchmarkDirectRead(b *testing.B) {
 	})
 }
 
+// BenchmarkSharedRead: random 4 KiB reads of a 64 MiB file in the
+// kernel's cache by 32 goroutines, in Shared mode (no cache of ringfs's:
+// every read is a read of the host), against 32 goroutines on one
+// os.File. x-osfile-cpu is ringfs's CPU time a read over os.File's.
+func BenchmarkSharedRead(b *testing.B) {
+	const jobs = 32
+	path := benchFile(b, benchWorkingSet)
+	offs := randOffsets(1<<16, benchWorkingSet, 9)
+	key := "SharedRead/bs=4KiB/jobs=32"
+	run := func(b *testing.B, read func([]byte, int64) (int, error)) float64 {
+		b.SetParallelism((jobs + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		cpu0 := cpuTime()
+		parallel4KiB(b, offs, read)
+		cpu := float64(cpuTime()-cpu0) / float64(b.N)
+		b.ReportMetric(cpu, "cpu-ns/op")
+		return cpu
+	}
+	b.Run("impl=osfile/bs=4KiB/jobs=32", func(b *testing.B) {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		readAll(b, f, benchWorkingSet)
+		cpu := run(b, f.ReadAt)
+		baselines.Store(key, float64(b.Elapsed())/float64(b.N))
+		baselines.Store(key+"/cpu", cpu)
+	})
+	b.Run("impl=ringfs/bs=4KiB/jobs=32", func(b *testing.B) {
+		e, err := New(Options{Mode: Shared})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		f, err := e.Open(path, os.O_RDONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu := run(b, f.ReadAt)
+		b.StopTimer()
+		reportRatio(b, key, float64(b.Elapsed())/float64(b.N), false, "x-osfile")
+		if v, ok := baselines.Load(key + "/cpu"); ok {
+			b.ReportMetric(cpu/v.(float64), "x-osfile-cpu")
+		}
+	})
+}
+
 // BenchmarkReadMiss: random 4 KiB reads of a 1 GiB file by 1 and 16
 // goroutines through a 64 MiB cache, so that nearly every read misses and
 // fills (readahead of one page), against os.File reading the same file.

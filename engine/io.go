@@ -38,7 +38,10 @@ func (ino *inode) read(f *File, p []byte, off int64, flags int) (int, ioPath, er
 		n, err := ino.mmapRead(p, off)
 		return n, pathMmap, err
 	}
-	n, err := ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
+	// A plain pread: the kernel serves a buffered read inside the call
+	// whether it comes from the ring or not, and the ring's queueing and
+	// waking cost more than the call (BenchmarkSharedRead).
+	n, err := uring.Do(ino.e.be, uring.Request{Op: uring.OpRead, Fd: f.fd, Buf: p, Off: off, Flags: uint32(flags)})
 	return n, pathHost, err
 }
 
@@ -84,9 +87,10 @@ var reqPool = sync.Pool{New: func() any { return new([1]uring.Request) }}
 
 // hostIO runs one read or write on the host through the backend: a write
 // as a plain syscall (uring.Do: a lone buffered write would go to a kernel
-// worker thread from the ring), a read through the ring (reads of cached
-// data complete inline, and direct reads of concurrent callers share
-// enters).
+// worker thread from the ring), a read through the ring. Reads come here
+// only on O_DIRECT descriptors, where direct reads of concurrent callers
+// share enters and wait for the device together (buffered host reads are
+// plain syscalls, see inode.read).
 func (e *Engine) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint32) (int, error) {
 	if op.IsWrite() {
 		return uring.Do(e.be, uring.Request{Op: op, Fd: fd, Buf: p, Off: off, Flags: flags})
