@@ -157,6 +157,18 @@ func hotEngine(b *testing.B, path string, flag int) (*Engine, *File) {
 	return e, f
 }
 
+// hotOSFile opens path for reading as an os.File, closed at the end of
+// b, and reads the working set through it into the kernel's cache.
+func hotOSFile(b *testing.B, path string) *os.File {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	readAll(b, f, benchWorkingSet)
+	return f
+}
+
 // loop4KiB times op at offs (cycled; len(offs) a power of two) for
 // b.Loop, 4 KiB per operation, and returns the operations done.
 func loop4KiB(b *testing.B, offs []int64, op func(off int64) (int, error)) int {
@@ -186,12 +198,7 @@ func BenchmarkReadAt(b *testing.B) {
 	offs := randOffsets(1<<16, benchWorkingSet, 1)
 	key := "ReadAt/bs=4KiB/jobs=1"
 	b.Run("impl=osfile/bs=4KiB/jobs=1", func(b *testing.B) {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		readAll(b, f, benchWorkingSet)
+		f := hotOSFile(b, path)
 		p := make([]byte, 4096)
 		i := loop4KiB(b, offs, func(off int64) (int, error) { return f.ReadAt(p, off) })
 		baselines.Store(key, float64(b.Elapsed())/float64(i))
@@ -232,12 +239,7 @@ func BenchmarkReadAt(b *testing.B) {
 	jobs := runtime.GOMAXPROCS(0)
 	pkey := fmt.Sprintf("ReadAt/bs=4KiB/jobs=%d", jobs)
 	b.Run(fmt.Sprintf("impl=osfile/bs=4KiB/jobs=%d", jobs), func(b *testing.B) {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		readAll(b, f, benchWorkingSet)
+		f := hotOSFile(b, path)
 		parallel4KiB(b, offs, f.ReadAt)
 		baselines.Store(pkey, float64(b.Elapsed())/float64(b.N))
 	})
@@ -508,12 +510,7 @@ func BenchmarkSharedRead(b *testing.B) {
 		return cpu
 	}
 	b.Run("impl=osfile/bs=4KiB/jobs=32", func(b *testing.B) {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		readAll(b, f, benchWorkingSet)
+		f := hotOSFile(b, path)
 		cpu := run(b, f.ReadAt)
 		baselines.Store(key, float64(b.Elapsed())/float64(b.N))
 		baselines.Store(key+"/cpu", cpu)
