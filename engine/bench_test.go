@@ -144,7 +144,15 @@ const benchWorkingSet = 64 << 20
 // hotEngine opens path in an Exclusive engine whose cache holds the
 // working set, and reads the working set into it; both close at cleanup.
 func hotEngine(b *testing.B, path string, flag int) (*Engine, *File) {
-	e, err := New(Options{Mode: Exclusive, CacheSize: 2 * benchWorkingSet})
+	e, f := engineFile(b, Options{Mode: Exclusive, CacheSize: 2 * benchWorkingSet}, path, flag)
+	readAll(b, f, benchWorkingSet)
+	return e, f
+}
+
+// engineFile returns a new engine with opts, closed at the end of b, and
+// path opened in it with flag.
+func engineFile(b *testing.B, opts Options, path string, flag int) (*Engine, *File) {
+	e, err := New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -153,7 +161,6 @@ func hotEngine(b *testing.B, path string, flag int) (*Engine, *File) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	readAll(b, f, benchWorkingSet)
 	return e, f
 }
 
@@ -516,15 +523,7 @@ func BenchmarkSharedRead(b *testing.B) {
 		baselines.Store(key+"/cpu", cpu)
 	})
 	b.Run("impl=ringfs/bs=4KiB/jobs=32", func(b *testing.B) {
-		e, err := New(Options{Mode: Shared})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer e.Close()
-		f, err := e.Open(path, os.O_RDONLY, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, f := engineFile(b, Options{Mode: Shared}, path, os.O_RDONLY)
 		cpu := run(b, f.ReadAt)
 		b.StopTimer()
 		reportRatio(b, key, float64(b.Elapsed())/float64(b.N), false, "x-osfile")
@@ -573,16 +572,8 @@ func BenchmarkReadMiss(b *testing.B) {
 						defer f.Close()
 						r = f
 					} else {
-						var err error
-						e, err = New(Options{Mode: Exclusive, CacheSize: 64 << 20, Readahead: 4096, DirectIO: io == "direct"})
-						if err != nil {
-							b.Fatal(err)
-						}
-						defer e.Close()
-						f, err := e.Open(path, os.O_RDONLY, 0)
-						if err != nil {
-							b.Fatal(err)
-						}
+						var f *File
+						e, f = engineFile(b, Options{Mode: Exclusive, CacheSize: 64 << 20, Readahead: 4096, DirectIO: io == "direct"}, path, os.O_RDONLY)
 						r = f
 					}
 					var before Stats
