@@ -44,7 +44,10 @@
 //     without reading the host.
 //   - With Options.HostMmap: reads and writes copy to and from 2 MiB
 //     MAP_SHARED chunks of the file; no syscall per access.
-//   - Otherwise (Shared, CacheSize < 0): straight to the host.
+//   - Otherwise (Shared, CacheSize < 0): straight to the host, one plain
+//     pread or pwrite per call (the kernel serves them inside the call;
+//     the ring carries O_DIRECT reads, fills and writeback batches, and
+//     Submit).
 //   - While a user Mapping of a file is open, the file's data is not
 //     cached: the mapping and the host are the only copies, and engine
 //     reads and writes go to the host.
