@@ -54,6 +54,9 @@ func TestDirectReadShortAtEOF(t *testing.T) {
 					t.Skipf("O_DIRECT not supported here: %v", err)
 				}
 				defer unix.Close(fd)
+				if grow && !refusesUnalignedDirect(fd) {
+					t.Skip("this file system serves unaligned O_DIRECT reads (tmpfs), so a resumed read is not refused")
+				}
 				var opts Options
 				if grow {
 					opts.Injector = &growAfterFirstRead{fd: fd, size: 64 << 10}
@@ -77,4 +80,17 @@ func TestDirectReadShortAtEOF(t *testing.T) {
 			})
 		}
 	}
+}
+
+// refusesUnalignedDirect reports whether an O_DIRECT read at an unaligned
+// offset of fd fails with EINVAL, as on block-device file systems (tmpfs
+// serves it).
+func refusesUnalignedDirect(fd int) bool {
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		panic(err)
+	}
+	defer unix.Munmap(buf)
+	_, err = unix.Pread(fd, buf, 1)
+	return err == unix.EINVAL
 }
