@@ -260,9 +260,9 @@ func (e *Engine) Stats() Stats {
 		s.Cache = e.cache.Stats()
 	}
 	fill := func(dst *IOStats, op opKind) {
-		get := func(p ioPath) PathStats { return e.st.path(op, p) }
-		*dst = IOStats{CacheHit: get(pathHit), Fill: get(pathFill), Cache: get(pathCache),
-			Direct: get(pathDirect), Mmap: get(pathMmap), Host: get(pathHost)}
+		*dst = IOStats{CacheHit: e.st.path(op, pathHit), Fill: e.st.path(op, pathFill),
+			Cache: e.st.path(op, pathCache), Direct: e.st.path(op, pathDirect),
+			Mmap: e.st.path(op, pathMmap), Host: e.st.path(op, pathHost)}
 	}
 	fill(&s.Reads, opRead)
 	fill(&s.Writes, opWrite)

@@ -39,10 +39,11 @@ type batchMiss struct {
 // ReadBatch serves reads of cached files together: hits are copied out at
 // once (File.copyHit), and the fills of every miss go to the backend in
 // one Submit, with extra (requests the caller wants in the same
-// submission, such as direct reads) appended. Results land in each op's N and Err and in extra's
-// requests. Reads in one batch run in no particular order relative to each
-// other. Misses whose fills overlap one planned earlier in the batch on
-// the same file are served by a further submission.
+// submission, such as direct reads) appended. Results land in each op's
+// N and Err and in extra's requests. Reads in one batch run in no
+// particular order relative to each other. Misses whose fills overlap one
+// planned earlier in the batch on the same file are served by a further
+// submission.
 func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 	var misses []batchMiss
 	for i := range ops {

@@ -14,13 +14,15 @@
 // than the submission queue has room for). A call with more requests than
 // the ring has slots keeps the kernel's queue full: it queues more each
 // time an eighth of the slots' worth of its own have completed, rather
-// than after all of them. Concurrent callers with single
-// requests share enters: whoever is submitting flushes every queued SQE,
-// its own and the others'. Because a read of cached data completes inside
-// io_uring_enter, a small submission made while other Submit calls are in
-// progress first yields briefly (holding the submit lock) so that the
-// others can queue their requests. Stats().SQEsPerEnter shows how well
-// that works.
+// than after all of them. Concurrent callers with single requests share
+// enters: whoever is submitting flushes every queued SQE, its own and the
+// others'. Because a read of cached data completes inside io_uring_enter,
+// a small submission made while other Submit calls are in progress first
+// yields briefly (holding the submit lock) so that the others can queue
+// their requests, as long as most of what recent enters submitted was
+// complete when they returned; where completions come later, from a
+// device (O_DIRECT), callers wait for each other anyway and it does not
+// pause. Stats().SQEsPerEnter shows how well that works.
 //
 // Short reads and writes are resumed until the request is complete; a read
 // that returns 0 bytes ends at end of file (N < length, Err nil). An
