@@ -82,15 +82,13 @@ func TestFillsRunInParallel(t *testing.T) {
 	f := openFile(t, c, h, pages*PageSize)
 	var wg sync.WaitGroup
 	for _, page := range []int64{3, 40} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			p := make([]byte, PageSize)
 			off := page * PageSize
 			if n, err := f.ReadAt(p, off); err != nil || n != PageSize || !bytes.Equal(p, data[off:off+PageSize]) {
 				t.Errorf("ReadAt(page %d) = %d, %v; differs at %d", page, n, err, firstDiff(p, data[off:off+PageSize]))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if got := inj.mostHeld(); got != 2 {
@@ -289,23 +287,19 @@ func TestHostWriteInFlight(t *testing.T) {
 				model := bytes.Clone(data)
 				copy(model[off:], held)
 				var wg sync.WaitGroup
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					if n, _, err := f.WriteAt(held, off, mode.fl); err != nil || n != len(held) {
 						t.Errorf("held write: %d, %v", n, err)
 					}
-				}()
+				})
 				<-inj.started // the write is at the host, its completion held
 				var done atomic.Bool
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					if err := tt.run(f, mode.fl, model); err != nil {
 						t.Error(err)
 					}
 					done.Store(true)
-				}()
+				})
 				if tt.waits {
 					time.Sleep(50 * time.Millisecond)
 					if done.Load() {
@@ -499,9 +493,7 @@ func TestHostWritesFaultsRacingWriteback(t *testing.T) {
 			var wg sync.WaitGroup
 			var retries atomic.Int64
 			for g := range writers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					r := rand.New(rand.NewPCG(seed, uint64(g)))
 					base := int64(g * pagesEach * PageSize)
 					got := make([]byte, pagesEach*PageSize)
@@ -530,7 +522,7 @@ func TestHostWritesFaultsRacingWriteback(t *testing.T) {
 							return
 						}
 					}
-				}()
+				})
 			}
 			wg.Wait()
 			stop.Store(true)
