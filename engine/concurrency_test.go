@@ -604,3 +604,67 @@ func TestStatsExactUnderConcurrency(t *testing.T) {
 	}
 	t.Logf("%d goroutines: %d hits, %d cached writes counted exactly", goroutines, d.Reads.CacheHit.Ops, d.Writes.Cache.Ops)
 }
+
+// TestStatsLatencyNeverAheadOfOps: snapshots taken while calls run never
+// show more timed calls than calls, for reads, writes and syncs, because
+// Stats reads the histograms before the counters and record fills them in
+// the other order. Every call is timed (LatencySampling 1), so a snapshot
+// read in the wrong order would catch calls that finish between its reads.
+func TestStatsLatencyNeverAheadOfOps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	writeHost(t, path, pattern(64<<10, 7, 0))
+	e := newEngine(t, Options{Mode: Exclusive, LatencySampling: 1})
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			f := openFile(t, e, path, os.O_RDWR)
+			p := make([]byte, 512)
+			for i := 0; !stop.Load(); i++ {
+				off := int64((g*131+i)%128) * 512
+				var err error
+				switch {
+				case i%64 == 63 && g == 0:
+					err = f.Sync()
+				case i%2 == 0:
+					_, err = f.ReadAt(p, off)
+				default:
+					_, err = f.WriteAt(p, off)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	const snapshots = 3000
+	bad, taken := 0, 0
+	for ; taken < snapshots && bad < 5; taken++ {
+		s := e.Stats()
+		for _, c := range []struct {
+			what       string
+			timed, ops uint64
+		}{
+			{"reads", s.ReadLatency.Count, s.Reads.Ops()},
+			{"writes", s.WriteLatency.Count, s.Writes.Ops()},
+			{"syncs", s.SyncLatency.Count, s.Syncs},
+		} {
+			if c.timed > c.ops {
+				bad++
+				t.Errorf("snapshot %d: %d timed %s for %d %s", taken, c.timed, c.what, c.ops, c.what)
+			}
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	s := e.Stats()
+	if s.ReadLatency.Count != s.Reads.Ops() || s.WriteLatency.Count != s.Writes.Ops() || s.SyncLatency.Count != s.Syncs {
+		t.Errorf("at rest: %d/%d reads, %d/%d writes, %d/%d syncs timed",
+			s.ReadLatency.Count, s.Reads.Ops(), s.WriteLatency.Count, s.Writes.Ops(), s.SyncLatency.Count, s.Syncs)
+	}
+	if s.Reads.Ops() == 0 || s.Writes.Ops() == 0 || s.Syncs == 0 {
+		t.Errorf("the calls did not run: %d reads, %d writes, %d syncs", s.Reads.Ops(), s.Writes.Ops(), s.Syncs)
+	}
+	t.Logf("%d snapshots over %d reads, %d writes, %d syncs", taken, s.Reads.Ops(), s.Writes.Ops(), s.Syncs)
+}

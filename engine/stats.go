@@ -109,6 +109,8 @@ func (h *histogram) add(d time.Duration) {
 	}
 }
 
+// record counts one call. It counts the operation before it adds the
+// latency; Engine.Stats reads them in the other order and relies on this.
 func (st *stats) record(op opKind, path ioPath, n int, d time.Duration, err error) {
 	s := st.shards.At(stripe.Hint())
 	s.ops[op][path].Add(1)
@@ -219,7 +221,13 @@ func (l *Latency) finish() {
 }
 
 // Stats is a snapshot of an engine's counters. Counters are totals since
-// New; Sub gives the difference of two snapshots.
+// New; Sub gives the difference of two snapshots. The counters are not
+// read at one instant: calls that run while Stats reads them may show in
+// some counters and not yet in others. One order holds: a call's latency
+// never shows before the call itself, so ReadLatency.Count <= Reads.Ops()
+// (and likewise for writes and syncs) in every snapshot; a difference of
+// two snapshots taken while calls run may miss or gain the calls in
+// flight at either end.
 type Stats struct {
 	Mode           string `json:"mode"`
 	Backend        string `json:"backend"`
@@ -259,6 +267,13 @@ func (e *Engine) Stats() Stats {
 		s.CacheEnabled = true
 		s.Cache = e.cache.Stats()
 	}
+	// The histograms are read before the operation counters: record
+	// counts a call before it adds its latency, so every timed call seen
+	// here is also counted, and a snapshot never holds more timed calls
+	// than calls (Latency.Count <= Ops), even while calls run.
+	e.st.latency(opRead, &s.ReadLatency)
+	e.st.latency(opWrite, &s.WriteLatency)
+	e.st.latency(opSync, &s.SyncLatency)
 	fill := func(dst *IOStats, op opKind) {
 		*dst = IOStats{CacheHit: e.st.path(op, pathHit), Fill: e.st.path(op, pathFill),
 			Cache: e.st.path(op, pathCache), Direct: e.st.path(op, pathDirect),
@@ -267,9 +282,6 @@ func (e *Engine) Stats() Stats {
 	fill(&s.Reads, opRead)
 	fill(&s.Writes, opWrite)
 	s.Syncs = e.st.path(opSync, pathSync).Ops
-	e.st.latency(opRead, &s.ReadLatency)
-	e.st.latency(opWrite, &s.WriteLatency)
-	e.st.latency(opSync, &s.SyncLatency)
 	e.mu.Lock()
 	s.OpenHandles = len(e.handles)
 	s.OpenFiles = len(e.inodes)
