@@ -22,7 +22,11 @@
 // their requests, as long as most of what recent enters submitted was
 // complete when they returned; where completions come later, from a
 // device (O_DIRECT), callers wait for each other anyway and it does not
-// pause. Stats().SQEsPerEnter shows how well that works.
+// pause; there, a caller queueing requests while the completion leader
+// (the one caller that reaps CQEs for all) is running outside a kernel
+// wait leaves them to it, and the leader submits all such requests with
+// one enter before it waits in the kernel or stops leading. Stats().SQEsPerEnter shows how well
+// that works.
 //
 // Short reads and writes are resumed until the request is complete; a read
 // that returns 0 bytes ends at end of file (N < length, Err nil). An

@@ -75,6 +75,11 @@ type Ring struct {
 	// over a few enters; gather pays only when it is high. Written by the
 	// holder of sqMu.
 	inlineRate atomic.Int32
+	// leaderAwake is set while the completion leader runs in lead outside
+	// a kernel wait: it flushes the pending queue before it waits or
+	// returns, so a caller that queued requests may leave them to it
+	// (see Submit). Written by the holder of cqMu.
+	leaderAwake atomic.Bool
 
 	mu sync.Mutex
 	// slots holds one entry per request the ring may have in flight; a
