@@ -91,7 +91,9 @@ func (r *runner) runFio(ctx context.Context, c cell) result {
 	res.Jobs, res.Depth = numjobs, iodepth
 	if w.hot() {
 		// fio reads through the kernel's cache: make the working set
-		// resident there, as warm does for the other backends.
+		// resident there, as warm does for the other backends, from the
+		// same start (dropHostCache).
+		r.dropHostCache()
 		f, err := os.Open(r.path)
 		if err != nil {
 			res.Error = err.Error()
