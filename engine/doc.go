@@ -69,17 +69,18 @@
 // them until an fsync succeeds.
 //
 // Writeback that ends in an fsync or fdatasync (Sync, Datasync, O_SYNC and
-// O_DSYNC writes, eviction of dirty pages) writes its short runs (up to
-// 16 KiB, pagecache.DefaultDirectWriteback) as whole cached pages with
-// O_DIRECT, through a descriptor the cache opens on the file's first such
-// writeback and closes with the file: scattered pages go to the device as
-// they are submitted rather than being copied to the kernel's page cache
-// for the fsync to write, and the kernel keeps no second copy (its cached
-// copies of those pages are dropped). Longer runs, the partial page at
-// the end of the host file and pages past it (a buffered extension zeroes
-// what a mapping left past the old end), writeback without an fsync (the
-// last Close of a file), files that refuse O_DIRECT, and everything on the
-// psync backend (one write in flight at a time) stay buffered. Two dirty
+// O_DSYNC writes, eviction of dirty pages) writes its runs (up to 1 MiB,
+// pagecache.DefaultDirectWriteback, which is also the longest write it
+// makes) as whole cached pages with O_DIRECT, through a descriptor the
+// cache opens on the file's first such writeback and closes with the
+// file: the pages go to the device as they are submitted rather than
+// being copied to the kernel's page cache for the fsync to write, and the
+// kernel keeps no second copy (its cached copies of those pages are
+// dropped). The partial page at the end of the host file and pages past
+// it (a buffered extension zeroes what a mapping left past the old end),
+// writeback without an fsync (the last Close of a file), files that
+// refuse O_DIRECT, and everything on the psync backend (one write in
+// flight at a time) stay buffered. Two dirty
 // runs separated by at most one page of clean cached data are written as
 // one write, the clean bytes included: they equal the host's.
 //

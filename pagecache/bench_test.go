@@ -313,8 +313,8 @@ func BenchmarkMiss(b *testing.B) {
 
 // BenchmarkWritebackRuns writes back and fsyncs 64 MiB of dirty runs of
 // run pages each (runs one run apart), buffered or through O_DIRECT: the
-// measurement behind DefaultDirectWriteback, the longest run for which
-// O_DIRECT was not slower.
+// measurement behind DefaultDirectWriteback (the longest run for which
+// O_DIRECT was not slower; every run up to MaxWrite on this disk).
 //
 //	go test -run '^$' -bench WritebackRuns -count 3 ./pagecache/
 func BenchmarkWritebackRuns(b *testing.B) {

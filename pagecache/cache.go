@@ -32,9 +32,10 @@ const MaxReadahead = 64 << 10
 const DefaultMaxWrite = 1 << 20
 
 // DefaultDirectWriteback is the Options.DirectWriteback the engine uses:
-// the longest run for which O_DIRECT writeback was not slower than
-// buffered writeback and an fsync, on a virtio disk (see Options).
-const DefaultDirectWriteback = 16 << 10
+// every run of the default MaxWrite or shorter, as on the virtio disk it
+// was measured on O_DIRECT writeback was faster than buffered writeback
+// and an fsync up to 256 KiB runs and level at 1 MiB (see Options).
+const DefaultDirectWriteback = DefaultMaxWrite
 
 // MinCapacity is the smallest cache: 16 pages.
 const MinCapacity = 16 * PageSize
@@ -66,18 +67,20 @@ type Options struct {
 	// fdatasync (SyncData, SyncFull: Sync, eviction) write each run of at
 	// most that many bytes (whole pages) through an O_DIRECT descriptor of
 	// the file, which the cache opens on first use and closes at Release
-	// or Discard; longer runs stay buffered. A short run then goes to the
+	// or Discard; longer runs stay buffered. Such a run then goes to the
 	// device while the batch is submitted, at the queue depth of the
 	// batch, instead of being copied into the kernel's page cache for the
-	// fsync to write page by page, and the kernel keeps no second copy.
-	// Long runs are the other way round: the kernel writes them back, and
-	// flushes them, faster than O_DIRECT writes of the same size. On a
-	// virtio disk (BenchmarkWritebackRuns: 64 MiB in runs of one size, then
-	// fsync), O_DIRECT was 1.35× faster for runs of one page, level at 16
-	// and 32 KiB, 1.15× slower at 64 KiB and 1.65× slower at 1 MiB; hence
-	// DefaultDirectWriteback. Where the file refuses O_DIRECT (open or the
-	// first write fails with EINVAL), writeback stays buffered for that
-	// file. Writebacks without an fsync stay buffered. Files given a directFd at NewFile use it for every
+	// fsync to write, and the kernel keeps no second copy.
+	// How long a run still gains depends on the device. On the virtio
+	// disk DefaultDirectWriteback was chosen on (BenchmarkWritebackRuns:
+	// 64 MiB in runs of one size, then fsync; two runs each), O_DIRECT
+	// took 76–90 ms against 160–165 for runs of one page, 31 against 60
+	// at 16 KiB, 16–17 against 28 at 64 KiB, 13 against 18 at 256 KiB,
+	// and 15–16 against 15 at 1 MiB. On an earlier virtio disk it was
+	// level at 16 and 32 KiB and 1.65× slower at 1 MiB. Where the file
+	// refuses O_DIRECT (open or the first write fails with EINVAL),
+	// writeback stays buffered for that file. Writebacks without an fsync
+	// stay buffered. Files given a directFd at NewFile use it for every
 	// writeback instead. It pays only on a backend that keeps many writes
 	// in flight: on psync, which runs them one at a time, each O_DIRECT
 	// write waits for the device, and writeback is several times slower.

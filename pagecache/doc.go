@@ -54,10 +54,10 @@
 //     the cache's copy can restore them (a later buffered writeback
 //     writes only dirty bytes).
 //   - With Options.DirectWriteback, a writeback followed by an fsync or
-//     fdatasync writes its short runs as whole pages through the File's
-//     O_DIRECT descriptor (not the partial page at the host file's end or
-//     past it: those go through the caller's descriptor); long runs and
-//     other writebacks are buffered. The O_DIRECT writes make the kernel
+//     fdatasync writes its runs of at most that many bytes as whole
+//     pages through the File's O_DIRECT descriptor (not the partial page
+//     at the host file's end or past it: those go through the caller's
+//     descriptor); longer runs and other writebacks are buffered. The O_DIRECT writes make the kernel
 //     drop its cached copies of those pages.
 //   - A page pinned by an in-flight writeback is never freed or evicted.
 //   - A File's index, size and the bytes of its indexed frames change only
