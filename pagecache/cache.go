@@ -354,24 +354,40 @@ func (c *Cache) frameBytes(f int32) []byte {
 	return c.arena[off : off+PageSize : off+PageSize]
 }
 
-// takeFree pops up to n free frames onto dst without evicting.
+// takeFree pops up to n free frames onto dst without evicting, one at a
+// time from the end of the free list, so that frames pushed in
+// descending order come out ascending: a fill or write of consecutive
+// pages then gets consecutive frames, which transfer sends as one
+// buffer rather than a vector of pages.
 //
 // Preconditions: c.mu is held.
 func (c *Cache) takeFree(dst []int32, n int) []int32 {
 	k := min(n, len(c.free))
-	dst = append(dst, c.free[len(c.free)-k:]...)
+	for i := len(c.free) - 1; i >= len(c.free)-k; i-- {
+		dst = append(dst, c.free[i])
+	}
 	c.free = c.free[:len(c.free)-k]
 	return dst
 }
 
-// putFree returns frames to the free list.
+// putFree returns frames to the free list (see pushFree).
 func (c *Cache) putFree(frames []int32) {
 	if len(frames) == 0 {
 		return
 	}
 	c.mu.Lock()
-	c.free = append(c.free, frames...)
+	c.pushFree(frames)
 	c.mu.Unlock()
+}
+
+// pushFree appends frames to the free list last first, so that frames
+// given in ascending order are taken again in ascending order.
+//
+// Preconditions: c.mu is held.
+func (c *Cache) pushFree(frames []int32) {
+	for i := len(frames) - 1; i >= 0; i-- {
+		c.free = append(c.free, frames[i])
+	}
 }
 
 // victim is a frame claimed by an eviction in progress.
@@ -414,7 +430,7 @@ func (c *Cache) reserve(dst []int32, want int) []int32 {
 		c.mu.Lock()
 		k := min(len(freed), want-len(dst))
 		dst = append(dst, freed[:k]...)
-		c.free = append(c.free, freed[k:]...)
+		c.pushFree(freed[k:])
 		c.mu.Unlock()
 	}
 	if len(dst) < want {

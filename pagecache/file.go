@@ -717,7 +717,8 @@ func (f *File) releaseFrames(gone []int32) {
 	}
 	c := f.c
 	c.mu.Lock()
-	for _, fr := range gone {
+	for i := len(gone) - 1; i >= 0; i-- { // last first, as pushFree
+		fr := gone[i]
 		c.meta[fr].owner = nil
 		if c.claimed[fr] {
 			continue // the claiming eviction frees it

@@ -443,3 +443,52 @@ func TestDirectFillFileGrows(t *testing.T) {
 		})
 	}
 }
+
+// TestConsecutivePagesGetConsecutiveFrames: fills of consecutive pages on
+// a cache with free frames take frames in ascending order, so each fill
+// is one buffer (READ_FIXED or READ, not a vector of pages), and so is
+// the writeback of those pages as one run: a 1 MiB run written with one
+// buffer goes to the device in a few large segments instead of 256 small
+// ones. The second round reads a new file into the frames the first one
+// gave back.
+func TestConsecutivePagesGetConsecutiveFrames(t *testing.T) {
+	const size = 1 << 20
+	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+	c := newCache(t, rb, Options{Capacity: 512 * PageSize, MaxWrite: size})
+	for round := range 2 {
+		h := newHostFile(t, pattern(uint64(40+round), size), false)
+		f := openFile(t, c, h, size)
+		s0, o0 := rb.mark()
+		p := make([]byte, PageSize)
+		for off := int64(0); off < size; off += PageSize {
+			if _, err := f.ReadAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for off := int64(0); off < size; off += PageSize {
+			p[0] = byte(off >> 12)
+			if _, _, err := f.WriteAt(p, off, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Writeback(Range{0, size}, SyncNone); err != nil {
+			t.Fatal(err)
+		}
+		_, ops := rb.since(s0, o0)
+		reads, writes := filterOps(ops, isRead), filterOps(ops, isWrite)
+		if len(reads) == 0 || len(writes) != 1 {
+			t.Fatalf("round %d: %d reads and %d writes, want some reads and one write:\n%v", round, len(reads), len(writes), ops)
+		}
+		for _, o := range append(reads, writes...) {
+			if o.op == uring.OpReadv || o.op == uring.OpWritev {
+				t.Errorf("round %d: %v: a vector of pages, not one buffer", round, o)
+			}
+		}
+		if writes[0].length != size {
+			t.Errorf("round %d: writeback %v, want one write of %d bytes", round, writes[0], size)
+		}
+		if err := f.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
