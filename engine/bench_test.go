@@ -184,8 +184,11 @@ func engineFile(b *testing.B, opts Options, path string, flag int) (*Engine, *Fi
 
 // hotOSFile opens path for reading as an os.File, closed at the end of
 // b, and reads the working set through it into the kernel's cache.
-func hotOSFile(b *testing.B, path string) *os.File {
-	f, err := os.Open(path)
+func hotOSFile(b *testing.B, path string) *os.File { return hotOSFileFlag(b, path, os.O_RDONLY) }
+
+// hotOSFileFlag is hotOSFile with the open flags given.
+func hotOSFileFlag(b *testing.B, path string, flag int) *os.File {
+	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -308,12 +311,7 @@ func BenchmarkWriteAt(b *testing.B) {
 	fillData(p, 3, 3)
 	osRow := func(name, path, key string) {
 		b.Run(name, func(b *testing.B) {
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			readAll(b, f, benchWorkingSet)
+			f := hotOSFileFlag(b, path, os.O_RDWR)
 			i := loop4KiB(b, offs, func(off int64) (int, error) { return f.WriteAt(p, off) })
 			baselines.Store(key, float64(b.Elapsed())/float64(i))
 		})
@@ -357,28 +355,9 @@ func BenchmarkWriteSync(b *testing.B) {
 	fillData(p, 5, 5)
 	osRow := func(name, path, key string) {
 		b.Run(name, func(b *testing.B) {
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			readAll(b, f, benchWorkingSet)
+			f := hotOSFileFlag(b, path, os.O_RDWR)
 			f.Sync()
-			b.ReportAllocs()
-			b.SetBytes(n * 4096)
-			k, ops := 0, 0
-			for b.Loop() {
-				for range n {
-					if _, err := f.WriteAt(p, offs[k%len(offs)]); err != nil {
-						b.Fatal(err)
-					}
-					k++
-				}
-				if err := f.Sync(); err != nil {
-					b.Fatal(err)
-				}
-				ops++
-			}
+			ops := loopWriteSync(b, f, p, offs, n)
 			baselines.Store(key, float64(b.Elapsed())/float64(ops))
 		})
 	}
@@ -389,21 +368,7 @@ func BenchmarkWriteSync(b *testing.B) {
 	b.Run(fmt.Sprintf("impl=ringfs/bs=4KiB/n=%d", n), func(b *testing.B) {
 		e, f := hotEngine(b, path, os.O_RDWR)
 		before := e.Stats()
-		b.ReportAllocs()
-		b.SetBytes(n * 4096)
-		k, ops := 0, 0
-		for b.Loop() {
-			for range n {
-				if _, err := f.WriteAt(p, offs[k%len(offs)]); err != nil {
-					b.Fatal(err)
-				}
-				k++
-			}
-			if err := f.Sync(); err != nil {
-				b.Fatal(err)
-			}
-			ops++
-		}
+		ops := loopWriteSync(b, f, p, offs, n)
 		b.StopTimer()
 		reportRatio(b, key, float64(b.Elapsed())/float64(ops), false, "x-osfile")
 		reportRatio(b, key+"/4kwritten", float64(b.Elapsed())/float64(ops), false, "x-osfile-4kwritten")
@@ -430,6 +395,31 @@ func BenchmarkWriteSync(b *testing.B) {
 				f.Sync()
 			}), "x-osfile-paired")
 	})
+}
+
+// loopWriteSync is BenchmarkWriteSync's timed loop: each operation is n
+// writes of p at the next offsets of offs, then Sync. It returns the
+// operations run.
+func loopWriteSync(b *testing.B, f interface {
+	WriteAt([]byte, int64) (int, error)
+	Sync() error
+}, p []byte, offs []int64, n int) int {
+	b.ReportAllocs()
+	b.SetBytes(int64(n) * int64(len(p)))
+	k, ops := 0, 0
+	for b.Loop() {
+		for range n {
+			if _, err := f.WriteAt(p, offs[k%len(offs)]); err != nil {
+				b.Fatal(err)
+			}
+			k++
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		ops++
+	}
+	return ops
 }
 
 // directFile returns a ≥ 1 GiB file for O_DIRECT benchmarks, skipping
