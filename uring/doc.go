@@ -25,8 +25,8 @@
 // pause; there, a caller queueing requests while the completion leader
 // (the one caller that reaps CQEs for all) is running outside a kernel
 // wait leaves them to it, and the leader submits all such requests with
-// one enter before it waits in the kernel or stops leading. Stats().SQEsPerEnter shows how well
-// that works.
+// one enter before it waits in the kernel or stops leading.
+// Stats().SQEsPerEnter shows how well that works.
 //
 // Short reads and writes are resumed until the request is complete; a read
 // that returns 0 bytes ends at end of file (N < length, Err nil). An
