@@ -80,9 +80,9 @@
 // it (a buffered extension zeroes what a mapping left past the old end),
 // writeback without an fsync (the last Close of a file), files that
 // refuse O_DIRECT, and everything on the psync backend (one write in
-// flight at a time) stay buffered. Two dirty
-// runs separated by at most one page of clean cached data are written as
-// one write, the clean bytes included: they equal the host's.
+// flight at a time) stay buffered. Two dirty runs separated by at most
+// four pages of clean cached data are written as one write, the clean
+// bytes included: they equal the host's.
 //
 // # Lock order
 //
