@@ -638,10 +638,16 @@ func TestStatsLatencyNeverAheadOfOps(t *testing.T) {
 			}
 		})
 	}
+	// At least 3,000 snapshots, and on until some syncs ran too (the
+	// syncing goroutine may start late), for at most 20 seconds.
 	const snapshots = 3000
+	deadline := time.Now().Add(20 * time.Second)
 	bad, taken := 0, 0
-	for ; taken < snapshots && bad < 5; taken++ {
+	for ; bad < 5 && time.Now().Before(deadline); taken++ {
 		s := e.Stats()
+		if taken >= snapshots && s.Syncs >= 3 {
+			break
+		}
 		for _, c := range []struct {
 			what       string
 			timed, ops uint64
