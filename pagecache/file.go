@@ -375,10 +375,11 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 
 // readHost runs the reads of a fill. A lone buffered read goes out as a
 // plain syscall (uring.Do): the data is usually in the kernel's cache,
-// and pread then costs less than a trip through the ring (BenchmarkReadMiss,
-// io=buffered, one goroutine: 1.30-1.43 us a miss in several runs against
-// 1.60 us through the ring, on the machine of the README's figures). O_DIRECT reads, and several reads,
-// go to the ring, where they wait for the disk together.
+// and pread then costs less than a trip through the ring
+// (BenchmarkReadMiss, io=buffered, one goroutine: 1.30-1.43 us a miss in
+// several runs against 1.60 us through the ring, on the machine of the
+// README's figures). O_DIRECT reads, and several reads, go to the ring,
+// where they wait for the disk together.
 func (f *File) readHost(reqs []uring.Request) {
 	if f.directFd >= 0 {
 		f.c.be.Submit(reqs)

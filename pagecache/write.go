@@ -183,7 +183,6 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 		// Inside the file, the host writes run with mu released (see
 		// writeThrough); the write's cached pages are kept from eviction
 		// meanwhile (evictPages), since only the cache gets their bytes.
-		// A lone buffered write is cheaper as a plain syscall (see uring.Do).
 		f.hostWrite(off, end, func() { runHost(c.be, fc.reqs) })
 		for i := range fc.reqs {
 			r := &fc.reqs[i]
