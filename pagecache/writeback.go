@@ -18,6 +18,7 @@ type wbRun struct {
 	off, end int64 // file bytes [off, end)
 	pages    int   // index of the run's first page in wbCtx.pages
 	n        int   // pages in the run
+	failed   bool  // a write of the run failed (finishWriteback)
 }
 
 // wbPage is a dirty page taken by a writeback.
@@ -377,20 +378,16 @@ func (f *File) framesRequest(wc *wbCtx, fd int32, a, b, firstPage int64, frames 
 // Preconditions: f.mu is held for writing.
 func (f *File) finishWriteback(wc *wbCtx) {
 	c := f.c
-	ok := make([]bool, len(wc.runs))
-	for i := range ok {
-		ok[i] = true
-	}
 	for i := range wc.reqs {
 		if wc.reqs[i].Err != nil {
-			ok[wc.reqOf[i]] = false
+			wc.runs[wc.reqOf[i]].failed = true
 		}
 	}
-	for ri, run := range wc.runs {
+	for _, run := range wc.runs {
 		for _, p := range wc.pages[run.pages : run.pages+run.n] {
 			m := &c.meta[p.frame]
 			m.pins--
-			if !ok[ri] || m.gen != p.gen {
+			if run.failed || m.gen != p.gen {
 				continue
 			}
 			if m.state&pageUnsynced == 0 {
