@@ -196,6 +196,7 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 	next := 0 // fc.install cursor
 	var installed []placed
 	var grown int64 // dirty bytes added
+	var cp arenaCopy
 	for page := pageOf(off); page < pageEnd(min(limit, end)); page++ {
 		ps := page << pageShift
 		a, b := max(ps, off), min(ps+PageSize, limit)
@@ -206,16 +207,24 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 			}
 			fr = fc.install[next].frame
 			next++
-			clear(c.frameBytes(fr))
+			// A new frame reads zeros where the write does not cover it.
+			fb := c.frameBytes(fr)
+			clear(fb[:a-ps])
+			clear(fb[b-ps:])
 			f.index.set(page, fr)
 			installed = append(installed, placed{page: page, frame: fr})
 		}
-		copy(c.frameBytes(fr)[a-ps:b-ps], p[a-off:b-off])
+		if len(p) <= PageSize {
+			copy(c.frameBytes(fr)[a-ps:b-ps], p[a-off:b-off]) // nothing to join
+		} else {
+			cp.add(c.arena, p, int(fr)*PageSize+int(a-ps), int(a-off), int(b-a))
+		}
 		if len(installed) > 0 && installed[len(installed)-1].frame == fr {
 			continue // dirtied after install below
 		}
 		grown += f.widenSpan(fr, uint16(a-ps), uint16(b-ps))
 	}
+	cp.flush(c.arena, p)
 	if len(installed) > 0 {
 		f.install(installed)
 		for _, pl := range installed {
@@ -355,10 +364,44 @@ func (f *File) copyIn(p []byte, off int64) {
 	if len(p) == 0 {
 		return
 	}
+	var cp arenaCopy
 	f.index.each(pageOf(off), pageEnd(off+int64(len(p))), func(page int64, fr int32) {
 		ps := page << pageShift
 		a, b := max(ps, off), min(ps+PageSize, off+int64(len(p)))
-		copy(f.c.frameBytes(fr)[a-ps:b-ps], p[a-off:b-off])
+		cp.add(f.c.arena, p, int(fr)*PageSize+int(a-ps), int(a-off), int(b-a))
 		f.c.meta[fr].gen++
 	})
+	cp.flush(f.c.arena, p)
+}
+
+// arenaCopy gathers the copies of one write into the arena, so that the
+// bytes of consecutive pages held in consecutive frames move in one
+// copy. Fills hand consecutive pages consecutive frames (takeFree), so a
+// large write into pages read in together is a few large copies, and
+// from 1 MiB on Go's copy uses non-temporal stores, which leave the
+// caller's buffer in the CPU cache: 1 MiB into the arena took 32 µs as
+// one copy and 42 µs as 256 page copies; followed by a 1 MiB pwrite of
+// the same buffer (Writethrough), 72 µs against 105 µs.
+type arenaCopy struct {
+	at, from, n int // arena offset, buffer offset and length of the pending copy
+}
+
+// add queues the copy of p[from:from+n] to arena[at:at+n], joining it to
+// the pending copy when it continues it in both, else copying the
+// pending one first.
+func (ac *arenaCopy) add(arena, p []byte, at, from, n int) {
+	if ac.n > 0 && ac.at+ac.n == at && ac.from+ac.n == from {
+		ac.n += n
+		return
+	}
+	ac.flush(arena, p)
+	ac.at, ac.from, ac.n = at, from, n
+}
+
+// flush copies what is pending.
+func (ac *arenaCopy) flush(arena, p []byte) {
+	if ac.n > 0 {
+		copy(arena[ac.at:ac.at+ac.n], p[ac.from:ac.from+ac.n])
+		ac.n = 0
+	}
 }
