@@ -87,7 +87,7 @@ func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss
 		fr := FillRange(m.req, Range{off, size}, c.readahead)
 		m.p0, m.p1 = pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
 		m.fc = getFillCtx()
-		m.fc.frames = c.reserve(m.fc.frames[:0], int(max(m.p1-m.p0, 0)))
+		m.p1 = f.reserveFill(m.fc, m.req, m.p0, m.p1)
 	}
 	slices.SortStableFunc(misses, func(a, b batchMiss) int { return cmp.Compare(a.op.File.id, b.op.File.id) })
 	var files []*File

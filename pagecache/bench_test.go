@@ -100,12 +100,15 @@ func sizeName(n int) string {
 
 // BenchmarkPolicy reports the replacement policy's figures as metrics:
 // the S3-FIFO and LRU hit ratios on Zipf(0.99) over 4x the cache (a), with
-// a 2x scan mixed in (b), and the share of the hot set a 2x scan evicts.
+// a 2x scan mixed in (b), and the share of the hot set a 2x scan evicts;
+// admit-*: the same with the cache's admission of misses while it is full
+// (Cache.admitLater).
 // The timed loop is one S3-FIFO access of the Zipf trace (simulator map
 // included); LRU's cost is measured in the same run.
 func BenchmarkPolicy(b *testing.B) {
 	s3 := simulatePolicy(func(n int) keyCache { return newS3Sim(n) }, policyCapacity, 200_000, policySeed)
 	lru := simulatePolicy(func(n int) keyCache { return newLRUSim(n) }, policyCapacity, 200_000, policySeed)
+	ad := simulatePolicy(func(n int) keyCache { return s3admitSim{newS3Sim(n)} }, policyCapacity, 200_000, policySeed)
 	z := newZipf(4*policyCapacity, 0.99, policySeed)
 	trace := make([]uint64, 1<<20)
 	for i := range trace {
@@ -130,6 +133,9 @@ func BenchmarkPolicy(b *testing.B) {
 	b.ReportMetric(100*s3.scanHit, "s3fifo-scan-hit%")
 	b.ReportMetric(100*lru.scanHit, "lru-scan-hit%")
 	b.ReportMetric(100*s3.hotEvicted, "scan-evicts-hot%")
+	b.ReportMetric(100*ad.zipfHit, "admit-zipf-hit%")
+	b.ReportMetric(100*ad.scanHit, "admit-scan-hit%")
+	b.ReportMetric(100*ad.hotEvicted, "admit-scan-evicts-hot%")
 	b.ReportMetric(float64(lruNs), "lru-ns/access")
 }
 

@@ -515,6 +515,38 @@ func (c *Cache) finishEviction(vs []victim, kept []bool, dirtyEvicted int) {
 
 func policyKey(file uint64, page int64) uint64 { return file<<40 ^ uint64(page) }
 
+// admitLater reports whether a random miss of pages [p0, p1) of file id
+// should be read around the cache: when no frame is free, a page enters
+// the cache only if it was missed (or evicted from S3-FIFO's small
+// queue) recently, that is while its key is in the ghost queue. A page
+// missed for the first time is read straight into the caller's buffer
+// and its key goes to the ghost queue, so that a second miss soon after
+// admits it (into the main queue, as a ghost hit does). When every miss
+// of a working set larger than the cache would evict a page for one that
+// is not read again before it is evicted in turn, this reads the miss
+// the way pread does, with one copy instead of a read into a cold frame,
+// a copy out and an eviction; pages read twice still get in, so a hot
+// subset still becomes resident.
+func (c *Cache) admitLater(id uint64, p0, p1 int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.free) > 0 || c.closed {
+		return false
+	}
+	// The page before counts too: a sequential reader whose last read
+	// went around the cache is let in, readahead and all.
+	for p := max(p0-1, 0); p < p1; p++ {
+		if c.policy.seenRecently(policyKey(id, p)) {
+			return false
+		}
+	}
+	for p := p0; p < p1; p++ {
+		c.policy.remember(policyKey(id, p))
+	}
+	c.st.admissionSkips.Add(uint64(p1 - p0))
+	return true
+}
+
 // NewFile starts caching a host file. fd is used for fills and writeback;
 // directFd, when ≥ 0, is an O_DIRECT descriptor of the same file used for
 // whole-page transfers (the cache's frames are page-aligned). size is the

@@ -25,6 +25,18 @@
 // write that miss the cache go straight to the host, batched; nothing is
 // ever read to be modified.
 //
+// While no frame is free, a small read that misses at random (not where
+// the file's last fill ended, nor right after a cached page) is admitted
+// only if its pages were missed recently: their keys are in S3-FIFO's
+// ghost queue. Otherwise it is read around the cache, straight into the
+// caller's buffer and without readahead, and its keys enter the ghost
+// queue, so that a second miss soon after admits the pages (Cache.
+// admitLater). A working set larger than the cache then costs a read of
+// the host per miss, as pread does, instead of a read into a frame, a
+// copy out and an eviction that the next miss undoes; pages read twice
+// still enter, so its hot part still becomes resident. Files with an
+// O_DIRECT descriptor always fill through frames.
+//
 // # Invariants
 //
 //   - Every cached page is valid: its bytes equal the host's, except the

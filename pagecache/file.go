@@ -33,6 +33,10 @@ type File struct {
 	// unsynced spans. Written with mu held; read anywhere.
 	resident   atomic.Int64
 	dirtyBytes atomic.Int64
+	// fillEnd is where the last fill of the file ended (readahead
+	// included): a fill that starts there continues a sequential read.
+	// Read and written anywhere; a hint only.
+	fillEnd atomic.Int64
 
 	// Errs records writeback errors for per-handle reporting.
 	Errs ErrSeq
@@ -332,7 +336,7 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 	p0, p1 := pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
 	fc := getFillCtx()
 	defer putFillCtx(fc)
-	fc.frames = c.reserve(fc.frames[:0], int(p1-p0))
+	p1 = f.reserveFill(fc, req, p0, p1)
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -371,6 +375,33 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 		c.st.fillSQEs.Add(uint64(len(fc.reqs)))
 	}
 	return f.completeFill(fc, size, r1, req, dst)
+}
+
+// reserveFill reserves the frames of a fill of pages [p0, p1) for req,
+// or none when a small random miss is to be read around the full cache
+// (Cache.admitLater), and returns the fill's end page: without readahead
+// when it goes around.
+//
+// Preconditions: the caller holds no File's locks.
+func (f *File) reserveFill(fc *fillCtx, req Range, p0, p1 int64) int64 {
+	if r0, r1 := pageOf(req.Start), pageEnd(req.End); f.directFd < 0 && r1-r0 <= MaxReadahead/PageSize &&
+		!f.continues(req.Start, p0) && f.c.admitLater(f.id, r0, r1) {
+		fc.frames = fc.frames[:0]
+		f.fillEnd.Store(req.End)
+		return min(p1, r1)
+	}
+	fc.frames = f.c.reserve(fc.frames[:0], int(max(p1-p0, 0)))
+	f.fillEnd.Store(p1 << pageShift)
+	return p1
+}
+
+// continues reports whether a fill at off, in page p0, looks like the
+// next step of a sequential read: it starts where the last fill of the
+// file ended, or the page before it is cached. Such fills are never read
+// around the cache (admitLater), so sequential readers keep their
+// readahead.
+func (f *File) continues(off, p0 int64) bool {
+	return off == f.fillEnd.Load() || p0 > 0 && f.index.getUnlocked(p0-1) >= 0
 }
 
 // readHost runs the reads of a fill. A lone buffered read goes out as a

@@ -137,6 +137,15 @@ func (p *s3fifo) victim() (e int32, fromSmall bool) {
 	return -1, false
 }
 
+// seenRecently reports whether key is in the ghost queue: evicted from S
+// recently, or missed recently while the cache was full (remember).
+func (p *s3fifo) seenRecently(key uint64) bool { return p.ghost.find(key) != nil }
+
+// remember records the key of a miss served around the cache in the
+// ghost queue, so that a second miss while it is there admits the entry
+// (into M, as insert does for ghost keys). See Cache.admitLater.
+func (p *s3fifo) remember(key uint64) { p.ghost.add(key) }
+
 // evicted records that e, taken by victim, left the cache.
 func (p *s3fifo) evicted(key uint64, fromSmall bool) {
 	if fromSmall {
