@@ -33,9 +33,10 @@ type File struct {
 	// unsynced spans. Written with mu held; read anywhere.
 	resident   atomic.Int64
 	dirtyBytes atomic.Int64
-	// fillEnd is where the last fill of the file ended (readahead
-	// included): a fill that starts there continues a sequential read.
-	// Read and written anywhere; a hint only.
+	// fillEnd is where the last fill of the file ended: its readahead
+	// included, or the end of the request for a read around the cache. A
+	// fill that starts there continues a sequential read. Read and
+	// written anywhere; a hint only.
 	fillEnd atomic.Int64
 
 	// Errs records writeback errors for per-handle reporting.

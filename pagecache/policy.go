@@ -9,7 +9,8 @@ import "sync/atomic"
 //
 // Resident entries sit in a small queue S (about a tenth of the capacity)
 // or a main queue M. New entries enter S, unless their key is in the ghost
-// queue G (recently evicted from S), in which case they enter M directly.
+// queue G (recently evicted from S, or missed while the cache was full and
+// kept out: see remember), in which case they enter M directly.
 // Eviction takes S's tail when S is over its share: an entry hit more than
 // once while in S moves to M, otherwise it is evicted and its key goes to
 // G. Otherwise M's tail is taken: an entry hit since it was last examined
@@ -182,7 +183,8 @@ func (p *s3fifo) unlink(q *queue, e int32) {
 	q.n--
 }
 
-// ghost is a bounded FIFO set of keys of entries recently evicted from S.
+// ghost is a bounded FIFO set of keys of entries recently evicted from S
+// or kept out of a full cache (remember).
 // It never allocates after construction: keys live in a ring and an
 // open-addressed table of counts.
 type ghost struct {
