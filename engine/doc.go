@@ -38,7 +38,10 @@
 //     written back and dropped (writes). Unaligned buffers are bounced;
 //     unaligned offsets or lengths of direct writes fail with EINVAL.
 //   - With a cache: hits are copied out; misses are filled in one batch
-//     with readahead of at most Options.Readahead (≤ 64 KiB). Writes go into
+//     with readahead of at most Options.Readahead (≤ 64 KiB), except that
+//     a full cache reads a small random miss of pages it has not missed
+//     recently straight into the caller's buffer, and admits them at a
+//     second miss (see the pagecache package). Writes go into
 //     cached pages (dirtying exactly the bytes written) or, for bytes in
 //     pages not cached, straight to the host; whole new pages are cached
 //     without reading the host.
