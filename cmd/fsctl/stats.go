@@ -192,6 +192,10 @@ func renderStats(w io.Writer, d statsDoc) error {
 		k, hits, misses := &c.Cache, c.Reads.CacheHit.Ops, c.Reads.Fill.Ops
 		p("hit ratio\t%s\t%s hits, %s misses\n", percent(float64(hits), float64(hits+misses)), count(hits), count(misses))
 		p("readahead\t%s\t%s\n", ibytes(k.ReadaheadBytes), byteRate(k.ReadaheadBytes, period))
+		// Misses a full cache served straight from the host: many of them
+		// mean the working set is larger than the cache.
+		p("read around\t%s\t%s\t%s kept out\n", ibytes(k.BypassBytes), byteRate(k.BypassBytes, period),
+			plural(k.AdmissionSkips, "page"))
 		p("writeback\t%s\t%s\t%s\n", ibytes(k.WritebackBytes), byteRate(k.WritebackBytes, period), plural(k.WritebackBatches, "batch/batches"))
 		p("evictions\t%s\t%s\t%s dirty\n", count(k.Evictions), opRate(k.Evictions, period), count(k.EvictionsDirty))
 	}

@@ -74,6 +74,7 @@ type cacheCounters struct {
 	FillBytes        uint64 `json:"fill_bytes"`
 	ReadaheadBytes   uint64 `json:"readahead_bytes"`
 	BypassBytes      uint64 `json:"bypass_bytes"`
+	AdmissionSkips   uint64 `json:"admission_skips"` // pages a full cache read around and kept out
 	WriteBytes       uint64 `json:"write_bytes"`
 	WritebackBytes   uint64 `json:"writeback_bytes"`
 	WritebackBatches uint64 `json:"writeback_batches"`
@@ -169,7 +170,8 @@ func newCounters(s engine.Stats, interval bool) countersDoc {
 		Reads: io(s.Reads), Writes: io(s.Writes), Syncs: s.Syncs,
 		Cache: cacheCounters{Hits: c.Hits, Misses: c.Misses, HitBytes: c.HitBytes, Fills: c.Fills,
 			FillBytes: c.FillBytes, ReadaheadBytes: c.ReadaheadBytes, BypassBytes: c.BypassBytes,
-			WriteBytes: c.WriteBytes, WritebackBytes: c.WritebackBytes, WritebackBatches: c.WritebackBatches,
+			AdmissionSkips: c.AdmissionSkips,
+			WriteBytes:     c.WriteBytes, WritebackBytes: c.WritebackBytes, WritebackBatches: c.WritebackBatches,
 			WritebackSQEs: c.WritebackSQEs, Evictions: c.Evictions, EvictionsDirty: c.EvictionsDirty},
 		Ring: ringCounters{Submits: r.Submits, Requests: r.Requests, Enters: r.Enters, SQEs: r.SQEs,
 			Completions: r.Completions, Waits: r.Waits,
