@@ -32,10 +32,16 @@ var leaked struct {
 	reqs []*Request
 }
 
-func (r *Ring) currentState() ringState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.state
+// currentState returns the ring's state without r.mu. A caller that acts
+// on it under r.mu reads r.state there instead.
+func (r *Ring) currentState() ringState { return ringState(r.stateNow.Load()) }
+
+// setState changes the ring's state.
+//
+// Preconditions: r.mu is held.
+func (r *Ring) setState(s ringState) {
+	r.state = s
+	r.stateNow.Store(uint32(s))
 }
 
 // breakRing stops the ring taking work and fails what was never submitted.
@@ -45,7 +51,7 @@ func (r *Ring) breakRing(why string, errno syscall.Errno) {
 		r.mu.Unlock()
 		return
 	}
-	r.state = ringBroken
+	r.setState(ringBroken)
 	var woken wakeList
 	r.failPendingLocked(ErrBroken, &woken)
 	r.freeCond.Broadcast()
@@ -180,7 +186,7 @@ func (r *Ring) Close() error {
 		return ErrClosed
 	}
 	broken := r.state == ringBroken
-	r.state = ringClosed
+	r.setState(ringClosed)
 	var woken wakeList
 	r.failPendingLocked(ErrClosed, &woken)
 	r.freeCond.Broadcast()

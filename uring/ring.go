@@ -103,6 +103,9 @@ type Ring struct {
 	used int
 	// state is open, broken or closed. +checklocks:mu
 	state ringState
+	// stateNow mirrors state for reads without r.mu (usable,
+	// currentState): stored under mu with every change of state.
+	stateNow atomic.Uint32
 	// closeMu is held for writing while Close releases the fd, and for
 	// reading by io_uring_register calls, so none runs on a stale fd.
 	closeMu sync.RWMutex
@@ -311,10 +314,10 @@ func (r *Ring) register(op uintptr, arg unsafe.Pointer, n int) error {
 }
 
 // usable returns ErrClosed or ErrBroken when the ring cannot take work.
+// It takes no lock: Do calls it for every request it runs inline, from
+// as many goroutines as read at once.
 func (r *Ring) usable() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch r.state {
+	switch r.currentState() {
 	case ringClosed:
 		return ErrClosed
 	case ringBroken:
