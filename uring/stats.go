@@ -73,8 +73,11 @@ func (s Stats) Sub(prev Stats) Stats {
 // counters is the live, atomically updated form of Stats.
 type counters struct {
 	// Every call and request adds to these, from as many goroutines as
-	// call at once: they are striped.
-	submits, requests, enters, completions, inline stripedCount
+	// call at once, so they are striped: with 32 goroutines of inline
+	// reads (Do) on one ring, four shared counters a read cost a fifth
+	// of the CPU of a Shared-mode read of the kernel's cache (engine
+	// BenchmarkSharedRead).
+	submits, requests, enters, completions, inline stripe.Counter
 
 	sqes, waits                                                   atomic.Uint64
 	retryEnterEINTR, retryEnterBusy, retryCQEEINTR, retryCQEAgain atomic.Uint64
@@ -85,22 +88,6 @@ type counters struct {
 	// tell a cancellation it may have been the target of (see
 	// retryCanceled).
 	cancels atomic.Uint64
-}
-
-// stripedCount is a counter that many goroutines add to at once: each
-// adds to a stripe of its own (stripe.Hint), so that they do not take
-// turns at one cache line, and Load sums the stripes. With 32 goroutines
-// of inline reads (Do) on one ring, four shared counters a read cost a
-// fifth of the CPU of a Shared-mode read of the kernel's cache (engine
-// BenchmarkSharedRead).
-type stripedCount struct{ s stripe.Sharded[atomic.Uint64] }
-
-func (c *stripedCount) Add(n uint64) { c.s.At(stripe.Hint()).Add(n) }
-
-func (c *stripedCount) Load() uint64 {
-	var n uint64
-	c.s.Each(func(v *atomic.Uint64) { n += v.Load() })
-	return n
 }
 
 func (c *counters) snapshot(s *Stats) {

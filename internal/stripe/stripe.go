@@ -53,3 +53,18 @@ func Sum(s *Sharded[atomic.Int64]) int64 {
 	s.Each(func(c *atomic.Int64) { n += c.Load() })
 	return n
 }
+
+// Counter is a count that many goroutines add to at once: each adds to
+// the copy of its stripe, and Load sums the copies. A Load that runs
+// alongside Adds sees some of them.
+type Counter struct{ s Sharded[atomic.Uint64] }
+
+// Add adds n to the calling goroutine's stripe.
+func (c *Counter) Add(n uint64) { c.s.At(Hint()).Add(n) }
+
+// Load returns the sum of every stripe.
+func (c *Counter) Load() uint64 {
+	var n uint64
+	c.s.Each(func(v *atomic.Uint64) { n += v.Load() })
+	return n
+}

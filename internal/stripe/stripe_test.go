@@ -173,3 +173,27 @@ func BenchmarkAdd(b *testing.B) {
 		})
 	})
 }
+
+// TestCounter: concurrent adds from many goroutines all count.
+func TestCounter(t *testing.T) {
+	var c Counter
+	var wg sync.WaitGroup
+	const goroutines, adds = 64, 1000
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range adds {
+				c.Add(uint64(g%3 + 1))
+			}
+		}()
+	}
+	wg.Wait()
+	want := uint64(0)
+	for g := range goroutines {
+		want += uint64(g%3+1) * adds
+	}
+	if got := c.Load(); got != want {
+		t.Fatalf("Load = %d, want %d", got, want)
+	}
+}
