@@ -80,7 +80,8 @@
 //
 // Eviction uses S3-FIFO across all files (see s3fifo): a small FIFO for
 // new pages, a main FIFO for pages hit again, and a ghost list so a page
-// evicted young comes back straight into main. A one-time scan passes
+// evicted young comes back straight into main (the ghost list also
+// remembers misses a full cache kept out: see Cache.admitLater). A one-time scan passes
 // through the small queue without displacing the hot set. Hits only bump
 // an atomic counter of their frame (and the hit counters of their stripe,
 // see internal/stripe). Eviction runs in the goroutine that needs frames,

@@ -61,7 +61,10 @@
 //	    Ring.mu      slots, pending queue, waiter list, state
 //
 // cqMu and sqMu are taken with TryLock on the hot paths; only a broken
-// ring's drain and Close block on them, in the order above.
+// ring's drain and Close block on them, in the order above. The state is
+// also mirrored in an atomic (stateNow) that Do and the leader read
+// without Ring.mu; it changes only under Ring.mu. The per-request
+// counters are striped (stripe.Counter) and need no lock.
 //
 // # Memory ownership
 //
