@@ -102,6 +102,10 @@ func TestAfterClose(t *testing.T) {
 					t.Errorf("%s after Close: %v, want ErrClosed", call, err)
 				}
 			}
+			// Do, which runs a lone request inline, is refused too.
+			if n, err := Do(be, Request{Op: OpWrite, Fd: int32(f.Fd()), Buf: []byte("written!!")}); n != 0 || !errors.Is(err, ErrClosed) {
+				t.Errorf("Do after Close: (%d, %v), want ErrClosed", n, err)
+			}
 			if got := fileBytes(t, f); !bytes.Equal(got, content) {
 				t.Errorf("file changed after Close: %q", got)
 			}

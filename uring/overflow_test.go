@@ -149,6 +149,9 @@ func TestDroppedCQE(t *testing.T) {
 	if err := r.RegisterFiles([]int32{int32(f.Fd())}); !errors.Is(err, ErrBroken) {
 		t.Fatalf("RegisterFiles on a broken ring: %v", err)
 	}
+	if n, err := r.Do(Request{Op: OpRead, Fd: int32(f.Fd()), Buf: make([]byte, 10)}); n != 0 || !errors.Is(err, ErrBroken) {
+		t.Fatalf("Do on a broken ring: (%d, %v), want ErrBroken", n, err)
+	}
 	s := r.Stats()
 	if s.DroppedCQEs != 1 {
 		t.Errorf("DroppedCQEs = %d, want 1", s.DroppedCQEs)
