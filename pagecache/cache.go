@@ -439,6 +439,28 @@ func (c *Cache) reserve(dst []int32, want int) []int32 {
 	return dst
 }
 
+// reserveMiss is reserve for the fill of a miss. For a random one it
+// first asks admitLater about the requested pages [r0, r1) of file id,
+// in the critical section that also takes the free frames, so that a
+// miss locks c.mu once while frames are free. It returns no frames and
+// true when the miss is to be read around the cache.
+//
+// Preconditions: the caller holds no File's locks.
+func (c *Cache) reserveMiss(dst []int32, want int, random bool, id uint64, r0, r1 int64) ([]int32, bool) {
+	if random {
+		c.mu.Lock()
+		if !c.closed {
+			if c.admitLater(id, r0, r1) {
+				c.mu.Unlock()
+				return dst, true
+			}
+			dst = c.takeFree(dst, want)
+		}
+		c.mu.Unlock()
+	}
+	return c.reserve(dst, want), false
+}
+
 // claim appends up to n victims taken out of the policy to victims. Dirty
 // victims widen the claim to evictBatch so that their writeback amortises
 // its fdatasync.
@@ -527,10 +549,10 @@ func policyKey(file uint64, page int64) uint64 { return file<<40 ^ uint64(page) 
 // the way pread does, with one copy instead of a read into a cold frame,
 // a copy out and an eviction; pages read twice still get in, so a hot
 // subset still becomes resident.
+//
+// Preconditions: c.mu is held; c is not closed.
 func (c *Cache) admitLater(id uint64, p0, p1 int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.free) > 0 || c.closed {
+	if len(c.free) > 0 {
 		return false
 	}
 	// The page before counts too: a sequential reader whose last read

@@ -385,13 +385,16 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 //
 // Preconditions: the caller holds no File's locks.
 func (f *File) reserveFill(fc *fillCtx, req Range, p0, p1 int64) int64 {
-	if r0, r1 := pageOf(req.Start), pageEnd(req.End); f.directFd < 0 && r1-r0 <= MaxReadahead/PageSize &&
-		!f.continues(req.Start, p0) && f.c.admitLater(f.id, r0, r1) {
-		fc.frames = fc.frames[:0]
+	// A fill starts at its request (FillRange reads no further back), so
+	// the request's pages are [p0, r1).
+	r1 := pageEnd(req.End)
+	random := f.directFd < 0 && r1-p0 <= MaxReadahead/PageSize && !f.continues(req.Start, p0)
+	var around bool
+	fc.frames, around = f.c.reserveMiss(fc.frames[:0], int(max(p1-p0, 0)), random, f.id, p0, r1)
+	if around {
 		f.fillEnd.Store(req.End)
 		return min(p1, r1)
 	}
-	fc.frames = f.c.reserve(fc.frames[:0], int(max(p1-p0, 0)))
 	f.fillEnd.Store(p1 << pageShift)
 	return p1
 }

@@ -378,9 +378,8 @@ func (f *File) copyIn(p []byte, off int64) {
 // bytes of consecutive pages held in consecutive frames move in one
 // copy. Fills hand consecutive pages consecutive frames (takeFree), so a
 // large write into pages read in together is a few large copies, and
-// from 1 MiB on Go's copy uses non-temporal stores, which leave the
-// caller's buffer in the CPU cache. go test -run '^$' -bench ArenaCopy
-// -count 3 ./pagecache/: 1 MiB into frames took 31–32 µs as one copy
+// from 1 MiB on Go's copy uses non-temporal stores. go test -run '^$'
+// -bench ArenaCopy -count 3 ./pagecache/: 1 MiB into frames took 31–32 µs as one copy
 // and 41–44 µs as 256 page copies; followed by a 1 MiB pwrite of the
 // same buffer (a Writethrough write), 128–129 µs against 151–160 µs.
 type arenaCopy struct {
