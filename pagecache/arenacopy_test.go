@@ -116,24 +116,93 @@ func TestArenaCopyJoins(t *testing.T) {
 		{[][3]int{{0, 0, 4}, {4, 4, 4}, {8, 8, 4}, {12, 12, 4}}, 16, 0},
 	}
 	for i, tc := range tests {
-		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			arena := make([]byte, 64)
-			buf := make([]byte, 64)
-			for j := range buf {
-				buf[j] = byte(j + 1)
+		for _, out := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d/out=%v", i, out), func(t *testing.T) {
+				arena := make([]byte, 64)
+				buf := make([]byte, 64)
+				src, dst := buf, arena // a write copies into the arena
+				if out {
+					src, dst = arena, buf // a read copies out of it
+				}
+				for j := range src {
+					src[j] = byte(j + 1)
+				}
+				want := make([]byte, 64)
+				ac := arenaCopy{out: out}
+				for _, pc := range tc.pieces {
+					ac.add(arena, buf, pc[0], pc[1], pc[2])
+					if out {
+						copy(want[pc[1]:pc[1]+pc[2]], arena[pc[0]:pc[0]+pc[2]])
+					} else {
+						copy(want[pc[0]:pc[0]+pc[2]], buf[pc[1]:pc[1]+pc[2]])
+					}
+				}
+				if got := 64 - bytes.Count(dst, []byte{0}); got != tc.copied || ac.n != tc.pending {
+					t.Errorf("before flush: %d bytes copied and %d pending, want %d and %d", got, ac.n, tc.copied, tc.pending)
+				}
+				ac.flush(arena, buf)
+				if !bytes.Equal(dst, want) {
+					t.Errorf("copied %v, want %v", dst, want)
+				}
+			})
+		}
+	}
+}
+
+// TestReadsFromFrameRuns reads ranges of a file whose pages sit in runs
+// of consecutive frames (copied as one) and in scattered frames, through
+// the lock-free hit path and, for reads that reach the end of file, the
+// locked one: every read must return the file's bytes, whatever the
+// frames held before.
+func TestReadsFromFrameRuns(t *testing.T) {
+	const size = 40*PageSize - 123
+	tests := []struct {
+		name     string
+		scramble bool // cache the pages in reverse order, one at a time
+		off, n   int64
+	}{
+		{name: "whole run", off: 0, n: size},
+		{name: "unaligned inside run", off: 100, n: 10*PageSize + 7},
+		{name: "one page, two frames", off: PageSize - 10, n: PageSize},
+		{name: "run to end of file", off: 7*PageSize + 1, n: size},
+		{name: "scattered", scramble: true, off: 3*PageSize + 5, n: 20 * PageSize},
+		{name: "scattered to end of file", scramble: true, off: 1, n: size},
+		{name: "scattered, two pages", scramble: true, off: 5*PageSize + 1, n: 2 * PageSize},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCache(t, openBackend(t, "uring", nil), Options{Capacity: 128 * PageSize})
+			junk := newHostFile(t, bytes.Repeat([]byte{0xAA}, 128*PageSize), false)
+			jf := openFile(t, c, junk, 128*PageSize)
+			if _, err := jf.ReadAt(make([]byte, 128*PageSize), 0); err != nil {
+				t.Fatal(err)
 			}
-			want := make([]byte, 64)
-			var ac arenaCopy
-			for _, pc := range tc.pieces {
-				ac.add(arena, buf, pc[0], pc[1], pc[2])
-				copy(want[pc[0]:pc[0]+pc[2]], buf[pc[1]:pc[1]+pc[2]])
+			releaseFile(t, jf)
+
+			data := pattern(uint64(700+i), size)
+			f := openFile(t, c, newHostFile(t, data, false), size)
+			if tc.scramble {
+				for pg := pageEnd(size) - 1; pg >= 0; pg-- {
+					if _, err := f.ReadAt(make([]byte, 1), pg*PageSize); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else if _, err := f.ReadAt(make([]byte, size), 0); err != nil {
+				t.Fatal(err)
 			}
-			if got := 64 - bytes.Count(arena, []byte{0}); got != tc.copied || ac.n != tc.pending {
-				t.Errorf("before flush: %d bytes copied and %d pending, want %d and %d", got, ac.n, tc.copied, tc.pending)
+			before := c.Stats()
+			got := make([]byte, tc.n)
+			n, err := f.ReadAt(got, tc.off)
+			want := data[tc.off:min(tc.off+tc.n, size)]
+			if n != len(want) || (n < len(got) && err != nil) {
+				t.Fatalf("ReadAt(%d bytes at %d) = %d, %v; want %d", tc.n, tc.off, n, err, len(want))
 			}
-			ac.flush(arena, buf)
-			if !bytes.Equal(arena, want) {
-				t.Errorf("arena %v, want %v", arena, want)
+			if !bytes.Equal(got[:n], want) {
+				j := firstDiff(got[:n], want)
+				t.Fatalf("byte %d (file offset %d): %#x, want %#x", j, tc.off+int64(j), got[j], want[j])
+			}
+			if d := c.Stats().Sub(before); d.Misses != 0 {
+				t.Fatalf("%d misses: the read was to be served from the cache", d.Misses)
 			}
 		})
 	}

@@ -288,6 +288,7 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 		return 0, false // reaches the end of file (or overflows)
 	}
 	done := 0
+	cp := arenaCopy{out: true}
 	for done < len(p) {
 		pos := off + int64(done)
 		fr := f.index.getUnlocked(pageOf(pos))
@@ -295,8 +296,9 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 			break
 		}
 		c.policy.hit(fr)
-		done += copy(p[done:], c.frameBytes(fr)[pos&(PageSize-1):])
+		done += c.copyFrame(&cp, p, done, fr, pos)
 	}
+	cp.flush(c.arena, p)
 	if f.mu.seq.Load() != seq {
 		clear(p[:done]) // may hold another file's bytes
 		return 0, false
@@ -314,6 +316,7 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 // Preconditions: f.mu is held (for reading at least); off+len(dst) ≤ size.
 func (f *File) copyOut(dst []byte, off int64) int {
 	done := 0
+	cp := arenaCopy{out: true}
 	for done < len(dst) {
 		pos := off + int64(done)
 		fr := f.index.get(pageOf(pos))
@@ -321,9 +324,24 @@ func (f *File) copyOut(dst []byte, off int64) int {
 			break
 		}
 		f.c.policy.hit(fr)
-		done += copy(dst[done:], f.c.frameBytes(fr)[pos&(PageSize-1):])
+		done += f.c.copyFrame(&cp, dst, done, fr, pos)
 	}
+	cp.flush(f.c.arena, dst)
 	return done
+}
+
+// copyFrame copies the bytes of frame fr from file offset pos on (to the
+// frame's end or dst's) into dst[done:], and returns how many. Reads of
+// more than a page join the copies of consecutive frames in cp, which the
+// caller flushes; smaller ones copy at once (there is nothing to join).
+func (c *Cache) copyFrame(cp *arenaCopy, dst []byte, done int, fr int32, pos int64) int {
+	in := int(pos & (PageSize - 1))
+	n := min(PageSize-in, len(dst)-done)
+	if len(dst) <= PageSize {
+		return copy(dst[done:done+n], c.frameBytes(fr)[in:])
+	}
+	cp.add(c.arena, dst, int(fr)*PageSize+in, done, n)
+	return n
 }
 
 // fill reads dst from off (below size) through the cache: the missing
