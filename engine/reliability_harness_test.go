@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -225,9 +226,33 @@ func tail(log []string, n int) string {
 // returns how many such lines there were.
 func runChildTest(t *testing.T, fig *Figures, test, env, logTag, figTag string) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), env)
-	out, err := cmd.CombinedOutput()
+	return runChildTestRetry(t, fig, test, env, logTag, figTag, nil)
+}
+
+// childAttempts bounds the runs of a child whose failure runChildTestRetry
+// is told to retry.
+const childAttempts = 3
+
+// runChildTestRetry is runChildTest that runs the child again, up to
+// childAttempts times in all, while it fails with output that retry
+// accepts (nil: never); the retries are counted in fig as child_retries.
+func runChildTestRetry(t *testing.T, fig *Figures, test, env, logTag, figTag string, retry func(out []byte) bool) int {
+	t.Helper()
+	var out []byte
+	var err error
+	if retry != nil {
+		fig.Add("child_retries", 0)
+	}
+	for attempt := 1; ; attempt++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), env)
+		out, err = cmd.CombinedOutput()
+		if err == nil || retry == nil || !retry(out) || attempt == childAttempts {
+			break
+		}
+		fig.Add("child_retries", 1)
+		t.Logf("child attempt %d failed (%v), running it again:\n%s", attempt, err, tail(strings.Split(string(out), "\n"), 8))
+	}
 	if err != nil {
 		t.Fatalf("child failed (%v):\n%s", err, out)
 	}
@@ -252,4 +277,38 @@ func runChildTest(t *testing.T, fig *Figures, test, env, logTag, figTag string) 
 		}
 	}
 	return reports
+}
+
+// TestChildRetry checks runChildTestRetry: a child that fails twice with
+// output the predicate accepts passes at its third run, with two retries
+// counted, and its figures are taken from the run that passed.
+func TestChildRetry(t *testing.T) {
+	dir := t.TempDir()
+	var fig Figures
+	reports := runChildTestRetry(t, &fig, "TestChildRetryChild", "RINGFS_RETRY_CHILD="+dir, "retry-child:", "retry-figures:",
+		func(out []byte) bool { return bytes.Contains(out, []byte("retry-child: transient")) })
+	got := fig.snapshot()
+	if reports != 1 || got["child_retries"] != 2 || got["attempt"] != 3 {
+		t.Fatalf("%d reports, figures %v; want 1 report, child_retries=2, attempt=3", reports, got)
+	}
+}
+
+// TestChildRetryChild is TestChildRetry's child (it skips unless run by
+// it): it counts its runs in a file and fails, saying the failure is
+// transient, at its first two.
+func TestChildRetryChild(t *testing.T) {
+	dir := os.Getenv("RINGFS_RETRY_CHILD")
+	if dir == "" {
+		t.Skip("run by TestChildRetry")
+	}
+	path := filepath.Join(dir, "runs")
+	b, _ := os.ReadFile(path)
+	runs := len(b) + 1
+	if err := os.WriteFile(path, append(b, 'x'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if runs < childAttempts {
+		t.Fatalf("retry-child: transient failure at run %d", runs)
+	}
+	t.Logf("retry-figures: attempt=%d", runs)
 }
