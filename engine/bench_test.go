@@ -629,6 +629,7 @@ func BenchmarkReadMiss(b *testing.B) {
 					reportRatio(b, key, ns, false, "x-osfile")
 					d := e.Stats().Sub(before)
 					b.ReportMetric(float64(d.Cache.Misses)/float64(b.N), "misses/op")
+					b.ReportMetric(float64(d.Cache.AdmissionSkips)/float64(b.N), "around/op")
 				})
 			}
 		}
