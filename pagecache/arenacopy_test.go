@@ -34,15 +34,7 @@ func TestWritesIntoFrameRuns(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCache(t, openBackend(t, "uring", nil), Options{Capacity: 128 * PageSize})
-			// Leave stale bytes in every frame: a file of 0xAA pages,
-			// cached in full and released.
-			junk := newHostFile(t, bytes.Repeat([]byte{0xAA}, 128*PageSize), false)
-			jf := openFile(t, c, junk, 128*PageSize)
-			if _, err := jf.ReadAt(make([]byte, 128*PageSize), 0); err != nil {
-				t.Fatal(err)
-			}
-			releaseFile(t, jf)
+			c := staleCache(t, 128)
 
 			data := pattern(uint64(500+i), size)
 			h := newHostFile(t, data, false)
@@ -171,13 +163,7 @@ func TestReadsFromFrameRuns(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCache(t, openBackend(t, "uring", nil), Options{Capacity: 128 * PageSize})
-			junk := newHostFile(t, bytes.Repeat([]byte{0xAA}, 128*PageSize), false)
-			jf := openFile(t, c, junk, 128*PageSize)
-			if _, err := jf.ReadAt(make([]byte, 128*PageSize), 0); err != nil {
-				t.Fatal(err)
-			}
-			releaseFile(t, jf)
+			c := staleCache(t, 128)
 
 			data := pattern(uint64(700+i), size)
 			f := openFile(t, c, newHostFile(t, data, false), size)
@@ -206,4 +192,18 @@ func TestReadsFromFrameRuns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// staleCache returns a cache of the given pages whose every frame holds
+// stale bytes (0xAA): a file of such pages was cached in full and
+// released.
+func staleCache(t *testing.T, pages int64) *Cache {
+	c := newCache(t, openBackend(t, "uring", nil), Options{Capacity: pages * PageSize})
+	junk := newHostFile(t, bytes.Repeat([]byte{0xAA}, int(pages*PageSize)), false)
+	jf := openFile(t, c, junk, pages*PageSize)
+	if _, err := jf.ReadAt(make([]byte, pages*PageSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	releaseFile(t, jf)
+	return c
 }
