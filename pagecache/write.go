@@ -384,8 +384,9 @@ func (f *File) copyIn(p []byte, off int64) {
 // same buffer (a Writethrough write), 128–129 µs against 151–160 µs.
 //
 // Reads gather their copies out of the arena the same way (out set):
-// 128 KiB out of a 192 MiB arena took about 7 % less time as one copy
-// than as 32 page copies.
+// go test -run '^$' -bench 'Hit/bs=128KiB' ./pagecache/ took 2.64–2.65 µs
+// a read with joined copies, 2.81 µs with page copies (the code before
+// reads joined them); 4 and 16 KiB reads did not change.
 type arenaCopy struct {
 	at, from, n int  // arena offset, buffer offset and length of the pending copy
 	out         bool // copy from the arena into p (a read), not into the arena
