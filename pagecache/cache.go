@@ -569,6 +569,15 @@ func (c *Cache) admitLater(id uint64, p0, p1 int64) bool {
 	return true
 }
 
+// aroundFd is File.hostFd for a file with descriptors fd and directFd:
+// files with an O_DIRECT descriptor read no miss around the cache.
+func aroundFd(fd, directFd int32) int32 {
+	if directFd >= 0 {
+		return -1
+	}
+	return fd
+}
+
 // NewFile starts caching a host file. fd is used for fills and writeback;
 // directFd, when ≥ 0, is an O_DIRECT descriptor of the same file used for
 // whole-page transfers (the cache's frames are page-aligned). size is the
@@ -584,6 +593,8 @@ func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
 	c.files++
 	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd, syncFd: -1}
 	f.fillDone.L = &f.mu
+	f.aroundDone.L = &f.aroundMu
+	f.hostFd.Store(aroundFd(fd, directFd))
 	f.size.Store(size)
 	return f, nil
 }

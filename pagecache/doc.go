@@ -90,9 +90,10 @@
 //
 // # Lock order
 //
-//	File.wbMu    writeback, truncate, allocate, direct write of one file
-//	  File.mu    the file's index, page states and size (RWMutex; most hits take no lock)
-//	    Cache.mu free frames, replacement policy, frame ownership
+//	File.wbMu          writeback, truncate, allocate, direct write of one file
+//	  File.mu          the file's index, page states and size (RWMutex; most hits take no lock)
+//	    Cache.mu       free frames, replacement policy, frame ownership
+//	    File.aroundMu  only the sleep of waitArounds (takes nothing else)
 //
 // A goroutine needing frames (Cache.reserve) holds none of these; it may
 // then take any file's wbMu and mu to evict. A fill plans under the file's
@@ -136,6 +137,25 @@
 // loads kept in order, which amd64 gives; on other architectures every
 // hit takes the read lock. Cache.Close waits for hits in progress before
 // it unmaps the arena.
+//
+// A miss that a full cache reads around (Cache.admitLater) takes no lock
+// of its file either (File.readAround): the locked path would take mu for
+// writing twice, around a host read into the caller's buffer, and many
+// goroutines missing one file would queue there. It counts itself in
+// File.arounds, then checks, between two loads of mu's sequence, that no
+// writer holds mu, that no write's host part is in flight
+// (File.hostWrites, raised before such a write lets go of mu), that the
+// file is not released (File.hostFd) and that none of its pages is
+// cached, and reads the host; otherwise it takes the locked path. Whoever
+// changes the host's bytes, the size, the descriptors or the pages
+// (writes, truncate, allocate, direct writes, invalidation, SetSize,
+// SetFd, Release, Discard) waits, holding mu for writing, until no such
+// read is in flight (waitArounds): a read that counted itself after the
+// writer took mu sees the odd sequence and backs off, so the wait ends.
+// Like a locked fill, a read around the cache thus never overlaps a
+// change of its pages, and returns them as the host held them when it
+// looked, which is the file's content: a page leaves the index only once
+// the host has its bytes.
 //
 // # Memory ownership
 //

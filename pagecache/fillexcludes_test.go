@@ -8,20 +8,24 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringfs/ringfs/uring"
 )
 
 // TestFillExcludes blocks the host read of a fill and runs, meanwhile,
 // an operation that must wait for it (File.filling): a write of the same
-// page, a truncate below it, a release. The operation must not finish
-// while the read is blocked; the read must return the bytes the file held
-// when it started, whole; the operation's effect must show afterwards.
+// page, a truncate below it, new descriptors, a release. The operation
+// must not finish while the read is blocked; the read must return the
+// bytes the file held when it started, whole; the operation's effect must
+// show afterwards.
 // Each case runs for a miss that takes frames (free frames: it is
 // admitted) and for one a full cache reads around (no frames,
 // Cache.admitLater).
 func TestFillExcludes(t *testing.T) {
 	const pages, capPages = 64, 32
 	const page = 40 // the missed page
+	var oldFd int32 // the descriptor "new descriptors" replaced
 	ops := []struct {
 		name string
 		run  func(f *File) error
@@ -50,6 +54,32 @@ func TestFillExcludes(t *testing.T) {
 			after: func(t *testing.T, f *File, _ []byte) {
 				if f.Size() != page*PageSize-1 {
 					t.Fatalf("size %d after the truncate", f.Size())
+				}
+			},
+		},
+		{
+			name: "new descriptors",
+			run: func(f *File) error {
+				oldFd = f.fd
+				fd, err := unix.Dup(int(oldFd))
+				if err != nil {
+					return err
+				}
+				f.SetFd(int32(fd), -1)
+				return nil
+			},
+			after: func(t *testing.T, f *File, data []byte) {
+				defer func() {
+					dup := f.fd
+					f.SetFd(oldFd, -1) // the descriptor openFile's cleanup closes
+					unix.Close(int(dup))
+				}()
+				got := make([]byte, PageSize)
+				if _, err := f.ReadAt(got, (page+1)*PageSize); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, data[(page+1)*PageSize:(page+2)*PageSize]) {
+					t.Fatalf("a read through the new descriptor returned other bytes")
 				}
 			},
 		},
@@ -119,6 +149,11 @@ func TestFillExcludes(t *testing.T) {
 				if d := c.Stats().Sub(before); full != (d.AdmissionSkips == 1) {
 					t.Fatalf("%d pages read around; the %s fill was to go %s", d.AdmissionSkips,
 						map[bool]string{false: "admitted", true: "full cache's"}[full], map[bool]string{false: "into the cache", true: "around it"}[full])
+				}
+				// The read around a full cache took no lock (readAround):
+				// it is what the operation had to wait for.
+				if n := c.st.aroundUnlocked.Load(); n != map[bool]uint64{false: 0, true: 1}[full] {
+					t.Fatalf("%d reads around the cache with no lock", n)
 				}
 				op.after(t, f, data)
 				if op.name != "release" {

@@ -86,6 +86,16 @@ func (x *pageIndex) getUnlocked(page int64) int32 {
 	return -1
 }
 
+// absentUnlocked reports whether page lies in the dense part and is
+// absent from it at some moment during the call; like getUnlocked it
+// needs no lock, and the caller must confirm the answer.
+func (x *pageIndex) absentUnlocked(page int64) bool {
+	if page>>leafShift >= denseLeaves {
+		return false
+	}
+	return x.getUnlocked(page) < 0
+}
+
 // set maps page to frame; the page must be absent.
 func (x *pageIndex) set(page int64, frame int32) {
 	li := page >> leafShift

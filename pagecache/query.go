@@ -26,8 +26,9 @@ func (f *File) SetFd(fd, directFd int32) {
 	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.waitFills(0, allPages) // their reads use the old descriptors
+	f.waitIdle() // their reads use the old descriptors
 	f.fd, f.directFd = fd, directFd
+	f.hostFd.Store(aroundFd(fd, directFd))
 	f.closeSyncFd(-1) // reopened from the new descriptor when needed
 }
 
@@ -91,12 +92,13 @@ func (f *File) Discard() {
 	defer f.wbMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.waitFills(0, allPages)
+	f.waitIdle()
 	if f.released {
 		return
 	}
 	f.dropFrom(0)
 	f.released = true
+	f.hostFd.Store(-1)
 	f.closeSyncFd(syncRefused)
 	f.c.mu.Lock()
 	f.c.files--
@@ -109,7 +111,7 @@ func (f *File) Discard() {
 func (f *File) lockAll() bool {
 	f.wbMu.Lock()
 	f.mu.Lock()
-	f.waitFills(0, allPages)
+	f.waitIdle()
 	if f.released {
 		f.mu.Unlock()
 		f.wbMu.Unlock()

@@ -92,6 +92,9 @@ type counters struct {
 	writebackErrors, syncs, evictions, evictedDirty     atomic.Uint64
 	evictionWritebackErrors, pressure, admissionSkips   atomic.Uint64
 	writebackDirectBytes, writebackMergedBytes          atomic.Uint64
+	// aroundUnlocked counts reads around the cache that took no lock
+	// (File.readAround); for tests.
+	aroundUnlocked atomic.Uint64
 }
 
 // hitCounts are the hits of one stripe.

@@ -76,6 +76,7 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 			attempt--
 			continue
 		}
+		f.waitArounds()
 		if fl&Through != 0 {
 			if !wbHeld && f.dirtyIn(pageOf(off), pageEnd(off+int64(len(p)))) {
 				// A writeback in flight may be writing older bytes of

@@ -1,0 +1,108 @@
+//go:build linux
+
+package pagecache
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringfs/ringfs/uring"
+)
+
+// TestReadAround: a miss that a full cache reads around takes no lock of
+// its file (File.readAround), yet waits, as a locked fill does, for a
+// write whose host part is in flight on the file. (TestFillExcludes
+// checks the other direction: what changes the file waits for the read.)
+func TestReadAround(t *testing.T) {
+	const capPages, pages, page = 16, 32, 5
+	setup := func(t *testing.T) (*recBackend, *Cache, *File, *File, []byte) {
+		rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+		c := newCache(t, rb, Options{Capacity: capPages * PageSize})
+		fo := openFile(t, c, newHostFile(t, pattern(3, capPages*PageSize), false), capPages*PageSize)
+		if _, err := fo.ReadAt(make([]byte, capPages*PageSize), 0); err != nil {
+			t.Fatal(err)
+		}
+		data := pattern(4, pages*PageSize)
+		return rb, c, fo, openFile(t, c, newHostFile(t, data, false), pages*PageSize), data
+	}
+	read := func(f *File) (<-chan error, []byte) {
+		got := make([]byte, PageSize)
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.ReadAt(got, page*PageSize)
+			done <- err
+		}()
+		return done, got
+	}
+
+	t.Run("no lock", func(t *testing.T) {
+		_, c, fo, f, data := setup(t)
+		// Held for reading, f.mu keeps any fill from planning: a read
+		// that needed the lock would wait for it.
+		f.mu.RLock()
+		done, got := read(f)
+		select {
+		case err := <-done:
+			f.mu.RUnlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			f.mu.RUnlock()
+			<-done
+			t.Fatal("the read around the cache waited for the file's lock")
+		}
+		if !bytes.Equal(got, data[page*PageSize:(page+1)*PageSize]) {
+			t.Fatalf("the read returned other bytes than the file's (first difference at %d)", firstDiff(got, data[page*PageSize:]))
+		}
+		if n := c.st.aroundUnlocked.Load(); n != 1 {
+			t.Fatalf("%d reads around the cache with no lock, want 1", n)
+		}
+		checkInvariants(t, c, true, fo, f)
+	})
+
+	t.Run("waits for a host write", func(t *testing.T) {
+		rb, c, fo, f, _ := setup(t)
+		entered, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		rb.setBefore(func(reqs []uring.Request) {
+			for _, r := range reqs {
+				if r.Op.IsWrite() && r.Off == page*PageSize {
+					once.Do(func() { close(entered); <-release })
+				}
+			}
+		})
+		newData := pattern(9, PageSize)
+		wrote := make(chan error, 1)
+		go func() {
+			_, _, err := f.WriteAt(newData, page*PageSize, Through)
+			wrote <- err
+		}()
+		<-entered
+		done, got := read(f)
+		// A sleep, not a timing assertion: a read that did not wait for
+		// the write returns well within it.
+		select {
+		case err := <-done:
+			close(release)
+			t.Fatalf("the read returned (%v) while a write of its page was in flight", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		close(release)
+		if err := <-wrote; err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if !bytes.Equal(got, newData) {
+			t.Fatalf("the read that waited for the write returned other bytes (first difference at %d)", firstDiff(got, newData))
+		}
+		if n := c.st.aroundUnlocked.Load(); n != 0 {
+			t.Fatalf("%d reads around the cache with no lock while a write was in flight", n)
+		}
+		checkInvariants(t, c, true, fo, f)
+	})
+}
