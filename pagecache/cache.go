@@ -521,8 +521,9 @@ func (c *Cache) evict(victims []victim, freed []int32) []int32 {
 
 // finishEviction updates the policy for victims of one file: the freed
 // ones leave it, the others return.
-func (c *Cache) finishEviction(vs []victim, kept []bool, dirtyEvicted int) {
-	c.mu.Lock()
+//
+// Preconditions: c.mu is held.
+func (c *Cache) finishEviction(vs []victim, kept []bool) {
 	for i, v := range vs {
 		c.claimed[v.frame] = false
 		if kept[i] {
@@ -531,8 +532,6 @@ func (c *Cache) finishEviction(vs []victim, kept []bool, dirtyEvicted int) {
 		}
 		c.policy.evicted(policyKey(v.owner.id, v.page), v.fromSmall)
 	}
-	c.mu.Unlock()
-	c.st.evictedDirty.Add(uint64(dirtyEvicted))
 }
 
 func policyKey(file uint64, page int64) uint64 { return file<<40 ^ uint64(page) }

@@ -49,6 +49,12 @@ type File struct {
 	// with mu released (the writing ranges of filling). Read and written
 	// anywhere.
 	arounds, hostWrites atomic.Int32
+	// changes counts the holds of mu by callers that change the host's
+	// bytes, the size, the descriptors or the pages (waitArounds): a fill
+	// that read the host with no lock installs its pages only if it did
+	// not move meanwhile (fillUnlocked). Written with mu held for
+	// writing; read anywhere.
+	changes atomic.Uint64
 	// aroundWaiters counts callers of waitArounds that may sleep on
 	// aroundDone; read and written anywhere.
 	aroundWaiters atomic.Int32
@@ -149,9 +155,10 @@ func (f *File) waitFills(p0, p1 int64) bool {
 //
 // Preconditions: f.mu is held for writing.
 func (f *File) waitArounds() {
+	f.changes.Add(1)
 	// f.mu's sequence went odd before this load; a read that counted
 	// itself in arounds after this load sees it odd, or changed, and
-	// backs off (see readAround).
+	// backs off (see lookAround).
 	if f.arounds.Load() == 0 {
 		return
 	}
@@ -254,19 +261,26 @@ func pageEnd(off int64) int64 {
 // end of file, or with an error). Cached pages are copied out; missing
 // ones are filled in one batch with readahead.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	n, _, err := f.ReadAtHit(p, off)
+	return n, err
+}
+
+// ReadAtHit is ReadAt that also reports whether the cache held all of
+// the readable range (a hit: no host I/O).
+func (f *File) ReadAtHit(p []byte, off int64) (n int, hit bool, err error) {
 	if off < 0 {
-		return 0, syscall.EINVAL
+		return 0, false, syscall.EINVAL
 	}
 	n, end, hit, ok := f.copyHit(p, off)
 	switch {
 	case !ok:
-		return 0, syscall.EBADF
+		return 0, false, syscall.EBADF
 	case hit:
-		return n, nil
+		return n, true, nil
 	}
 	f.c.st.misses.Add(1)
 	m, err := f.fill(p[n:end-off], off+int64(n))
-	return n + m, err
+	return n + m, false, err
 }
 
 // copyHit copies the cached bytes of [off, off+len(p)) below the size into
@@ -278,8 +292,11 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 //
 // Preconditions: off ≥ 0; the caller holds no lock of f.
 func (f *File) copyHit(p []byte, off int64) (n int, end int64, hit, ok bool) {
-	if n, ok := f.readOptimistic(p, off); ok {
+	switch n, hit, miss := f.readOptimistic(p, off); {
+	case hit:
 		return n, off + int64(n), true, true
+	case miss:
+		return n, off + int64(len(p)), false, true
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -308,19 +325,22 @@ const optimisticHits = runtime.GOARCH == "amd64"
 // size, without taking mu: it notes mu's sequence, copies the pages it
 // finds in the index, and keeps the result only if the sequence did not
 // move (no writer held mu meanwhile). Hits of one file from many
-// goroutines then share no lock and no counter (see doc.go). Anything
-// else (a page missing, the end of file, a writer active or arriving, a
-// page in the sparse part of the index) reports false, and the caller
-// takes the locked path, which decides.
+// goroutines then share no lock and no counter (see doc.go). It reports
+// miss when it found, that way, the read below the size and a page of it
+// absent from the index's dense part: the n bytes before that page are
+// copied, and the caller fills from there without taking the lock to
+// look again. Anything else (the end of file, a writer active or
+// arriving, a page in the sparse part of the index) reports neither, and
+// the caller takes the locked path, which decides.
 //
 // While it copies, a frame it found may be evicted and refilled for
 // another file; it then throws the copy away, and clears the bytes it
 // copied so that none of another file's bytes stay in p.
 //
 // Preconditions: off ≥ 0; the caller holds no lock of f.
-func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
+func (f *File) readOptimistic(p []byte, off int64) (n int, hit, miss bool) {
 	if !optimisticHits || len(p) == 0 {
-		return 0, false
+		return 0, false, false
 	}
 	c := f.c
 	h := stripe.Hint()
@@ -328,15 +348,15 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 	inProgress.Add(1)
 	defer inProgress.Add(-1)
 	if c.closing.Load() {
-		return 0, false // the arena may be unmapped
+		return 0, false, false // the arena may be unmapped
 	}
 	seq := f.mu.seq.Load()
 	if seq&1 != 0 {
-		return 0, false // a writer holds mu
+		return 0, false, false // a writer holds mu
 	}
 	end := off + int64(len(p))
 	if size := f.size.Load(); end > size || end < off {
-		return 0, false // reaches the end of file (or overflows)
+		return 0, false, false // reaches the end of file (or overflows)
 	}
 	done := 0
 	cp := arenaCopy{out: true}
@@ -344,6 +364,7 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 		pos := off + int64(done)
 		fr := f.index.getUnlocked(pageOf(pos))
 		if fr < 0 || fr >= c.nframes {
+			miss = fr < 0 && f.index.absentUnlocked(pageOf(pos), pageOf(pos)+1)
 			break
 		}
 		c.policy.hit(fr)
@@ -352,13 +373,13 @@ func (f *File) readOptimistic(p []byte, off int64) (int, bool) {
 	cp.flush(c.arena, p)
 	if f.mu.seq.Load() != seq {
 		clear(p[:done]) // may hold another file's bytes
-		return 0, false
+		return 0, false, false
 	}
 	if done < len(p) {
-		return 0, false
+		return done, false, miss
 	}
 	c.st.addHitAt(h, done)
-	return done, true
+	return done, true, false
 }
 
 // copyOut copies cached pages into dst from off until the first page that
@@ -413,6 +434,8 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 		if n, done, err := f.readAround(dst, req); done {
 			return n, err
 		}
+	} else if n, done, err := f.fillUnlocked(fc, dst, req, p0, p1); done {
+		return n, err
 	}
 
 	f.mu.Lock()
@@ -493,25 +516,15 @@ func (f *File) reserveFill(fc *fillCtx, req Range, p0, p1 int64) int64 {
 //
 // Preconditions: the caller holds no lock of f; req is dst's range.
 func (f *File) readAround(dst []byte, req Range) (n int, done bool, err error) {
-	f.arounds.Add(1)
-	defer f.endAround()
-	seq := f.mu.seq.Load()
-	if seq&1 != 0 || f.hostWrites.Load() != 0 {
+	if len(dst) == 0 {
 		return 0, false, nil
 	}
-	fd := f.hostFd.Load()
-	if fd < 0 || len(dst) == 0 || req.End > f.size.Load() {
-		return 0, false, nil
-	}
-	for p := pageOf(req.Start); p < pageEnd(req.End); p++ {
-		if !f.index.absentUnlocked(p) {
-			return 0, false, nil
-		}
-	}
-	if f.mu.seq.Load() != seq {
+	fd, _, ok := f.lookAround(pageOf(req.Start), pageEnd(req.End), req.End)
+	if !ok {
 		return 0, false, nil
 	}
 	n, err = uring.Do(f.c.be, uring.Request{Op: uring.OpRead, Fd: fd, Off: req.Start, Buf: dst})
+	f.endAround()
 	c := f.c
 	c.st.fillBatches.Add(1)
 	c.st.fillSQEs.Add(1)
@@ -523,6 +536,113 @@ func (f *File) readAround(dst []byte, req Range) (n int, done bool, err error) {
 	c.st.bypassBytes.Add(uint64(len(dst)))
 	return len(dst), true, nil
 }
+
+// lookAround starts a read of the host with no lock of f for pages
+// [p0, p1), the bytes below end of which are wanted: it counts the read
+// in f.arounds and checks, between two loads of mu's sequence, that no
+// writer holds mu, that no write's host part is in flight, that the file
+// is not released, that end is within the size and p1 within its pages,
+// and that every page of [p0, p1) is absent from the index (and in its
+// dense part). It returns the buffered host descriptor and the file's
+// change count, or ok = false, having ended the read, when a check
+// fails. The caller ends the read (endAround) once the host I/O is done.
+//
+// Preconditions: the caller holds no lock of f; p0 < p1.
+func (f *File) lookAround(p0, p1, end int64) (fd int32, changes uint64, ok bool) {
+	f.arounds.Add(1)
+	seq := f.mu.seq.Load()
+	changes = f.changes.Load()
+	if seq&1 == 0 && f.hostWrites.Load() == 0 {
+		fd = f.hostFd.Load()
+		size := f.size.Load()
+		ok = fd >= 0 && end <= size && p1 <= pageEnd(size) && f.index.absentUnlocked(p0, p1) &&
+			f.mu.seq.Load() == seq
+	}
+	if !ok {
+		f.endAround()
+	}
+	return fd, changes, ok
+}
+
+// fillUnlocked is fill's path for a miss whose pages [p0, p1) are all
+// missing and have a reserved frame each: it reads them into their
+// frames and copies req out as a read around the cache does
+// (lookAround), with no lock of f, and takes f.mu once, to index them.
+// The bytes it returns are the host's while the read was counted, when
+// nothing changed the file. Whatever changes the file after the read
+// ends and before f.mu is taken moves f.changes, and the fill then
+// indexes nothing, so that no page is indexed with bytes older than a
+// write; nor does it when a page of the range was indexed meanwhile by
+// another fill, or is in flight in a locked one (which is to index it).
+// It reports done = false, having read nothing, when lookAround says no;
+// fill then takes the locked path.
+//
+// Preconditions: the caller holds no lock of f; fc holds the frames
+// reserveFill reserved and no plan; req is dst's range.
+func (f *File) fillUnlocked(fc *fillCtx, dst []byte, req Range, p0, p1 int64) (n int, done bool, err error) {
+	c := f.c
+	r1 := pageEnd(req.End)
+	if len(dst) == 0 || p1 < r1 || int(p1-p0) > len(fc.frames) {
+		return 0, false, nil
+	}
+	fd, changes, ok := f.lookAround(p0, p1, req.End)
+	if !ok {
+		return 0, false, nil
+	}
+	size := f.size.Load() // what lookAround saw: nothing changes it before endAround
+	// Planned with no lock: every page is missing, so the plan is
+	// planFill's for them.
+	for _, sg := range [2]fillSeg{{p0: p0, p1: r1, required: true}, {p0: r1, p1: p1, frames: int(r1 - p0)}} {
+		if k := int(sg.p1 - sg.p0); k > 0 {
+			fc.segs = append(fc.segs, sg)
+			fc.reqs = append(fc.reqs, c.transfer(fc, false, fd, sg.p0<<pageShift, fc.frames[sg.frames:sg.frames+k], 0, PageSize*k))
+		}
+	}
+	runHost(c.be, fc.reqs)
+	f.endAround()
+	c.st.fillBatches.Add(1)
+	c.st.fillSQEs.Add(uint64(len(fc.reqs)))
+	// The frames stay fc's until indexed.
+	for i, sg := range fc.segs {
+		r := &fc.reqs[i]
+		if r.Err != nil {
+			c.st.fillErrors.Add(1)
+			if sg.required {
+				c.putFree(fc.frames)
+				return 0, true, r.Err
+			}
+			fc.segs = fc.segs[:i] // readahead only: index the required pages
+			break
+		}
+		c.zeroFrames(fc.frames[sg.frames:sg.frames+int(sg.p1-sg.p0)], sg.p0, r.N, size)
+	}
+	cp := arenaCopy{out: true}
+	for n < len(dst) {
+		pos := req.Start + int64(n)
+		n += c.copyFrame(&cp, dst, n, fc.frames[pageOf(pos)-p0], pos)
+	}
+	cp.flush(c.arena, dst)
+	fc.used = int(fc.segs[len(fc.segs)-1].p1 - p0)
+	if testHookFillRead != nil {
+		testHookFillRead(f)
+	}
+	f.mu.Lock()
+	if f.changes.Load() == changes && !f.released && !f.uncached && f.index.absent(p0, p1) &&
+		!f.fillingOverlaps(p0, p1, true) {
+		f.indexFill(fc, r1)
+		c.st.fillsUnlocked.Add(1)
+	} else {
+		fc.used = 0
+		c.st.fillsNotIndexed.Add(1)
+	}
+	f.mu.Unlock()
+	c.putFree(fc.frames[fc.used:])
+	return n, true, nil
+}
+
+// testHookFillRead, when set (by tests, with no fill running), runs in
+// fillUnlocked between the host read and the taking of f.mu.
+var testHookFillRead func(f *File)
 
 // endAround ends a read around the cache and wakes waitArounds when it
 // was the last one.
@@ -665,11 +785,17 @@ var fillPool = sync.Pool{New: func() any { return new(fillCtx) }}
 func getFillCtx() *fillCtx { return fillPool.Get().(*fillCtx) }
 
 func putFillCtx(fc *fillCtx) {
+	fc.dropPlan()
+	fc.frames = fc.frames[:0]
+	fillPool.Put(fc)
+}
+
+// dropPlan forgets fc's plan and its results, keeping its frames.
+func (fc *fillCtx) dropPlan() {
 	clear(fc.reqs) // drop buffer references
 	clear(fc.vecs)
-	fc.frames, fc.segs, fc.reqs, fc.vecs, fc.install = fc.frames[:0], fc.segs[:0], fc.reqs[:0], fc.vecs[:0], fc.install[:0]
+	fc.segs, fc.reqs, fc.vecs, fc.install = fc.segs[:0], fc.reqs[:0], fc.vecs[:0], fc.install[:0]
 	fc.used, fc.err = 0, nil
-	fillPool.Put(fc)
 }
 
 // planFill finds the missing pages of [p0, p1), splits them into
@@ -732,8 +858,6 @@ func (f *File) planFill(fc *fillCtx, p0, p1, r1 int64, req Range, dst []byte) {
 func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int64) int64 {
 	c := f.c
 	failed := int64(-1)
-	var filled, ahead int64
-	install := fc.install[:0]
 	for i, s := range fc.segs {
 		r := &fc.reqs[i]
 		if s.frames < 0 {
@@ -754,17 +878,39 @@ func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int6
 			}
 			c.st.fillErrors.Add(1)
 			c.putFree(frames)
+			fc.segs[i].frames = -1 // nothing to index
 			continue
 		}
-		// Zero what the host did not return, and anything past the size.
-		for k, fr := range frames {
-			b := c.frameBytes(fr)
-			pageStart := (s.p0 + int64(k)) << pageShift
-			valid := min(max(int64(r.N)-int64(k)*PageSize, 0), PageSize)
-			valid = min(valid, max(size-pageStart, 0))
-			clear(b[valid:])
+		c.zeroFrames(frames, s.p0, r.N, size)
+	}
+	f.indexFill(fc, r1)
+	return failed
+}
+
+// zeroFrames zeroes, in frames holding the pages from p0 on, what the host
+// did not return (past the n bytes read) and anything past the size.
+func (c *Cache) zeroFrames(frames []int32, p0 int64, n int, size int64) {
+	for k, fr := range frames {
+		pageStart := (p0 + int64(k)) << pageShift
+		valid := min(max(int64(n)-int64(k)*PageSize, 0), PageSize)
+		valid = min(valid, max(size-pageStart, 0))
+		clear(c.frameBytes(fr)[valid:])
+	}
+}
+
+// indexFill indexes the pages of the fill's segments that have frames
+// (the pages past r1 are readahead) and hands them to the policy.
+//
+// Preconditions: f.mu is held for writing; the segments' pages are absent.
+func (f *File) indexFill(fc *fillCtx, r1 int64) {
+	c := f.c
+	var filled, ahead int64
+	install := fc.install[:0]
+	for _, s := range fc.segs {
+		if s.frames < 0 {
+			continue
 		}
-		for k, fr := range frames {
+		for k, fr := range fc.frames[s.frames : s.frames+int(s.p1-s.p0)] {
 			f.index.set(s.p0+int64(k), fr)
 			install = append(install, placed{page: s.p0 + int64(k), frame: fr})
 		}
@@ -780,7 +926,6 @@ func (f *File) finishFill(fc *fillCtx, size, r1 int64, dst []byte, reqStart int6
 	c.st.fills.Add(1)
 	c.st.fillBytes.Add(uint64(filled * PageSize))
 	c.st.readaheadBytes.Add(uint64(ahead * PageSize))
-	return failed
 }
 
 // directEnded reports whether r, a fill read through the O_DIRECT
@@ -913,27 +1058,33 @@ func (f *File) releaseFrames(gone []int32) {
 // Preconditions: the caller holds no locks.
 func (f *File) evictPages(vs []victim, freed []int32) []int32 {
 	c := f.c
+	// Buffers for the common eviction of a few pages (see Cache.reserve).
+	var kbuf, dbuf [8]bool
+	kept, wasDirty := kbuf[:0], dbuf[:0]
+	if len(vs) > len(kbuf) {
+		kept, wasDirty = make([]bool, 0, len(vs)), make([]bool, 0, len(vs))
+	}
+	kept, wasDirty = kept[:len(vs)], wasDirty[:len(vs)]
+	// One hold of mu when every victim is clean, the common case.
+	f.mu.Lock()
 	needWB := false
-	wasDirty := make([]bool, len(vs))
-	f.mu.RLock()
 	for i, v := range vs {
 		if m := &c.meta[v.frame]; m.owner == f && m.state != 0 {
 			needWB, wasDirty[i] = true, true
 		}
 	}
-	f.mu.RUnlock()
 	if needWB {
+		f.mu.Unlock()
 		first, last := vs[0].page, vs[len(vs)-1].page
 		if err := f.Writeback(Range{first << pageShift, (last + 1) << pageShift}, SyncData); err != nil {
 			c.st.evictionWritebackErrors.Add(1)
 			c.log.Warn("ringfs: writeback before eviction failed; pages kept", "err", err)
 		}
+		f.mu.Lock()
 	}
-	kept := make([]bool, len(vs))
 	dirty := 0
 	var gbuf [8]int32
 	gone := gbuf[:0]
-	f.mu.Lock()
 	for i, v := range vs {
 		m := &c.meta[v.frame]
 		switch {
@@ -954,12 +1105,12 @@ func (f *File) evictPages(vs []victim, freed []int32) []int32 {
 	for _, fr := range gone {
 		c.meta[fr].owner = nil
 	}
+	c.finishEviction(vs, kept)
 	c.mu.Unlock()
-	freed = append(freed, gone...)
-	c.st.evictions.Add(uint64(len(gone)))
-	c.finishEviction(vs, kept, dirty)
 	f.mu.Unlock()
-	return freed
+	c.st.evictions.Add(uint64(len(gone)))
+	c.st.evictedDirty.Add(uint64(dirty))
+	return append(freed, gone...)
 }
 
 // Release drops every page of the file. Dirty pages must have been

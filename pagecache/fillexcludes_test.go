@@ -15,13 +15,14 @@ import (
 
 // TestFillExcludes blocks the host read of a fill and runs, meanwhile,
 // an operation that must wait for it (File.filling): a write of the same
-// page, a truncate below it, new descriptors, a release. The operation
-// must not finish while the read is blocked; the read must return the
-// bytes the file held when it started, whole; the operation's effect must
-// show afterwards.
+// page, whole or in part, a truncate below it, new descriptors, a
+// release. The operation must not finish while the read is blocked; the
+// read must return the bytes the file held when it started, whole; the
+// operation's effect must show afterwards.
 // Each case runs for a miss that takes frames (free frames: it is
-// admitted) and for one a full cache reads around (no frames,
-// Cache.admitLater).
+// admitted), both as a fill planned under the file's lock and as one
+// that takes none (File.fillUnlocked), and for one a full cache reads
+// around (no frames, Cache.admitLater; File.readAround).
 func TestFillExcludes(t *testing.T) {
 	const pages, capPages = 64, 32
 	const page = 40 // the missed page
@@ -45,6 +46,26 @@ func TestFillExcludes(t *testing.T) {
 				}
 				if !bytes.Equal(got, pattern(9, PageSize)) {
 					t.Fatalf("the write is not in the page after the fill")
+				}
+			},
+		},
+		{
+			// Part of a page the cache does not hold: the write goes to
+			// the host.
+			name: "partial write of the page",
+			run: func(f *File) error {
+				_, _, err := f.WriteAt(pattern(10, 100), page*PageSize+10, 0)
+				return err
+			},
+			after: func(t *testing.T, f *File, data []byte) {
+				want := bytes.Clone(data[page*PageSize : (page+1)*PageSize])
+				copy(want[10:], pattern(10, 100))
+				got := make([]byte, PageSize)
+				if _, err := f.ReadAt(got, page*PageSize); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("the write is not in the page after the fill (first difference at %d)", firstDiff(got, want))
 				}
 			},
 		},
@@ -89,13 +110,10 @@ func TestFillExcludes(t *testing.T) {
 			after: func(t *testing.T, f *File, _ []byte) {},
 		},
 	}
-	for _, full := range []bool{false, true} {
+	for _, mode := range []string{"locked", "admitted", "around"} {
+		full := mode == "around"
 		for _, op := range ops {
-			name := "admitted/" + op.name
-			if full {
-				name = "around/" + op.name
-			}
-			t.Run(name, func(t *testing.T) {
+			t.Run(mode+"/"+op.name, func(t *testing.T) {
 				rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
 				c := newCache(t, rb, Options{Capacity: capPages * PageSize})
 				var files []*File // every file holding frames, for checkInvariants
@@ -109,6 +127,14 @@ func TestFillExcludes(t *testing.T) {
 				}
 				data := pattern(4, pages*PageSize)
 				f := openFile(t, c, newHostFile(t, data, false), pages*PageSize)
+				if mode == "locked" {
+					// A cached page in the fill's readahead: it plans under
+					// the lock (fillUnlocked takes only runs of missing pages).
+					if _, err := f.ReadAt(make([]byte, 1), (page+3)*PageSize); err != nil {
+						t.Fatal(err)
+					}
+				}
+				paths := unlockedPaths(c)
 				entered, release := make(chan struct{}), make(chan struct{})
 				var once sync.Once
 				rb.setBefore(func(reqs []uring.Request) {
@@ -150,10 +176,10 @@ func TestFillExcludes(t *testing.T) {
 					t.Fatalf("%d pages read around; the %s fill was to go %s", d.AdmissionSkips,
 						map[bool]string{false: "admitted", true: "full cache's"}[full], map[bool]string{false: "into the cache", true: "around it"}[full])
 				}
-				// The read around a full cache took no lock (readAround):
-				// it is what the operation had to wait for.
-				if n := c.st.aroundUnlocked.Load(); n != map[bool]uint64{false: 0, true: 1}[full] {
-					t.Fatalf("%d reads around the cache with no lock", n)
+				// The path the miss took is the one the case is for.
+				want := map[string][3]uint64{"locked": {}, "admitted": {1, 0, 0}, "around": {0, 0, 1}}[mode]
+				if d := unlockedPaths(c).sub(paths); [3]uint64{d[0] + d[1], 0, d[2]} != want {
+					t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock", d[0], d[1], d[2])
 				}
 				op.after(t, f, data)
 				if op.name != "release" {
@@ -162,5 +188,84 @@ func TestFillExcludes(t *testing.T) {
 				checkInvariants(t, c, true, files...)
 			})
 		}
+	}
+}
+
+// unlockedPaths returns the counts of fills indexed after a read with no
+// lock, of such fills that indexed nothing, and of reads around the
+// cache with no lock.
+func unlockedPaths(c *Cache) pathCounts {
+	return pathCounts{c.st.fillsUnlocked.Load(), c.st.fillsNotIndexed.Load(), c.st.aroundUnlocked.Load()}
+}
+
+type pathCounts [3]uint64
+
+func (p pathCounts) sub(q pathCounts) pathCounts { return pathCounts{p[0] - q[0], p[1] - q[1], p[2] - q[2]} }
+
+// TestFillUnlockedChanged runs, between the end of a fill's host read
+// with no lock (File.fillUnlocked) and its taking the file's lock, an
+// operation that changes the page it read: the fill must not index the
+// bytes it read, which are older than the change, though it returns them
+// (they were the file's while it read).
+func TestFillUnlockedChanged(t *testing.T) {
+	const pages, page = 64, 40
+	ops := []struct {
+		name string
+		run  func(f *File) error
+		want func(data []byte) []byte // the page afterwards
+	}{
+		{"partial write", func(f *File) error {
+			_, _, err := f.WriteAt(pattern(10, 100), page*PageSize+10, 0)
+			return err
+		}, func(data []byte) []byte {
+			want := bytes.Clone(data[page*PageSize : (page+1)*PageSize])
+			copy(want[10:], pattern(10, 100))
+			return want
+		}},
+		{"write through", func(f *File) error {
+			_, _, err := f.WriteAt(pattern(11, PageSize), page*PageSize, Through)
+			return err
+		}, func([]byte) []byte { return pattern(11, PageSize) }},
+		{"punch", func(f *File) error {
+			return f.Allocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, page*PageSize, PageSize)
+		}, func([]byte) []byte { return make([]byte, PageSize) }},
+	}
+	for _, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 32 * PageSize})
+			data := pattern(4, pages*PageSize)
+			f := openFile(t, c, newHostFile(t, data, false), pages*PageSize)
+			var opErr error
+			ran := 0
+			testHookFillRead = func(hf *File) {
+				if hf == f && ran == 0 {
+					ran++
+					opErr = op.run(f)
+				}
+			}
+			t.Cleanup(func() { testHookFillRead = nil })
+			paths := unlockedPaths(c)
+			got := make([]byte, PageSize)
+			if _, err := f.ReadAt(got, page*PageSize); err != nil {
+				t.Fatal(err)
+			}
+			testHookFillRead = nil
+			if ran != 1 || opErr != nil {
+				t.Fatalf("the %s ran %d times (%v)", op.name, ran, opErr)
+			}
+			if want := data[page*PageSize : (page+1)*PageSize]; !bytes.Equal(got, want) {
+				t.Fatalf("the fill returned other bytes than the file held while it read (first difference at %d)", firstDiff(got, want))
+			}
+			if d := unlockedPaths(c).sub(paths); d != (pathCounts{0, 1, 0}) {
+				t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock; want 0, 1, 0", d[0], d[1], d[2])
+			}
+			if _, err := f.ReadAt(got, page*PageSize); err != nil {
+				t.Fatal(err)
+			}
+			if want := op.want(data); !bytes.Equal(got, want) {
+				t.Fatalf("after the %s the page reads otherwise (first difference at %d)", op.name, firstDiff(got, want))
+			}
+			checkInvariants(t, c, true, f)
+		})
 	}
 }

@@ -86,14 +86,29 @@ func (x *pageIndex) getUnlocked(page int64) int32 {
 	return -1
 }
 
-// absentUnlocked reports whether page lies in the dense part and is
-// absent from it at some moment during the call; like getUnlocked it
+// absentUnlocked reports whether every page of [p0, p1) lies in the
+// dense part and was absent from it when looked at; like getUnlocked it
 // needs no lock, and the caller must confirm the answer.
-func (x *pageIndex) absentUnlocked(page int64) bool {
-	if page>>leafShift >= denseLeaves {
+func (x *pageIndex) absentUnlocked(p0, p1 int64) bool {
+	if (p1-1)>>leafShift >= denseLeaves {
 		return false
 	}
-	return x.getUnlocked(page) < 0
+	for p := p0; p < p1; p++ {
+		if x.getUnlocked(p) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// absent reports whether no page of [p0, p1) is present.
+func (x *pageIndex) absent(p0, p1 int64) bool {
+	for p := p0; p < p1; p++ {
+		if x.get(p) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // set maps page to frame; the page must be absent.

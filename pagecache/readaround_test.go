@@ -39,19 +39,31 @@ func TestReadAround(t *testing.T) {
 
 	t.Run("no lock", func(t *testing.T) {
 		_, c, fo, f, data := setup(t)
-		// Held for reading, f.mu keeps any fill from planning: a read
-		// that needed the lock would wait for it.
+		// Held for reading, with a writer waiting, f.mu keeps any read
+		// that would take it, even for reading, waiting.
 		f.mu.RLock()
+		writer := make(chan struct{})
+		go func() {
+			f.mu.Lock()
+			f.mu.Unlock()
+			close(writer)
+		}()
+		for f.mu.rw.TryRLock() {
+			f.mu.rw.RUnlock() // until the writer is waiting
+			time.Sleep(time.Millisecond)
+		}
 		done, got := read(f)
 		select {
 		case err := <-done:
 			f.mu.RUnlock()
+			<-writer
 			if err != nil {
 				t.Fatal(err)
 			}
 		case <-time.After(10 * time.Second):
 			f.mu.RUnlock()
 			<-done
+			<-writer
 			t.Fatal("the read around the cache waited for the file's lock")
 		}
 		if !bytes.Equal(got, data[page*PageSize:(page+1)*PageSize]) {

@@ -95,6 +95,11 @@ type counters struct {
 	// aroundUnlocked counts reads around the cache that took no lock
 	// (File.readAround); for tests.
 	aroundUnlocked atomic.Uint64
+	// fillsUnlocked counts fills whose host read took no lock
+	// (File.fillUnlocked) and that indexed their pages; fillsNotIndexed
+	// those that found the file changed and only returned what they
+	// read. For tests.
+	fillsUnlocked, fillsNotIndexed atomic.Uint64
 }
 
 // hitCounts are the hits of one stripe.
