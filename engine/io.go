@@ -24,16 +24,18 @@ func (ino *inode) read(f *File, p []byte, off int64, flags int) (int, ioPath, er
 	case f.direct:
 		n, err := ino.readDirect(f, p, off, flags)
 		return n, pathDirect, err
-	case ino.cf != nil:
+	case ino.cf != nil && flags&unix.RWF_NOWAIT != 0:
 		n, hit := ino.cf.ReadCached(p, off)
-		if hit {
-			return n, pathHit, nil
-		}
-		if flags&unix.RWF_NOWAIT != 0 {
+		if !hit {
 			return n, pathHit, syscall.EAGAIN
 		}
-		m, err := ino.cf.ReadAt(p[n:], off+int64(n))
-		return n + m, pathFill, err
+		return n, pathHit, nil
+	case ino.cf != nil:
+		n, hit, err := ino.cf.ReadAtHit(p, off)
+		if hit {
+			return n, pathHit, err
+		}
+		return n, pathFill, err
 	case ino.e.opts.HostMmap && ino.e.opts.Mode != Shared:
 		n, err := ino.mmapRead(p, off)
 		return n, pathMmap, err
