@@ -200,7 +200,9 @@ func unlockedPaths(c *Cache) pathCounts {
 
 type pathCounts [3]uint64
 
-func (p pathCounts) sub(q pathCounts) pathCounts { return pathCounts{p[0] - q[0], p[1] - q[1], p[2] - q[2]} }
+func (p pathCounts) sub(q pathCounts) pathCounts {
+	return pathCounts{p[0] - q[0], p[1] - q[1], p[2] - q[2]}
+}
 
 // TestFillUnlockedChanged runs, between the end of a fill's host read
 // with no lock (File.fillUnlocked) and its taking the file's lock, an
