@@ -39,10 +39,10 @@ type File struct {
 	// written anywhere; a hint only.
 	fillEnd atomic.Int64
 
-	// hostFd is fd while misses may be read around the cache with no lock
-	// (readAround): -1 when the file has an O_DIRECT descriptor and once
-	// it is released. Written with mu held for writing (and no read
-	// around in flight); read anywhere.
+	// hostFd is fd while misses may be read with no lock (readAround,
+	// fillUnlocked): -1 when the file has an O_DIRECT descriptor,
+	// hostFdReleased once it is released. Written with mu held for
+	// writing (and no such read in flight); read anywhere.
 	hostFd atomic.Int32
 	// arounds counts reads around the cache in flight with no lock
 	// (readAround); hostWrites counts writes whose host part is in flight
@@ -145,6 +145,9 @@ func (f *File) waitFills(p0, p1 int64) bool {
 	}
 	return waited
 }
+
+// hostFdReleased is File.hostFd once the file is released.
+const hostFdReleased = -2
 
 // waitArounds waits until no read around the cache with no lock
 // (readAround) is in flight. Such reads start only while mu is free and
@@ -425,6 +428,9 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 	req := Range{off, off + int64(len(dst))}
 	fr := FillRange(req, Range{off, size}, c.readahead)
 	p0, p1 := pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
+	if f.hostFd.Load() == hostFdReleased {
+		return 0, syscall.EBADF // before reserving frames it would not use
+	}
 	fc := getFillCtx()
 	defer putFillCtx(fc)
 	p1 = f.reserveFill(fc, req, p0, p1)
@@ -1136,7 +1142,7 @@ func (f *File) Release() error {
 	}
 	f.dropFrom(0)
 	f.released = true
-	f.hostFd.Store(-1)
+	f.hostFd.Store(hostFdReleased)
 	f.closeSyncFd(syncRefused)
 	f.c.mu.Lock()
 	f.c.files--

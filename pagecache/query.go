@@ -28,7 +28,9 @@ func (f *File) SetFd(fd, directFd int32) {
 	defer f.mu.Unlock()
 	f.waitIdle() // their reads use the old descriptors
 	f.fd, f.directFd = fd, directFd
-	f.hostFd.Store(aroundFd(fd, directFd))
+	if !f.released {
+		f.hostFd.Store(aroundFd(fd, directFd))
+	}
 	f.closeSyncFd(-1) // reopened from the new descriptor when needed
 }
 
@@ -98,7 +100,7 @@ func (f *File) Discard() {
 	}
 	f.dropFrom(0)
 	f.released = true
-	f.hostFd.Store(-1)
+	f.hostFd.Store(hostFdReleased)
 	f.closeSyncFd(syncRefused)
 	f.c.mu.Lock()
 	f.c.files--

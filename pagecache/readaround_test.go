@@ -4,7 +4,9 @@ package pagecache
 
 import (
 	"bytes"
+	"errors"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,8 +47,8 @@ func TestReadAround(t *testing.T) {
 		writer := make(chan struct{})
 		go func() {
 			f.mu.Lock()
+			close(writer) // the writer only has to get the lock
 			f.mu.Unlock()
-			close(writer)
 		}()
 		for f.mu.rw.TryRLock() {
 			f.mu.rw.RUnlock() // until the writer is waiting
@@ -117,4 +119,36 @@ func TestReadAround(t *testing.T) {
 		}
 		checkInvariants(t, c, true, fo, f)
 	})
+}
+
+// TestReleasedMiss: a read of a released file fails with EBADF whether
+// its pages would be read around a full cache or into free frames, and
+// evicts nothing on the way.
+func TestReleasedMiss(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		t.Run(map[bool]string{false: "free frames", true: "full cache"}[full], func(t *testing.T) {
+			const capPages = 16
+			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: capPages * PageSize})
+			files := []*File{}
+			if full {
+				fo := openFile(t, c, newHostFile(t, pattern(3, capPages*PageSize), false), capPages*PageSize)
+				if _, err := fo.ReadAt(make([]byte, capPages*PageSize), 0); err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, fo)
+			}
+			f := openFile(t, c, newHostFile(t, pattern(4, 32*PageSize), false), 32*PageSize)
+			if err := f.Release(); err != nil {
+				t.Fatal(err)
+			}
+			before := c.Stats()
+			if n, err := f.ReadAt(make([]byte, PageSize), 5*PageSize); n != 0 || !errors.Is(err, syscall.EBADF) {
+				t.Fatalf("ReadAt of a released file = %d, %v; want 0, EBADF", n, err)
+			}
+			if d := c.Stats().Sub(before); d.Evictions != 0 || d.Fills != 0 {
+				t.Fatalf("the read evicted %d pages and filled %d times", d.Evictions, d.Fills)
+			}
+			checkInvariants(t, c, true, files...)
+		})
+	}
 }
