@@ -132,9 +132,11 @@ func decodePage(b []byte, p int64) (uint32, bool) {
 // TestWriteFillAtomicPerPage has writers rewrite whole pages (each page an
 // image of its generation) while readers read multi-page ranges, through a
 // cache small enough that pages are evicted and refilled from the host
-// while being written, and writeback runs concurrently. Readers must only
-// ever see whole images, and per page never an older generation than one
-// they saw before (K2 per page).
+// while being written (or read around it, with no lock, while it is
+// full), and writeback runs concurrently. The writes go to the cache, or
+// with Through to the host first, so that reads of the host race writes
+// of it. Readers must only ever see whole images, and per page never an
+// older generation than one they saw before (K2 per page).
 func TestWriteFillAtomicPerPage(t *testing.T) {
 	const (
 		pages   = 64
@@ -144,8 +146,12 @@ func TestWriteFillAtomicPerPage(t *testing.T) {
 	if soak() {
 		writes = 50000
 	}
-	for _, backend := range testBackends {
-		t.Run(backend, func(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		fl      WriteFlags
+	}{{uring.BackendUring, 0}, {uring.BackendPsync, 0}, {uring.BackendUring, Through}, {uring.BackendPsync, Through}} {
+		backend := tc.backend
+		t.Run(fmt.Sprintf("%s/through=%v", backend, tc.fl == Through), func(t *testing.T) {
 			seed := testSeed(t)
 			var initial []byte
 			for p := range int64(pages) {
@@ -213,7 +219,7 @@ func TestWriteFillAtomicPerPage(t *testing.T) {
 				for k := range n {
 					gens[first+k].Add(1)
 				}
-				if w, _, err := f.WriteAt(b, first*PageSize, 0); err != nil || w != len(b) {
+				if w, _, err := f.WriteAt(b, first*PageSize, tc.fl); err != nil || w != len(b) {
 					t.Errorf("WriteAt = %d, %v", w, err)
 				}
 			}
@@ -232,8 +238,8 @@ func TestWriteFillAtomicPerPage(t *testing.T) {
 					t.Fatalf("host page %d: generation %d (whole %v), want %d", p, g, ok, gens[p].Load())
 				}
 			}
-			t.Logf("seed %d: %d page writes, %d page reads by %d readers: torn 0, went back in time 0; evictions %d",
-				seed, writes, seen.Load(), readers, c.Stats().Evictions)
+			t.Logf("seed %d: %d page writes, %d page reads by %d readers: torn 0, went back in time 0; evictions %d, reads around with no lock %d, fills with no lock %d (%d not indexed)",
+				seed, writes, seen.Load(), readers, c.Stats().Evictions, c.st.aroundUnlocked.Load(), c.st.fillsUnlocked.Load(), c.st.fillsNotIndexed.Load())
 		})
 	}
 }
