@@ -44,10 +44,10 @@ type File struct {
 	// hostFdReleased once it is released. Written with mu held for
 	// writing (and no such read in flight); read anywhere.
 	hostFd atomic.Int32
-	// arounds counts reads around the cache in flight with no lock
-	// (readAround); hostWrites counts writes whose host part is in flight
-	// with mu released (the writing ranges of filling). Read and written
-	// anywhere.
+	// arounds counts host reads in flight with no lock (readAround,
+	// fillUnlocked); hostWrites counts writes whose host part is in
+	// flight with mu released (the writing ranges of filling). Read and
+	// written anywhere.
 	arounds, hostWrites atomic.Int32
 	// changes counts the holds of mu by callers that change the host's
 	// bytes, the size, the descriptors or the pages (waitArounds): a fill
@@ -59,7 +59,7 @@ type File struct {
 	// aroundDone; read and written anywhere.
 	aroundWaiters atomic.Int32
 	// aroundMu guards only the sleep on aroundDone (whose L it is), which
-	// the last read around the cache to finish broadcasts.
+	// the last host read with no lock to finish broadcasts.
 	aroundMu   sync.Mutex
 	aroundDone sync.Cond
 
@@ -149,8 +149,8 @@ func (f *File) waitFills(p0, p1 int64) bool {
 // hostFdReleased is File.hostFd once the file is released.
 const hostFdReleased = -2
 
-// waitArounds waits until no read around the cache with no lock
-// (readAround) is in flight. Such reads start only while mu is free and
+// waitArounds waits until no host read with no lock (readAround,
+// fillUnlocked) is in flight. Such reads start only while mu is free and
 // no write's host part is in flight, so that a caller holding mu waits at
 // most for the reads already started: for callers that change the host's
 // bytes, the size, the descriptors or the file's pages, once they hold mu
@@ -174,7 +174,7 @@ func (f *File) waitArounds() {
 	f.aroundWaiters.Add(-1)
 }
 
-// waitIdle waits until no fill, write or read around the cache of the
+// waitIdle waits until no fill, write or host read with no lock of the
 // file is in flight, for callers that change the whole file.
 //
 // Preconditions: f.mu is held for writing.
@@ -650,8 +650,8 @@ func (f *File) fillUnlocked(fc *fillCtx, dst []byte, req Range, p0, p1 int64) (n
 // fillUnlocked between the host read and the taking of f.mu.
 var testHookFillRead func(f *File)
 
-// endAround ends a read around the cache and wakes waitArounds when it
-// was the last one.
+// endAround ends a host read with no lock (lookAround) and wakes
+// waitArounds when it was the last one.
 func (f *File) endAround() {
 	if f.arounds.Add(-1) == 0 && f.aroundWaiters.Load() != 0 {
 		f.aroundMu.Lock()
