@@ -138,32 +138,31 @@
 // hit takes the read lock. Cache.Close waits for hits in progress before
 // it unmaps the arena.
 //
-// A miss is found with no lock too: the same look at the index that
-// serves hits reports a page absent below the size. A miss that a full
-// cache reads around (Cache.admitLater) then takes no lock of its file
-// either (File.readAround): the locked path would take mu for writing
-// twice, around a host read into the caller's buffer, and many goroutines
-// missing one file would queue there. It counts itself in File.arounds,
-// then checks, between two loads of mu's sequence, that no
-// writer holds mu, that no write's host part is in flight
-// (File.hostWrites, raised before such a write lets go of mu), that the
-// file is not released (File.hostFd) and that none of its pages is
-// cached, and reads the host; otherwise it takes the locked path. Whoever
-// changes the host's bytes, the size, the descriptors or the pages
-// (writes, truncate, allocate, direct writes, invalidation, SetSize,
-// SetFd, Release, Discard) waits, holding mu for writing, until no such
-// read is in flight (waitArounds): a read that counted itself after the
-// writer took mu sees the odd sequence and backs off, so the wait ends.
-// Like a locked fill, a read around the cache thus never overlaps a
-// change of its pages, and returns them as the host held them when it
-// looked, which is the file's content: a page leaves the index only once
-// the host has its bytes. A miss given frames whose pages are all missing
-// reads into them the same way (File.fillUnlocked), copies the caller's
-// bytes out, and takes mu once, to index the pages, unless something
-// changed the file after the read ended (File.changes moved: every caller
-// of waitArounds moves it), a page got indexed meanwhile, or a locked
-// fill of one is in flight; then it frees the frames and indexes nothing.
-// Other fills plan under mu, as described above.
+// A miss is found with no lock too: the same look at the index that serves
+// hits reports a page absent below the size. A miss that a full cache
+// reads around (Cache.admitLater) then takes no lock of its file either
+// (File.readAround): the locked path would take mu for writing twice,
+// around a host read into the caller's buffer, and many goroutines missing
+// one file would queue there. It counts itself in File.arounds, then
+// checks, between two loads of mu's sequence, that no writer holds mu,
+// that no write's host part is in flight (File.hostWrites, raised before
+// such a write lets go of mu), that the file is not released (File.hostFd)
+// and that none of its pages is cached, and reads the host; otherwise it
+// takes the locked path. Whoever changes the host's bytes, the size, the
+// descriptors or the pages (writes, truncate, allocate, direct writes,
+// invalidation, SetSize, SetFd, Release, Discard) waits, holding mu for
+// writing, until no such read is in flight (waitArounds): a read that
+// counted itself after the writer took mu sees the odd sequence and backs
+// off, so the wait ends. Like a locked fill, a read around the cache thus
+// never overlaps a change of its pages, and returns them as the host held
+// them when it looked, which is the file's content: a page leaves the
+// index only once the host has its bytes. A miss given frames whose pages
+// are all missing reads into them the same way (File.fillUnlocked), copies
+// the caller's bytes out, and takes mu once, to index the pages, unless
+// something changed the file after the read ended (File.changes moved:
+// every caller of waitArounds moves it), a page got indexed meanwhile, or
+// a locked fill of one is in flight; then it frees the frames and indexes
+// nothing. Other fills plan under mu, as described above.
 //
 // # Memory ownership
 //
