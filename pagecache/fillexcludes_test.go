@@ -271,3 +271,51 @@ func TestFillUnlockedChanged(t *testing.T) {
 		})
 	}
 }
+
+// TestFillUnlockedCachedWrite: a write that stays in the cache (pages all
+// cached, within the size) between an unlocked fill's read and its lock
+// changes neither the host nor which pages are missing, so the fill still
+// indexes its pages.
+func TestFillUnlockedCachedWrite(t *testing.T) {
+	const pages, page, cached = 64, 40, 10
+	c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 32 * PageSize})
+	data := pattern(4, pages*PageSize)
+	f := openFile(t, c, newHostFile(t, data, false), pages*PageSize)
+	if _, err := f.ReadAt(make([]byte, PageSize), cached*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	newData := pattern(12, PageSize)
+	var opErr error
+	ran := 0
+	testHookFillRead = func(hf *File) {
+		if hf == f && ran == 0 {
+			ran++
+			_, _, opErr = f.WriteAt(newData, cached*PageSize, 0)
+		}
+	}
+	t.Cleanup(func() { testHookFillRead = nil })
+	paths := unlockedPaths(c)
+	got := make([]byte, PageSize)
+	if _, err := f.ReadAt(got, page*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	testHookFillRead = nil
+	if ran != 1 || opErr != nil {
+		t.Fatalf("the write ran %d times (%v)", ran, opErr)
+	}
+	if d := unlockedPaths(c).sub(paths); d != (pathCounts{1, 0, 0}) {
+		t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock; want 1, 0, 0", d[0], d[1], d[2])
+	}
+	for _, pg := range []struct {
+		page int64
+		want []byte
+	}{{page, data[page*PageSize : (page+1)*PageSize]}, {cached, newData}} {
+		if _, hit, err := f.ReadAtHit(got, pg.page*PageSize); err != nil || !hit {
+			t.Fatalf("page %d: hit %v, %v", pg.page, hit, err)
+		}
+		if !bytes.Equal(got, pg.want) {
+			t.Fatalf("page %d reads otherwise (first difference at %d)", pg.page, firstDiff(got, pg.want))
+		}
+	}
+	checkInvariants(t, c, true, f)
+}

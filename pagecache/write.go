@@ -76,7 +76,13 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 			attempt--
 			continue
 		}
-		f.waitArounds()
+		if fl&Through != 0 || !f.cachedWithin(off, int64(len(p))) {
+			// The write may reach the host or index pages: host reads
+			// with no lock must not overlap it (a write of cached pages
+			// within the size changes neither the host nor which pages
+			// are missing, and lets them be).
+			f.waitArounds()
+		}
 		if fl&Through != 0 {
 			if !wbHeld && f.dirtyIn(pageOf(off), pageEnd(off+int64(len(p)))) {
 				// A writeback in flight may be writing older bytes of
@@ -109,6 +115,22 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 		f.c.putFree(fc.frames[fc.used:])
 		return n, off, err
 	}
+}
+
+// cachedWithin reports whether every page of [off, off+n) is cached and
+// the range ends within the size: a write there stays in the cache.
+//
+// Preconditions: f.mu is held.
+func (f *File) cachedWithin(off, n int64) bool {
+	if off+n > f.size.Load() {
+		return false
+	}
+	for p := pageOf(off); p < pageEnd(off+n); p++ {
+		if f.index.get(p) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // dirtyIn reports whether a cached page of [p0, p1) holds bytes not yet
