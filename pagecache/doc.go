@@ -148,21 +148,23 @@
 // that no write's host part is in flight (File.hostWrites, raised before
 // such a write lets go of mu), that the file is not released (File.hostFd)
 // and that none of its pages is cached, and reads the host; otherwise it
-// takes the locked path. Whoever changes the host's bytes, the size, the
-// descriptors or the pages (writes, truncate, allocate, direct writes,
-// invalidation, SetSize, SetFd, Release, Discard) waits, holding mu for
-// writing, until no such read is in flight (waitArounds): a read that
-// counted itself after the writer took mu sees the odd sequence and backs
-// off, so the wait ends. Like a locked fill, a read around the cache thus
-// never overlaps a change of its pages, and returns them as the host held
-// them when it looked, which is the file's content: a page leaves the
-// index only once the host has its bytes. A miss given frames whose pages
-// are all missing reads into them the same way (File.fillUnlocked), copies
-// the caller's bytes out, and takes mu once, to index the pages, unless
-// something changed the file after the read ended (File.changes moved:
-// every caller of waitArounds moves it), a page got indexed meanwhile, or
-// a locked fill of one is in flight; then it frees the frames and indexes
-// nothing. Other fills plan under mu, as described above.
+// takes the locked path. Whoever could change what a missing page reads as
+// (a write that reaches the host or caches pages, truncate, allocate,
+// direct writes, invalidation, SetSize, SetFd, Release, Discard) waits,
+// holding mu for writing, until no such read is in flight (waitArounds): a
+// read that counted itself after the writer took mu sees the odd sequence
+// and backs off, so the wait ends. A write of cached pages within the size
+// changes no missing page and does not wait. Like a locked fill, a read
+// around the cache thus never overlaps a change of its pages, and returns
+// them as the host held them when it looked, which is the file's content:
+// a page leaves the index only once the host has its bytes. A miss given
+// frames whose pages are all missing reads into them the same way
+// (File.fillUnlocked), copies the caller's bytes out, and takes mu once,
+// to index the pages, unless something changed the file after the read
+// ended (File.changes moved: every caller of waitArounds moves it), a page
+// got indexed meanwhile, or a locked fill of one is in flight; then it
+// frees the frames and indexes nothing. Other fills plan under mu, as
+// described above.
 //
 // # Memory ownership
 //

@@ -49,11 +49,10 @@ type File struct {
 	// flight with mu released (the writing ranges of filling). Read and
 	// written anywhere.
 	arounds, hostWrites atomic.Int32
-	// changes counts the holds of mu by callers that change the host's
-	// bytes, the size, the descriptors or the pages (waitArounds): a fill
-	// that read the host with no lock installs its pages only if it did
-	// not move meanwhile (fillUnlocked). Written with mu held for
-	// writing; read anywhere.
+	// changes counts the holds of mu by callers that could change what a
+	// missing page reads as (waitArounds): a fill that read the host with
+	// no lock installs its pages only if it did not move meanwhile
+	// (fillUnlocked). Written with mu held for writing; read anywhere.
 	changes atomic.Uint64
 	// aroundWaiters counts callers of waitArounds that may sleep on
 	// aroundDone; read and written anywhere.
@@ -152,9 +151,10 @@ const hostFdReleased = -2
 // waitArounds waits until no host read with no lock (readAround,
 // fillUnlocked) is in flight. Such reads start only while mu is free and
 // no write's host part is in flight, so that a caller holding mu waits at
-// most for the reads already started: for callers that change the host's
-// bytes, the size, the descriptors or the file's pages, once they hold mu
-// for good (after waitFills).
+// most for the reads already started: for callers that could change what
+// a missing page reads as (the host's bytes, the size, the descriptors,
+// or a page cached with bytes the host lacks), once they hold mu for good
+// (after waitFills).
 //
 // Preconditions: f.mu is held for writing.
 func (f *File) waitArounds() {
@@ -504,21 +504,21 @@ func (f *File) reserveFill(fc *fillCtx, req Range, p0, p1 int64) int64 {
 	return p1
 }
 
-// readAround reads req from the host straight into dst, as the locked
-// path does for a miss that goes around the cache, but without taking
-// f.mu: the misses of a working set larger than the cache would otherwise
-// queue on the file's lock twice for each host read (BenchmarkReadMiss,
+// readAround reads req from the host straight into dst, as the locked path
+// does for a miss that goes around the cache, but without taking f.mu: the
+// misses of a working set larger than the cache would otherwise queue on
+// the file's lock twice for each host read (BenchmarkReadMiss,
 // io=buffered, jobs=16). It reports done = false, having read nothing,
 // unless every page of req is absent from the index (and in its dense
-// part), req ends within the size, the file is not released, and no
-// writer held f.mu and no write's host part was in flight while it
-// looked; the caller then takes the locked path. A read it does is
-// counted in f.arounds from before it looks until it ends, and everything
-// that changes the host's bytes, the size, the descriptors or the pages
-// waits for those counted reads holding f.mu (waitArounds), so a read
-// around never overlaps such a change: it returns the host's bytes as
-// they were when it looked, which are the file's (a page absent from the
-// index holds no byte the host lacks: see evictPages).
+// part), req ends within the size, the file is not released, and no writer
+// held f.mu and no write's host part was in flight while it looked; the
+// caller then takes the locked path. A read it does is counted in
+// f.arounds from before it looks until it ends, and everything that could
+// change what a missing page reads as waits for those counted reads
+// holding f.mu (waitArounds), so a read around never overlaps such a
+// change: it returns the host's bytes as they were when it looked, which
+// are the file's (a page absent from the index holds no byte the host
+// lacks: see evictPages).
 //
 // Preconditions: the caller holds no lock of f; req is dst's range.
 func (f *File) readAround(dst []byte, req Range) (n int, done bool, err error) {
