@@ -50,8 +50,8 @@ func TestFillExcludes(t *testing.T) {
 			},
 		},
 		{
-			// Part of a page the cache does not hold: the write goes to
-			// the host.
+			// Part of a page the cache does not hold yet: unless the
+			// fill indexed it first, the write goes to the host.
 			name: "partial write of the page",
 			run: func(f *File) error {
 				_, _, err := f.WriteAt(pattern(10, 100), page*PageSize+10, 0)
@@ -237,24 +237,8 @@ func TestFillUnlockedChanged(t *testing.T) {
 			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 32 * PageSize})
 			data := pattern(4, pages*PageSize)
 			f := openFile(t, c, newHostFile(t, data, false), pages*PageSize)
-			var opErr error
-			ran := 0
-			testHookFillRead = func(hf *File) {
-				if hf == f && ran == 0 {
-					ran++
-					opErr = op.run(f)
-				}
-			}
-			t.Cleanup(func() { testHookFillRead = nil })
 			paths := unlockedPaths(c)
-			got := make([]byte, PageSize)
-			if _, err := f.ReadAt(got, page*PageSize); err != nil {
-				t.Fatal(err)
-			}
-			testHookFillRead = nil
-			if ran != 1 || opErr != nil {
-				t.Fatalf("the %s ran %d times (%v)", op.name, ran, opErr)
-			}
+			got := readWithFillHook(t, f, page*PageSize, func() error { return op.run(f) })
 			if want := data[page*PageSize : (page+1)*PageSize]; !bytes.Equal(got, want) {
 				t.Fatalf("the fill returned other bytes than the file held while it read (first difference at %d)", firstDiff(got, want))
 			}
@@ -285,24 +269,11 @@ func TestFillUnlockedCachedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	newData := pattern(12, PageSize)
-	var opErr error
-	ran := 0
-	testHookFillRead = func(hf *File) {
-		if hf == f && ran == 0 {
-			ran++
-			_, _, opErr = f.WriteAt(newData, cached*PageSize, 0)
-		}
-	}
-	t.Cleanup(func() { testHookFillRead = nil })
 	paths := unlockedPaths(c)
-	got := make([]byte, PageSize)
-	if _, err := f.ReadAt(got, page*PageSize); err != nil {
-		t.Fatal(err)
-	}
-	testHookFillRead = nil
-	if ran != 1 || opErr != nil {
-		t.Fatalf("the write ran %d times (%v)", ran, opErr)
-	}
+	got := readWithFillHook(t, f, page*PageSize, func() error {
+		_, _, err := f.WriteAt(newData, cached*PageSize, 0)
+		return err
+	})
 	if d := unlockedPaths(c).sub(paths); d != (pathCounts{1, 0, 0}) {
 		t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock; want 1, 0, 0", d[0], d[1], d[2])
 	}
@@ -318,4 +289,29 @@ func TestFillUnlockedCachedWrite(t *testing.T) {
 		}
 	}
 	checkInvariants(t, c, true, f)
+}
+
+// readWithFillHook reads the page at off of f, running op once between
+// the host read of the unlocked fill it makes (File.fillUnlocked) and the
+// fill's taking of f's lock, and returns the bytes read. It fails t unless
+// op ran exactly once and succeeded.
+func readWithFillHook(t *testing.T, f *File, off int64, op func() error) []byte {
+	t.Helper()
+	var opErr error
+	ran := 0
+	testHookFillRead = func(hf *File) {
+		if hf == f && ran == 0 {
+			ran++
+			opErr = op()
+		}
+	}
+	defer func() { testHookFillRead = nil }()
+	got := make([]byte, PageSize)
+	if _, err := f.ReadAt(got, off); err != nil {
+		t.Fatal(err)
+	}
+	if ran != 1 || opErr != nil {
+		t.Fatalf("the operation ran %d times (%v)", ran, opErr)
+	}
+	return got
 }
