@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ringfs/ringfs/internal/fuzzbytes"
 	"github.com/ringfs/ringfs/uring"
 )
 
@@ -73,21 +74,6 @@ const fuzzMaxOff = 1 << 20
 // fuzzSizeUnit is the unit of the initial host file sizes in the header:
 // not a divisor of the page, so that most sizes end inside a page.
 const fuzzSizeUnit = 1537
-
-// fuzzReader hands out the bytes of a fuzz input. Past the end it returns
-// zeros, so that every input decodes.
-type fuzzReader struct{ data []byte }
-
-func (r *fuzzReader) next() byte {
-	if len(r.data) == 0 {
-		return 0
-	}
-	b := r.data[0]
-	r.data = r.data[1:]
-	return b
-}
-
-func (r *fuzzReader) next16() uint16 { return uint16(r.next()) | uint16(r.next())<<8 }
 
 // fuzzOffset decodes an offset in a file of the given size from a mode
 // byte m and a value v. The low two bits of m choose the encoding, so
@@ -189,9 +175,9 @@ type fuzzFile struct {
 // a host changed behind the cache, and the model would have to follow
 // the host rather than the calls.
 func runFuzzCache(t *testing.T, data []byte) {
-	in := &fuzzReader{data: data}
-	cfg, cfg1 := in.next(), in.next()
-	sizes := [2]int64{int64(in.next()) * fuzzSizeUnit, int64(in.next()) * fuzzSizeUnit}
+	in := fuzzbytes.New(data)
+	cfg, cfg1 := in.Byte(), in.Byte()
+	sizes := [2]int64{int64(in.Byte()) * fuzzSizeUnit, int64(in.Byte()) * fuzzSizeUnit}
 	backend := uring.BackendUring
 	if cfg&1 != 0 {
 		backend = uring.BackendPsync
@@ -247,8 +233,8 @@ func runFuzzCache(t *testing.T, data []byte) {
 		checkInvariants(t, c, true, fs...)
 	}
 
-	for i := 0; i < fuzzMaxOps && len(in.data) > 0; i++ {
-		op, om, ov, lm, lv := in.next(), in.next(), in.next16(), in.next(), in.next16()
+	for i := 0; i < fuzzMaxOps && in.Left() > 0; i++ {
+		op, om, ov, lm, lv := in.Byte(), in.Byte(), uint16(in.Uint(2)), in.Byte(), uint16(in.Uint(2))
 		k := int(op>>4&1) % nfiles
 		ff := files[k]
 		size := int64(len(ff.m.data))

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/internal/fuzzbytes"
 )
 
 // FuzzMetamorphic decodes batches of operations from the input and runs
@@ -74,29 +76,9 @@ var (
 	fuzzSfrFlags = [...]uint32{unix.SYNC_FILE_RANGE_WRITE, 7}
 )
 
-// fuzzReader hands out the bytes of a fuzz input. Past the end it returns
-// zeros, so that every input decodes.
-type fuzzReader struct{ data []byte }
-
-func (r *fuzzReader) left() int { return len(r.data) }
-
-func (r *fuzzReader) next() byte {
-	if len(r.data) == 0 {
-		return 0
-	}
-	b := r.data[0]
-	r.data = r.data[1:]
-	return b
-}
-
-// uint returns the next k bytes as a little-endian number.
-func (r *fuzzReader) uint(k int) uint64 {
-	var v uint64
-	for i := range k {
-		v |= uint64(r.next()) << (8 * i)
-	}
-	return v
-}
+// fuzzReader decodes a fuzz input (fuzzbytes.Reader: zeros past its
+// end) into the positions and lengths of requests.
+type fuzzReader struct{ *fuzzbytes.Reader }
 
 // pos returns an offset in [0, hi]. The low two bits of its first byte
 // choose the encoding, so that one small mutation moves an offset onto a
@@ -107,17 +89,17 @@ func (r *fuzzReader) uint(k int) uint64 {
 //	2: a multiple of 512 chosen by the next two bytes
 //	3: any offset, chosen by the next three bytes
 func (r *fuzzReader) pos(hi, size int64) int64 {
-	m := r.next()
+	m := r.Byte()
 	var v int64
 	switch m & 3 {
 	case 0:
 		v = int64(m>>2) * 4096
 	case 1:
-		v = size + int64(int16(r.uint(2)))
+		v = size + int64(int16(r.Uint(2)))
 	case 2:
-		v = int64(r.uint(2)) % (hi/512 + 1) * 512
+		v = int64(r.Uint(2)) % (hi/512 + 1) * 512
 	case 3:
-		v = int64(r.uint(3)) % (hi + 1)
+		v = int64(r.Uint(3)) % (hi + 1)
 	}
 	return min(max(v, 0), hi)
 }
@@ -130,7 +112,7 @@ func (r *fuzzReader) pos(hi, size int64) int64 {
 //	   the number of pages in the top five bits
 //	3: any length, chosen by the next two bytes
 func (r *fuzzReader) length(lo, hi int64) int64 {
-	m := r.next()
+	m := r.Byte()
 	var v int64
 	switch m & 3 {
 	case 0:
@@ -140,7 +122,7 @@ func (r *fuzzReader) length(lo, hi int64) int64 {
 	case 2:
 		v = int64(m>>3)*4096 + int64(m>>2&1)*2 - 1
 	case 3:
-		v = lo + int64(r.uint(2))%(hi-lo+1)
+		v = lo + int64(r.Uint(2))%(hi-lo+1)
 	}
 	return min(max(v, lo), hi)
 }
@@ -163,19 +145,19 @@ func (r *fuzzReader) length(lo, hi int64) int64 {
 // kept at most metaMaxFile, so that no file grows past
 // metaMaxFile+metaMaxIO.
 func decodeBatches(data []byte) [][]mop {
-	r := &fuzzReader{data: data}
+	r := fuzzReader{fuzzbytes.New(data)}
 	var out [][]mop
 	var size int64
 	total, syncs := 0, 0
-	for r.left() > 0 && total < fuzzMaxOps {
-		h := r.next()
+	for r.Left() > 0 && total < fuzzMaxOps {
+		h := r.Byte()
 		count := min(1+int(h>>3)%metaMaxBatch, fuzzMaxOps-total)
 		var b []mop
 		switch h & 7 {
 		case 0, 1, 2:
 			// An input that ends inside a batch ends the batch there.
-			for i := 0; i < count && (i == 0 || r.left() > 0); i++ {
-				op := fuzzReadOps[r.next()%3]
+			for i := 0; i < count && (i == 0 || r.Left() > 0); i++ {
+				op := fuzzReadOps[r.Byte()%3]
 				off := r.pos(size+3*4096, size)
 				n := r.length(1, metaMaxIO)
 				b = append(b, mop{op: op, off: off, n: n, size: size})
@@ -183,8 +165,8 @@ func decodeBatches(data []byte) [][]mop {
 		case 3, 4, 5:
 			var used [][2]int64
 			hi := min(size+2*4096, metaMaxFile) - 1
-			for i := 0; i < count && (i == 0 || r.left() > 0); i++ {
-				o := r.next()
+			for i := 0; i < count && (i == 0 || r.Left() > 0); i++ {
+				o := r.Byte()
 				off := r.pos(hi, size)
 				n := r.length(1, metaMaxIO)
 				// A write that overlaps an earlier one of the batch is
@@ -201,7 +183,7 @@ func decodeBatches(data []byte) [][]mop {
 				b = append(b, mop{op: fuzzWriteOps[o%3], off: off, n: n, size: size, flags: flags})
 			}
 		default:
-			s := r.next()
+			s := r.Byte()
 			p := s / 5
 			m := mop{size: size}
 			switch s % 5 {
