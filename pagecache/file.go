@@ -367,7 +367,7 @@ func (f *File) readOptimistic(p []byte, off int64) (n int, hit, miss bool) {
 		pos := off + int64(done)
 		fr := f.index.getUnlocked(pageOf(pos))
 		if fr < 0 || fr >= c.nframes {
-			miss = fr < 0 && f.index.absentUnlocked(pageOf(pos), pageOf(pos)+1)
+			miss = fr < 0 && pageOf(pos)>>leafShift < denseLeaves // absent, not sparse
 			break
 		}
 		c.policy.hit(fr)
