@@ -37,14 +37,15 @@
 //     bytes in the range are written back (reads) or the cached pages are
 //     written back and dropped (writes). Unaligned buffers are bounced;
 //     unaligned offsets or lengths of direct writes fail with EINVAL.
-//   - With a cache: hits are copied out; misses are filled in one batch
-//     with readahead of at most Options.Readahead (≤ 64 KiB), except that
-//     a full cache reads a small random miss of pages it has not missed
-//     recently straight into the caller's buffer, and admits them at a
-//     second miss (see the pagecache package). Writes go into
-//     cached pages (dirtying exactly the bytes written) or, for bytes in
-//     pages not cached, straight to the host; whole new pages are cached
-//     without reading the host.
+//   - With a cache: hits are copied out; misses are filled in one batch,
+//     with readahead of at most Options.Readahead (≤ 64 KiB) when they
+//     look sequential (a small random miss reads its own pages only, as
+//     with the kernel's readahead). A full cache reads a small random
+//     miss of pages it has not missed recently straight into the
+//     caller's buffer, and admits them at a second miss (see the
+//     pagecache package). Writes go into cached pages (dirtying exactly
+//     the bytes written) or, for bytes in pages not cached, straight to
+//     the host; whole new pages are cached without reading the host.
 //   - With Options.HostMmap: reads and writes copy to and from 2 MiB
 //     MAP_SHARED chunks of the file; no syscall per access.
 //   - Otherwise (Shared, CacheSize < 0): straight to the host, one plain

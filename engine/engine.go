@@ -81,7 +81,8 @@ type Options struct {
 	// host). Shared mode never caches.
 	CacheSize int64
 	// Readahead caps how far a cache fill reads past the request: 0 means
-	// 64 KiB; larger values are clamped to 64 KiB.
+	// 64 KiB; larger values are clamped to 64 KiB. Only misses that look
+	// sequential read ahead (see the pagecache package).
 	Readahead int
 	// RingEntries is the io_uring submission queue size (0 = 256).
 	RingEntries int

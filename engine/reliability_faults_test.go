@@ -1533,7 +1533,9 @@ func noiseFile(e *Engine, path string, seed uint64, g int, done chan struct{}) e
 
 // rowF12: reads whose fill has a readahead part, with EIO (before the
 // kernel, in place of the result, or after a short first completion) on
-// the readahead's request only. The read must succeed with the right
+// the readahead's request only. A small miss reads ahead when it looks
+// sequential: at the file's start, or (the other cases) after a read that
+// ends where it starts. The read must succeed with the right
 // bytes; the readahead pages must not be cached; with the faults healed
 // and the host changed behind the engine (in the readahead range only,
 // deliberately), a read there must return the host's new bytes, which
@@ -1545,14 +1547,25 @@ func rowF12(t *testing.T, fig *Figures) {
 	var faults, reads int64
 	for _, be := range []string{"uring", "psync"} {
 		for _, kind := range []string{"issue", "complete", "short+complete"} {
-			for _, c := range []struct{ off, n int64 }{{0, 100}, {4096, 4096}, {10000, 3000}, {65536 + 8192, 1}} {
+			const base = 128 << 10 // room for the read before
+			for _, c := range []struct{ off, n int64 }{{0, 100}, {base + 4096, 4096}, {base + 10000, 3000}, {base + 65536 + 8192, 1}} {
 				inj := fault.New()
 				e := newEngine(t, Options{Mode: Exclusive, CacheSize: 4 << 20, Readahead: 64 << 10, Backend: be, Injector: inj})
 				path := filepath.Join(dir, "ra")
-				old := pattern(256<<10, 12, 0)
+				old := pattern(512<<10, 12, 0)
 				writeHost(t, path, old)
 				f := openFile(t, e, path, os.O_RDONLY)
 				reqEnd := (c.off + c.n + 4095) &^ 4095 // the required pages end here
+				// The read before: over 64 KiB (so with no readahead of its
+				// own) and ending at c.off, so that c.off's fill continues it.
+				var before int64
+				if c.off > 0 {
+					before = c.off - 96<<10
+					p := make([]byte, c.off-before)
+					if n, err := f.ReadAt(p, before); n != len(p) || err != nil {
+						t.Fatalf("%s/%s: ReadAt(%d at %d): %d, %v", be, kind, len(p), before, n, err)
+					}
+				}
 				ra := fault.InRange(reqEnd, reqEnd+(64<<10))
 				onlyRA := fault.And(fault.Reads(), func(i fault.Info) bool { return i.Off >= reqEnd }, ra)
 				switch kind {
@@ -1574,9 +1587,9 @@ func rowF12(t *testing.T, fig *Figures) {
 					t.Fatalf("%s/%s: no fault hit the readahead of a read at %d", be, kind, c.off)
 				}
 				st := fileStats(t, e, path)
-				if st.ResidentBytes != reqEnd-(c.off&^4095) {
+				if st.ResidentBytes != reqEnd-(before&^4095) {
 					t.Fatalf("%s/%s: %d bytes resident after a fill whose readahead failed, want the %d required bytes only",
-						be, kind, st.ResidentBytes, reqEnd-(c.off&^4095))
+						be, kind, st.ResidentBytes, reqEnd-(before&^4095))
 				}
 				inj.Heal()
 				// Change the readahead range on the host behind the engine.

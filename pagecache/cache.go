@@ -55,7 +55,8 @@ type Options struct {
 	Capacity int64
 	// Readahead caps how far a fill reads past what was asked for; 0 means
 	// MaxReadahead, larger values are clamped to it, smaller than a page
-	// are raised to a page, others are rounded down to whole pages.
+	// are raised to a page, others are rounded down to whole pages. Only
+	// fills that look sequential read ahead (see the package doc).
 	Readahead int64
 	// MaxWrite caps one coalesced writeback write (0 = DefaultMaxWrite).
 	MaxWrite int64

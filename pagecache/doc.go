@@ -16,26 +16,30 @@
 // allocation on a hit).
 //
 // Pages enter the cache in two ways. A read that misses fills the missing
-// pages of the requested range plus readahead: FillRange widens the
-// request to at most Readahead (≤ 64 KiB) bytes from its start, never
-// backwards, and every gap of that range goes to the backend in one
-// Submit. A write caches a page it does not find only when it can do so
+// pages of the requested range, plus readahead when it looks sequential:
+// FillRange widens the request to at most Readahead (≤ 64 KiB) bytes from
+// its start, never backwards, and every gap of that range goes to the
+// backend in one Submit. A miss looks sequential when its fill starts
+// where the file's last fill ended, or at the file's start, or behind
+// more cached pages than it asks for (all pages from the file's start,
+// when there are fewer); as the kernel's readahead does, a small miss
+// (at most 64 KiB) elsewhere counts as random and reads its own pages
+// only. A write caches a page it does not find only when it can do so
 // without reading the host: when the write covers the page, or the rest
 // of the page lies past the old end of file (zeros). Other bytes of a
 // write that miss the cache go straight to the host, batched; nothing is
 // ever read to be modified.
 //
-// While no frame is free, a small read that misses at random (not where
-// the file's last fill ended, nor right after a cached page) is admitted
-// only if its pages were missed recently: their keys are in S3-FIFO's
-// ghost queue. Otherwise it is read around the cache, straight into the
-// caller's buffer and without readahead, and its keys enter the ghost
-// queue, so that a second miss soon after admits the pages (Cache.
-// admitLater). A working set larger than the cache then costs a read of
-// the host per miss, as pread does, instead of a read into a frame, a
-// copy out and an eviction that the next miss undoes; pages read twice
-// still enter, so its hot part still becomes resident. Files with an
-// O_DIRECT descriptor always fill through frames.
+// While no frame is free, a small random miss is admitted only if its
+// pages were missed recently: their keys are in S3-FIFO's ghost queue.
+// Otherwise it is read around the cache, straight into the caller's
+// buffer, and its keys enter the ghost queue, so that a second miss soon
+// after admits the pages (Cache.admitLater). A working set larger than
+// the cache then costs a read of the host per miss, as pread does,
+// instead of a read into a frame, a copy out and an eviction that the
+// next miss undoes; pages read twice still enter, so its hot part still
+// becomes resident. Files with an O_DIRECT descriptor always fill
+// through frames.
 //
 // # Invariants
 //

@@ -74,24 +74,36 @@ func TestReadahead(t *testing.T) {
 		readahead int64 // Options.Readahead
 		cached    []int64
 		off, n    int64
+		// random: the read does not start where the file's last fill
+		// ended, so it reads ahead only after a trail of cached pages
+		// (or at the file's start): trail says it does.
+		random, trail bool
 	}{
-		{"1 byte at 0", 0, nil, 0, 1},
-		{"1 byte mid-page", 0, nil, 5*PageSize + 7, 1},
-		{"last byte of a page", 0, nil, 6*PageSize - 1, 1},
-		{"page-aligned 4 KiB", 0, nil, 10 * PageSize, PageSize},
-		{"64 KiB request: no readahead", 0, nil, 3 * PageSize, 64 * KiB},
-		{"200 KiB request", 0, nil, 100, 200 * KiB},
-		{"near EOF: stops at the last page", 0, nil, 60*PageSize + 5, 10},
-		{"last partial page", 0, nil, 64*PageSize + 10, 100},
-		{"read across EOF", 0, nil, 63 * PageSize, 3 * PageSize},
-		{"gaps around cached pages", 0, []int64{21, 23, 24, 30}, 20 * PageSize, 1},
-		{"cached first page", 0, []int64{40}, 40*PageSize + 100, 5000},
-		{"cap 16 KiB", 16 * KiB, nil, 2*PageSize + 1, 1},
-		{"cap 8 KiB aligned", 8 * KiB, nil, 8 * PageSize, 1},
-		{"cap of 1 page", PageSize, nil, 33*PageSize + 4000, 200},
-		{"cap not a multiple of the page", 10000, nil, 4095, 1},
-		{"cap not a multiple of the page, aligned start", 10000, nil, 8 * PageSize, 1},
-		{"cap above the maximum is clamped", 1 << 20, nil, 0, 1},
+		{"1 byte at 0", 0, nil, 0, 1, false, false},
+		{"1 byte mid-page", 0, nil, 5*PageSize + 7, 1, false, false},
+		{"last byte of a page", 0, nil, 6*PageSize - 1, 1, false, false},
+		{"page-aligned 4 KiB", 0, nil, 10 * PageSize, PageSize, false, false},
+		{"64 KiB request: no readahead", 0, nil, 3 * PageSize, 64 * KiB, false, false},
+		{"200 KiB request", 0, nil, 100, 200 * KiB, false, false},
+		{"near EOF: stops at the last page", 0, nil, 60*PageSize + 5, 10, false, false},
+		{"last partial page", 0, nil, 64*PageSize + 10, 100, false, false},
+		{"read across EOF", 0, nil, 63 * PageSize, 3 * PageSize, false, false},
+		{"gaps around cached pages", 0, []int64{21, 23, 24, 30}, 20 * PageSize, 1, false, false},
+		{"cached first page", 0, []int64{40}, 40*PageSize + 100, 5000, false, false},
+		{"cap 16 KiB", 16 * KiB, nil, 2*PageSize + 1, 1, false, false},
+		{"cap 8 KiB aligned", 8 * KiB, nil, 8 * PageSize, 1, false, false},
+		{"cap of 1 page", PageSize, nil, 33*PageSize + 4000, 200, false, false},
+		{"cap not a multiple of the page", 10000, nil, 4095, 1, false, false},
+		{"cap not a multiple of the page, aligned start", 10000, nil, 8 * PageSize, 1, false, false},
+		{"cap above the maximum is clamped", 1 << 20, nil, 0, 1, false, false},
+		{"random 1 byte mid-page: no readahead", 0, nil, 5*PageSize + 7, 1, true, false},
+		{"random 1 byte, cap 16 KiB: no readahead", 16 * KiB, nil, 2*PageSize + 1, 1, true, false},
+		{"random 4 KiB, a cached page before: no readahead", 0, []int64{19}, 20 * PageSize, PageSize, true, false},
+		{"random 4 KiB, two cached pages before: a trail", 0, []int64{18, 19}, 20 * PageSize, PageSize, true, true},
+		{"random 8 KiB, two cached pages before: no readahead", 0, []int64{18, 19}, 20 * PageSize, 2 * PageSize, true, false},
+		{"random 4 KiB, cached pages from the start: a trail", 0, []int64{0}, PageSize, PageSize, true, true},
+		{"random at the file's start", 0, nil, 0, 1, true, true},
+		{"random 64 KiB request: no readahead", 0, nil, 3 * PageSize, 64 * KiB, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +122,17 @@ func TestReadahead(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+			}
+			if tt.random {
+				f.fillEnd.Store(-1)
+			} else {
+				// The next step of a sequential read: its fill starts where
+				// the last one ended.
+				start := tt.off
+				for containsPage(tt.cached, pageOf(start)) {
+					start = (pageOf(start) + 1) * PageSize
+				}
+				f.fillEnd.Store(start)
 			}
 			before := c.Stats()
 			s0, o0 := rb.mark()
@@ -140,6 +163,9 @@ func TestReadahead(t *testing.T) {
 			}
 			// Exactly the pages of the window are cached, none past EOF.
 			win := FillRange(Range{tt.off, reqEnd}, Range{tt.off, fileSize}, cap)
+			if tt.random && !tt.trail {
+				win = Range{tt.off, reqEnd} // a random miss reads its own pages only
+			}
 			for _, p := range residentPages(f) {
 				if p*PageSize >= fileSize {
 					t.Errorf("page %d cached wholly past EOF %d", p, fileSize)
@@ -299,6 +325,7 @@ func TestFillReadaheadEIO(t *testing.T) {
 			poisonFrames(t, c)
 			f := openFile(t, c, h, pages*PageSize)
 			m := &model{data: append([]byte(nil), data...)}
+			f.fillEnd.Store(tt.off) // the next step of a sequential read: it reads ahead
 			reqPagesEnd := pageEnd(tt.off+int64(tt.n)) * PageSize
 			inj.Add(fault.Rule{Name: "readahead-eio", Stage: tt.stage, Do: fault.Effect{Errno: syscall.EIO},
 				When: fault.And(fault.Reads(), fault.OnFd(h.fd()), fault.InRange(reqPagesEnd, 1<<40))})
