@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -183,6 +184,65 @@ func TestReadahead(t *testing.T) {
 			checkInvariants(t, c, true, f)
 			t.Logf("read [%d,%d): %d read requests, %d bytes past the request page, ReadaheadBytes=%d, cap=%d",
 				tt.off, reqEnd, len(filterOps(ops, isRead)), past, st.ReadaheadBytes, cap)
+		})
+	}
+}
+
+// TestReadaheadStreams: sequential readers keep their readahead, also
+// when several read one file at once and none continues the file's last
+// fill; random reads of the same size seldom read ahead. Each stream reads 4 KiB
+// at a time from its own start in the middle of the file; the streams
+// take turns, one read each.
+func TestReadaheadStreams(t *testing.T) {
+	const pages, perStream = 1024, 192
+	data := pattern(7, pages*PageSize)
+	tests := []struct {
+		name    string
+		streams int
+		random  bool
+	}{
+		{"one stream", 1, false},
+		{"two streams", 2, false},
+		{"four streams", 4, false},
+		{"random reads", 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHostFile(t, data, false)
+			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: pages * PageSize})
+			f := openFile(t, c, h, pages*PageSize)
+			m := &model{data: append([]byte(nil), data...)}
+			rng := rand.New(rand.NewPCG(7, 0))
+			before := c.Stats()
+			for i := range perStream {
+				for s := range tt.streams {
+					page := int64(100+s*200+i) % pages
+					if tt.random {
+						page = rng.Int64N(pages)
+					}
+					mustRead(t, f, m, page*PageSize, PageSize)
+				}
+			}
+			st := c.Stats().Sub(before)
+			reads := int64(perStream * tt.streams)
+			if tt.random {
+				// Only where the pages before happen to be cached (or at
+				// the file's start) does a random read read ahead: here at
+				// most one read in 16 (each reading ahead at most 64 KiB).
+				if limit := uint64(reads/16) * MaxReadahead; st.ReadaheadBytes > limit {
+					t.Errorf("random reads: %d bytes of readahead, want at most %d", st.ReadaheadBytes, limit)
+				}
+			} else {
+				// A stream reads ahead from its third miss on (two random
+				// reads leave the trail that makes it sequential): then a
+				// fill of 17 pages serves 17 reads.
+				maxFills := int64(tt.streams) * (2 + perStream/17 + 1)
+				if int64(st.Fills) > maxFills || st.ReadaheadBytes == 0 {
+					t.Errorf("%d fills for %d reads (at most %d), %d bytes of readahead", st.Fills, reads, maxFills, st.ReadaheadBytes)
+				}
+			}
+			checkInvariants(t, c, true, f)
+			t.Logf("%d reads: %d fills, %d bytes of readahead", reads, st.Fills, st.ReadaheadBytes)
 		})
 	}
 }
