@@ -17,17 +17,19 @@ func TestAdmission(t *testing.T) {
 		name        string
 		page, pages int64
 		around      bool // read around the cache, not admitted
+		ahead       bool // admitted with readahead
 	}{
-		{"first random miss goes around", 300, 1, true},
-		{"second miss of the page admits it", 300, 1, false},
-		{"another first miss", 100, 1, true},
-		{"next page continues the last read", 101, 1, false},
-		{"a miss elsewhere", 400, 1, true},
-		{"a miss after a cached page", 101 + MaxReadahead/PageSize, 1, false},
-		{"a miss after a page read around", 401, 1, false},
-		{"two pages, both new", 200, 2, true},
-		{"a read wider than the readahead", 20, MaxReadahead/PageSize + 1, false},
-		{"unaligned read across two new pages", 450, 2, true},
+		{"first random miss goes around", 300, 1, true, false},
+		{"second miss of the page admits it", 300, 1, false, false},
+		{"another first miss", 100, 1, true, false},
+		{"next page continues the last read", 101, 1, false, true},
+		{"a miss elsewhere", 400, 1, true, false},
+		{"a miss after a cached page", 101 + MaxReadahead/PageSize, 1, false, true},
+		{"after a page read around, a read elsewhere: no trail", 401, 1, true, false},
+		{"the page after a read around continues it: readahead", 402, 1, false, true},
+		{"two pages, both new", 200, 2, true, false},
+		{"a read wider than the readahead", 20, MaxReadahead/PageSize + 1, false, false},
+		{"unaligned read across two new pages", 450, 2, true, false},
 	}
 	be := openBackend(t, uring.BackendUring, nil)
 	c := newCache(t, be, Options{Capacity: capPages * PageSize})
@@ -63,6 +65,9 @@ func TestAdmission(t *testing.T) {
 		if d.AdmissionSkips != 0 || cached != s.pages {
 			t.Errorf("step %d (%s): %d pages skipped, %d of %d pages cached; want none skipped, all cached",
 				i, s.name, d.AdmissionSkips, cached, s.pages)
+		}
+		if s.ahead != (d.ReadaheadBytes > 0) {
+			t.Errorf("step %d (%s): %d bytes of readahead", i, s.name, d.ReadaheadBytes)
 		}
 	}
 	checkInvariants(t, c, true, fa, fb)

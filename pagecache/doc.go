@@ -34,7 +34,10 @@
 // pages were missed recently: their keys are in S3-FIFO's ghost queue.
 // Otherwise it is read around the cache, straight into the caller's
 // buffer, and its keys enter the ghost queue, so that a second miss soon
-// after admits the pages (Cache.admitLater). A working set larger than
+// after admits the pages (Cache.admitLater). A miss behind a long enough
+// trail of pages read recently, cached or read around, is admitted with
+// its readahead: several sequential readers of one file, whose reads do
+// not continue the file's last fill, keep their readahead this way. A working set larger than
 // the cache then costs a read of the host per miss, as pread does,
 // instead of a read into a frame, a copy out and an eviction that the
 // next miss undoes; pages read twice still enter, so its hot part still

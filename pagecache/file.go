@@ -502,12 +502,16 @@ func (f *File) reserveFill(fc *fillCtx, req Range, p0, p1 int64) int64 {
 	// A fill starts at its request (FillRange reads no further back), so
 	// the request's pages are [p0, r1).
 	r1 := pageEnd(req.End)
-	random := r1-p0 <= MaxReadahead/PageSize && !f.continues(req.Start, p0, r1-p0)
-	if random {
-		p1 = min(p1, r1)
-	}
 	var around bool
-	fc.frames, around = f.c.reserveMiss(fc.frames[:0], int(max(p1-p0, 0)), random && f.hostFd.Load() >= 0, f.id, p0, r1)
+	switch {
+	case r1-p0 > MaxReadahead/PageSize || f.continues(req.Start, p0, r1-p0):
+		fc.frames = f.c.reserve(fc.frames[:0], int(max(p1-p0, 0)))
+	case f.hostFd.Load() >= 0:
+		fc.frames, p1, around = f.c.reserveMiss(fc.frames[:0], f, p0, r1, p1)
+	default:
+		p1 = r1
+		fc.frames = f.c.reserve(fc.frames[:0], int(p1-p0))
+	}
 	if around {
 		f.fillEnd.Store(req.End)
 		return p1
@@ -682,11 +686,18 @@ func (f *File) endAround() {
 // caches more such windows. Sequential fills read ahead and are never
 // read around the cache (admitLater).
 func (f *File) continues(off, p0, n int64) bool {
-	if off == f.fillEnd.Load() || p0 == 0 {
-		return true
-	}
-	for p := p0 - 1; p >= max(p0-n-1, 0); p-- {
-		if f.index.getUnlocked(p) < 0 {
+	return off == f.fillEnd.Load() || f.trail(p0, n+1, nil)
+}
+
+// trail reports whether the k pages before p0 (all of them from the
+// file's start, when there are fewer: none before page 0) were read
+// recently: each is cached or, when g is not nil, in g's ghost queue (read
+// around the full cache, or evicted from its small queue, recently).
+//
+// Preconditions: c.mu is held when g is not nil.
+func (f *File) trail(p0, k int64, g *s3fifo) bool {
+	for p := p0 - 1; p >= max(p0-k, 0); p-- {
+		if f.index.getUnlocked(p) < 0 && (g == nil || !g.seenRecently(policyKey(f.id, p))) {
 			return false
 		}
 	}

@@ -200,17 +200,35 @@ func TestReadaheadStreams(t *testing.T) {
 		name    string
 		streams int
 		random  bool
+		full    bool // a cache of 64 pages, full of another file's
 	}{
-		{"one stream", 1, false},
-		{"two streams", 2, false},
-		{"four streams", 4, false},
-		{"random reads", 1, true},
+		{"one stream", 1, false, false},
+		{"two streams", 2, false, false},
+		{"four streams", 4, false, false},
+		{"random reads", 1, true, false},
+		{"one stream, full cache", 1, false, true},
+		{"two streams, full cache", 2, false, true},
+		{"four streams, full cache", 4, false, true},
+		{"random reads, full cache", 1, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHostFile(t, data, false)
-			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: pages * PageSize})
+			capPages := int64(pages)
+			if tt.full {
+				capPages = 64
+			}
+			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: capPages * PageSize})
+			files := []*File{}
+			if tt.full {
+				other := openFile(t, c, newHostFile(t, pattern(8, 64*PageSize), false), 64*PageSize)
+				if _, err := other.ReadAt(make([]byte, 64*PageSize), 0); err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, other)
+			}
 			f := openFile(t, c, h, pages*PageSize)
+			files = append(files, f)
 			m := &model{data: append([]byte(nil), data...)}
 			rng := rand.New(rand.NewPCG(7, 0))
 			before := c.Stats()
@@ -241,8 +259,8 @@ func TestReadaheadStreams(t *testing.T) {
 					t.Errorf("%d fills for %d reads (at most %d), %d bytes of readahead", st.Fills, reads, maxFills, st.ReadaheadBytes)
 				}
 			}
-			checkInvariants(t, c, true, f)
-			t.Logf("%d reads: %d fills, %d bytes of readahead", reads, st.Fills, st.ReadaheadBytes)
+			checkInvariants(t, c, true, files...)
+			t.Logf("%d reads: %d fills, %d bytes of readahead, %d pages read around the cache", reads, st.Fills, st.ReadaheadBytes, st.AdmissionSkips)
 		})
 	}
 }
