@@ -694,7 +694,7 @@ func (f *File) continues(off, p0, n int64) bool {
 // recently: each is cached or, when g is not nil, in g's ghost queue (read
 // around the full cache, or evicted from its small queue, recently).
 //
-// Preconditions: c.mu is held when g is not nil.
+// Preconditions: f.c.mu is held when g is not nil (g is f.c.policy).
 func (f *File) trail(p0, k int64, g *s3fifo) bool {
 	for p := p0 - 1; p >= max(p0-k, 0); p-- {
 		if f.index.getUnlocked(p) < 0 && (g == nil || !g.seenRecently(policyKey(f.id, p))) {
