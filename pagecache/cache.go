@@ -126,7 +126,11 @@ type Cache struct {
 	mu sync.Mutex
 	// free is a stack of free frames. +checklocks:mu
 	free []int32
-	// policy orders resident frames for eviction. +checklocks:mu (hit is lock-free)
+	// nfree is len(free), written with mu held, read anywhere: a hint for
+	// misses that decide with no lock whether to go around the cache.
+	nfree atomic.Int64
+	// policy orders resident frames for eviction. +checklocks:mu (hit,
+	// seenRecently and remember are lock-free)
 	policy *s3fifo
 	// claimed marks frames taken by an eviction in progress. +checklocks:mu
 	claimed []bool
@@ -219,6 +223,7 @@ func New(opts Options) (*Cache, error) {
 	for i := range c.free {
 		c.free[i] = n - 1 - int32(i) // pop order is ascending: early fills get contiguous frames
 	}
+	c.nfree.Store(int64(n))
 	if !opts.NoRegister {
 		if err := c.be.RegisterBuffers(splitBuffers(arena)); err != nil {
 			log.Info("ringfs: arena not registered; fills and writeback use plain reads and writes", "err", err)
@@ -368,6 +373,7 @@ func (c *Cache) takeFree(dst []int32, n int) []int32 {
 		dst = append(dst, c.free[i])
 	}
 	c.free = c.free[:len(c.free)-k]
+	c.nfree.Store(int64(len(c.free)))
 	return dst
 }
 
@@ -389,6 +395,7 @@ func (c *Cache) pushFree(frames []int32) {
 	for i := len(frames) - 1; i >= 0; i-- {
 		c.free = append(c.free, frames[i])
 	}
+	c.nfree.Store(int64(len(c.free)))
 }
 
 // victim is a frame claimed by an eviction in progress.
@@ -442,28 +449,25 @@ func (c *Cache) reserve(dst []int32, want int) []int32 {
 
 // reserveMiss is reserve for the fill of a random miss of f that may be
 // read around the cache: pages [p0, r1) requested, [p0, p1) with
-// readahead. It first asks admitLater, in the critical section that also
-// takes the free frames, so that a miss locks c.mu once while frames are
-// free. It returns the frames and the fill's end page: r1, or p1 when the
-// pages before the miss were read recently (admitLater); around is true,
-// with no frames, when the miss is to be read around the cache.
+// readahead. While no frame is free it first asks admitLater, which takes
+// no lock: a full cache reads most random misses around it, and they
+// would otherwise all queue on c.mu. It returns the frames and the fill's
+// end page: r1, or p1 when the pages before the miss were read recently
+// (admitLater); around is true, with no frames, when the miss is to be
+// read around the cache.
 //
 // Preconditions: the caller holds no File's locks; p0 < r1 ≤ p1.
 func (c *Cache) reserveMiss(dst []int32, f *File, p0, r1, p1 int64) (frames []int32, end int64, around bool) {
 	end = r1
-	c.mu.Lock()
-	if !c.closed {
+	if c.nfree.Load() == 0 {
 		var trail bool
 		if around, trail = c.admitLater(f, p0, r1); around {
-			c.mu.Unlock()
 			return dst, r1, true
 		}
 		if trail {
 			end = p1
 		}
-		dst = c.takeFree(dst, int(end-p0))
 	}
-	c.mu.Unlock()
 	return c.reserve(dst, int(end-p0)), end, false
 }
 
@@ -569,11 +573,10 @@ func policyKey(file uint64, page int64) uint64 { return file<<40 ^ uint64(page) 
 // read instead of 0.19 KiB, and 5–12 % slower; with twice, 0.33 KiB, and
 // level with it.
 //
-// Preconditions: c.mu is held; c is not closed.
+// It takes no lock: the ghost set is atomic, and the caller saw no free
+// frame (Cache.nfree; a frame freed meanwhile only means one more miss
+// read around).
 func (c *Cache) admitLater(f *File, p0, p1 int64) (around, trail bool) {
-	if len(c.free) > 0 {
-		return false, false
-	}
 	if f.trail(p0, 2*(p1-p0+1), c.policy) {
 		return false, true
 	}

@@ -86,12 +86,14 @@
 // # Replacement
 //
 // Eviction uses S3-FIFO across all files (see s3fifo): a small FIFO for
-// new pages, a main FIFO for pages hit again, and a ghost list so a page
-// evicted young comes back straight into main (the ghost list also
-// remembers misses a full cache kept out: see Cache.admitLater). A one-time scan passes
-// through the small queue without displacing the hot set. Hits only bump
-// an atomic counter of their frame (and the hit counters of their stripe,
-// see internal/stripe). Eviction runs in the goroutine that needs frames,
+// new pages, a main FIFO for pages hit again, and a ghost set so a page
+// evicted young comes back straight into main (the ghost set also
+// remembers misses a full cache kept out: see Cache.admitLater). A
+// one-time scan passes through the small queue without displacing the
+// hot set. Hits only bump an atomic counter of their frame (and the hit
+// counters of their stripe, see internal/stripe). The ghost set is a
+// table of atomic fingerprints, so a miss of a full cache decides with no
+// lock whether to go around it. Eviction runs in the goroutine that needs frames,
 // holding no file lock, and frees victims in batches (evictBatch when they
 // must be written back, so one fdatasync covers many pages).
 //

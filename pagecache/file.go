@@ -693,8 +693,7 @@ func (f *File) continues(off, p0, n int64) bool {
 // file's start, when there are fewer: none before page 0) were read
 // recently: each is cached or, when g is not nil, in g's ghost queue (read
 // around the full cache, or evicted from its small queue, recently).
-//
-// Preconditions: f.c.mu is held when g is not nil (g is f.c.policy).
+// It takes no lock: the index and the ghost set are read with atomics.
 func (f *File) trail(p0, k int64, g *s3fifo) bool {
 	for p := p0 - 1; p >= max(p0-k, 0); p-- {
 		if f.index.getUnlocked(p) < 0 && (g == nil || !g.seenRecently(policyKey(f.id, p))) {
@@ -1089,6 +1088,7 @@ func (f *File) releaseFrames(gone []int32) {
 		c.policy.remove(fr)
 		c.free = append(c.free, fr)
 	}
+	c.nfree.Store(int64(len(c.free)))
 	c.mu.Unlock()
 }
 

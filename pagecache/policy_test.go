@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
 )
 
@@ -461,4 +462,83 @@ func queueOf(s *s3sim, key uint64) string {
 		return "main"
 	}
 	return "none"
+}
+
+// TestGhost checks the ghost set: membership, removal, how long a key
+// stays as others are added, and (under -race) that it needs no lock.
+func TestGhost(t *testing.T) {
+	const n = 1024
+	g := newGhost(n)
+	if len(g.table) != n {
+		t.Fatalf("%d slots for %d entries, want %d", len(g.table), n, n)
+	}
+	steps := []struct {
+		op   string
+		key  uint64
+		want bool
+	}{
+		{"find", 7, false},
+		{"add", 7, true},
+		{"find", 7, true},
+		{"find", 8, false},
+		{"remove", 7, true},
+		{"find", 7, false},
+		{"remove", 7, false},
+		{"add", 7, true},
+		{"add", 7, true}, // twice: still one key
+		{"remove", 7, true},
+		{"find", 7, false},
+	}
+	for i, s := range steps {
+		var got bool
+		switch s.op {
+		case "find":
+			got = g.find(s.key)
+		case "remove":
+			got = g.remove(s.key)
+		case "add":
+			g.add(s.key)
+			got = g.find(s.key)
+		}
+		if got != s.want {
+			t.Fatalf("step %d: %s(%d) = %v, want %v", i, s.op, s.key, got, s.want)
+		}
+	}
+	// Retention: of the last n/8 keys added, about e^(-1/8) = 88 % are
+	// still there; of those added over 8n additions ago, about none.
+	const total = 10 * n
+	for k := uint64(1000); k < 1000+total; k++ {
+		g.add(k)
+	}
+	recent, old := 0, 0
+	for k := uint64(1000 + total - n/8); k < 1000+total; k++ {
+		if g.find(k) {
+			recent++
+		}
+	}
+	for k := uint64(1000); k < 1000+total-8*n; k++ {
+		if g.find(k) {
+			old++
+		}
+	}
+	if recent < n/8*80/100 || old > 2*n/100 {
+		t.Errorf("%d of the last %d keys kept (want ≥ 80 %%), %d of %d keys over 8n additions old (want ≤ %d)",
+			recent, n/8, old, total-8*n, 2*n/100)
+	}
+	t.Logf("%d of the last %d keys kept; %d of %d older than 8n additions", recent, n/8, old, total-8*n)
+	// No lock: concurrent additions, lookups and removals, which the race
+	// detector checks (a key may lose its slot to another goroutine's
+	// meanwhile, so their results are not).
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for k := range uint64(5000) {
+				key := k*4 + uint64(w)
+				g.add(key)
+				g.find(key)
+				g.remove(key)
+			}
+		})
+	}
+	wg.Wait()
 }
