@@ -389,6 +389,9 @@ func invariantErrors(c *Cache, all bool, files ...*File) string {
 			problems = append(problems, fmt.Sprintf(format, args...))
 		}
 	}
+	if n := c.nfree.Load(); n != int64(len(c.free)) {
+		bad("nfree %d, %d frames free", n, len(c.free))
+	}
 	owner := make([]*File, c.nframes)
 	resident := 0
 	for _, f := range files {
