@@ -148,8 +148,9 @@
 // it unmaps the arena.
 //
 // A miss is found with no lock too: the same look at the index that serves
-// hits reports a page absent below the size. A miss that a full cache
-// reads around (Cache.admitLater) then takes no lock of its file either
+// hits reports a page absent below the size. Whether a full cache reads
+// it around takes no lock to decide (Cache.admitLater asks the atomic
+// ghost set), and a miss read around takes no lock of its file either
 // (File.readAround): the locked path would take mu for writing twice,
 // around a host read into the caller's buffer, and many goroutines missing
 // one file would queue there. It counts itself in File.arounds, then
