@@ -4,7 +4,6 @@ package pagecache
 
 import (
 	"bytes"
-	"sync"
 	"testing"
 	"time"
 
@@ -137,15 +136,7 @@ func TestFillExcludes(t *testing.T) {
 					f.fillEnd.Store(page * PageSize)
 				}
 				paths := unlockedPaths(c)
-				entered, release := make(chan struct{}), make(chan struct{})
-				var once sync.Once
-				rb.setBefore(func(reqs []uring.Request) {
-					for _, r := range reqs {
-						if r.Op.IsRead() && r.Off == page*PageSize {
-							once.Do(func() { close(entered); <-release })
-						}
-					}
-				})
+				entered, release := rb.blockFirst(func(r *uring.Request) bool { return r.Op.IsRead() && r.Off == page*PageSize })
 				before := c.Stats()
 				got := make([]byte, PageSize)
 				readDone := make(chan error, 1)

@@ -342,6 +342,22 @@ func (b *recBackend) setBefore(fn func(reqs []uring.Request)) {
 	b.mu.Unlock()
 }
 
+// blockFirst makes the first request that match accepts wait, ahead of
+// its Submit, until release is closed; entered is closed when it starts
+// waiting.
+func (b *recBackend) blockFirst(match func(r *uring.Request) bool) (entered, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	b.setBefore(func(reqs []uring.Request) {
+		for i := range reqs {
+			if match(&reqs[i]) {
+				once.Do(func() { close(entered); <-release })
+			}
+		}
+	})
+	return entered, release
+}
+
 func filterOps(ops []recOp, keep func(recOp) bool) []recOp {
 	var out []recOp
 	for _, o := range ops {

@@ -5,7 +5,6 @@ package pagecache
 import (
 	"bytes"
 	"errors"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,15 +78,7 @@ func TestReadAround(t *testing.T) {
 
 	t.Run("waits for a host write", func(t *testing.T) {
 		rb, c, fo, f, _ := setup(t)
-		entered, release := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		rb.setBefore(func(reqs []uring.Request) {
-			for _, r := range reqs {
-				if r.Op.IsWrite() && r.Off == page*PageSize {
-					once.Do(func() { close(entered); <-release })
-				}
-			}
-		})
+		entered, release := rb.blockFirst(func(r *uring.Request) bool { return r.Op.IsWrite() && r.Off == page*PageSize })
 		newData := pattern(9, PageSize)
 		wrote := make(chan error, 1)
 		go func() {
