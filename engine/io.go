@@ -446,12 +446,17 @@ func (ino *inode) clearPrivileges() {
 }
 
 // seekExtent answers SEEK_DATA and SEEK_HOLE from the host's extents
-// merged with pages that hold data only in the cache.
+// merged with pages that hold data only in the cache. No writeback of the
+// file runs between the two looks (pagecache File.HoldWriteback).
 func (f *File) seekExtent(offset int64, whence int) (int64, error) {
 	if offset < 0 {
 		return 0, syscall.EINVAL
 	}
 	ino := f.ino
+	if ino.cf != nil {
+		ino.cf.HoldWriteback()
+		defer ino.cf.ReleaseWriteback()
+	}
 	size, err := ino.size(f.fd)
 	if err != nil {
 		return 0, err
@@ -465,6 +470,9 @@ func (f *File) seekExtent(offset int64, whence int) (int64, error) {
 			hd = size
 		} else if err != nil {
 			return 0, err
+		}
+		if testHookSeekHost != nil {
+			testHookSeekHost()
 		}
 		if ino.cf != nil {
 			if cd := ino.cf.NextDirty(offset); cd >= 0 && cd < hd {
@@ -483,6 +491,9 @@ func (f *File) seekExtent(offset int64, whence int) (int64, error) {
 		} else if err != nil {
 			return 0, err
 		}
+		if testHookSeekHost != nil {
+			testHookSeekHost()
+		}
 		if hh >= size {
 			return size, nil
 		}
@@ -499,6 +510,10 @@ func (f *File) seekExtent(offset int64, whence int) (int64, error) {
 		}
 	}
 }
+
+// testHookSeekHost, when set by tests, runs in seekExtent between the
+// host's answer and the look at the cache.
+var testHookSeekHost func()
 
 func lseek(fd int32, off int64, whence int) (int64, error) {
 	for {

@@ -18,6 +18,20 @@ func (f *File) ReadCached(p []byte, off int64) (n int, hit bool) {
 	return n, hit
 }
 
+// HoldWriteback keeps writeback of the file, and so any of its pages
+// from becoming clean, from running until ReleaseWriteback. It is for
+// callers that compare the host's extents with the cached dirty pages
+// (SEEK_DATA, SEEK_HOLE): a writeback between the two looks, as an
+// eviction in another goroutine runs, would move dirty bytes to the host
+// after the host was looked at and clean them before the cache was, and
+// the data would be in neither answer.
+//
+// Preconditions: the caller holds no lock of f.
+func (f *File) HoldWriteback() { f.wbMu.Lock() }
+
+// ReleaseWriteback ends HoldWriteback.
+func (f *File) ReleaseWriteback() { f.wbMu.Unlock() }
+
 // SetFd replaces the host descriptors the cache uses for the file (when
 // the engine reopens the file with more access). The old descriptors stay
 // the caller's to close.
