@@ -615,6 +615,7 @@ func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
 	c.nextID++
 	c.files++
 	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd, syncFd: -1}
+	f.mu.st = &c.st
 	f.fillDone.L = &f.mu
 	f.aroundDone.L = &f.aroundMu
 	f.hostFd.Store(aroundFd(fd, directFd))

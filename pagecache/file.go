@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -100,16 +101,43 @@ type File struct {
 // size, and the bytes of its cached frames is made with mu held for
 // writing, so a reader that saw the same even seq before and after it read
 // them read a state no writer changed in between (File.readOptimistic).
+//
+// An acquisition that finds the mutex taken is counted, with the time it
+// waited, in st (the cache's FileLockWaits and FileLockWaitNs); one that
+// finds it free costs what the RWMutex's costs.
 type fileMu struct {
 	rw  sync.RWMutex
 	seq atomic.Uint64
+	st  *counters // set by NewFile, before the File is shared
 }
 
-func (m *fileMu) Lock()          { m.rw.Lock(); m.seq.Add(1) }
-func (m *fileMu) Unlock()        { m.seq.Add(1); m.rw.Unlock() }
-func (m *fileMu) RLock()         { m.rw.RLock() }
+func (m *fileMu) Lock() {
+	if !m.rw.TryLock() {
+		t := time.Now()
+		m.rw.Lock()
+		m.waited(t)
+	}
+	m.seq.Add(1)
+}
+
+func (m *fileMu) Unlock() { m.seq.Add(1); m.rw.Unlock() }
+
+func (m *fileMu) RLock() {
+	if !m.rw.TryRLock() {
+		t := time.Now()
+		m.rw.RLock()
+		m.waited(t)
+	}
+}
+
 func (m *fileMu) RUnlock()       { m.rw.RUnlock() }
 func (m *fileMu) TryRLock() bool { return m.rw.TryRLock() }
+
+// waited counts an acquisition that waited from t.
+func (m *fileMu) waited(t time.Time) {
+	m.st.lockWaits.Add(1)
+	m.st.lockWaitNs.Add(uint64(time.Since(t)))
+}
 
 // pageRange is the pages [p0, p1); writing marks a host write in flight
 // rather than a fill.

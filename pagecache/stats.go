@@ -44,6 +44,15 @@ type Stats struct {
 	WritebackMergedBytes uint64 `json:"writeback_merged_bytes"`
 	Syncs                uint64 `json:"syncs"`
 
+	// FileLockWaits counts acquisitions of a file's lock (File.mu, for
+	// reading or writing) that found it taken and waited for it;
+	// FileLockWaitNs is the time they waited, in total. Waits here, where
+	// many goroutines miss the cache of one file, cost more than the
+	// lock's holds: a waiter runs again only when the Go scheduler gets to
+	// it.
+	FileLockWaits  uint64 `json:"file_lock_waits"`
+	FileLockWaitNs uint64 `json:"file_lock_wait_ns"`
+
 	Evictions               uint64 `json:"evictions"`
 	EvictionsDirty          uint64 `json:"evictions_dirty"`
 	EvictionWritebackErrors uint64 `json:"eviction_writeback_errors"`
@@ -74,6 +83,8 @@ func (s Stats) Sub(prev Stats) Stats {
 	d.WritebackDirectBytes -= prev.WritebackDirectBytes
 	d.WritebackMergedBytes -= prev.WritebackMergedBytes
 	d.Syncs -= prev.Syncs
+	d.FileLockWaits -= prev.FileLockWaits
+	d.FileLockWaitNs -= prev.FileLockWaitNs
 	d.Evictions -= prev.Evictions
 	d.EvictionsDirty -= prev.EvictionsDirty
 	d.EvictionWritebackErrors -= prev.EvictionWritebackErrors
@@ -92,6 +103,7 @@ type counters struct {
 	writebackErrors, syncs, evictions, evictedDirty     atomic.Uint64
 	evictionWritebackErrors, pressure, admissionSkips   atomic.Uint64
 	writebackDirectBytes, writebackMergedBytes          atomic.Uint64
+	lockWaits, lockWaitNs                               atomic.Uint64
 	// aroundUnlocked counts reads around the cache that took no lock
 	// (File.readAround); for tests.
 	aroundUnlocked atomic.Uint64
@@ -147,5 +159,6 @@ func (c *Cache) Stats() Stats {
 		WritebackDirectBytes: st.writebackDirectBytes.Load(), WritebackMergedBytes: st.writebackMergedBytes.Load(),
 		Syncs: st.syncs.Load(), Evictions: st.evictions.Load(), EvictionsDirty: st.evictedDirty.Load(),
 		EvictionWritebackErrors: st.evictionWritebackErrors.Load(), Pressure: st.pressure.Load(),
+		FileLockWaits: st.lockWaits.Load(), FileLockWaitNs: st.lockWaitNs.Load(),
 	}
 }

@@ -96,7 +96,8 @@ func fixtureStats() engine.Stats {
 			Hits: 12000, HitBytes: 48 * mib, Misses: 345, Fills: 345, FillBatches: 300, FillSQEs: 345,
 			FillBytes: 22 * mib, ReadaheadBytes: 3 * mib, BypassBytes: 256 << 10, AdmissionSkips: 64,
 			WriteBytes: 20 * mib, WritebackBytes: 8 * mib,
-			WritebackBatches: 40, WritebackSQEs: 130, Evictions: 1024, EvictionsDirty: 12, WritebackErrors: 1},
+			WritebackBatches: 40, WritebackSQEs: 130, Evictions: 1024, EvictionsDirty: 12, WritebackErrors: 1,
+			FileLockWaits: 40, FileLockWaitNs: 2_400_000},
 		Ring: uring.Stats{Backend: "uring", SQEntries: 256, CQEntries: 512, Features: 0x1fff,
 			Submits: 1200, Requests: 10203, Enters: 1290, SQEs: 10203, Completions: 10200, Waits: 90,
 			RetryCQEAgain: 2, Errors: 1, InflightHighMark: 64, Inflight: 3},
@@ -138,6 +139,8 @@ func fixtureLater() engine.Stats {
 	s.Cache.WritebackBytes += 1200 << 10
 	s.Cache.WritebackBatches += 2
 	s.Cache.Evictions += 5
+	s.Cache.FileLockWaits += 3
+	s.Cache.FileLockWaitNs += 90_000
 	s.Ring.Enters += 30
 	s.Ring.SQEs += 310
 	s.Ring.Inflight = 7

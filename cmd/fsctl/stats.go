@@ -25,9 +25,10 @@ var statsCommand = &command{
 	detail: `
 Stats reads a running engine's counters over its stats socket and shows
 the mode and backend, the page cache (resident, dirty and capacity bytes,
-hit ratio, readahead, writeback, evictions), reads and writes by the path
-that served them, SQEs per io_uring_enter, requests in flight, errors and
-latency percentiles. Rates are averages since the engine started.
+hit ratio, readahead, writeback, evictions, waits for a file's lock),
+reads and writes by the path that served them, SQEs per io_uring_enter,
+requests in flight, errors and latency percentiles. Rates are averages
+since the engine started.
 
 With --watch it redraws every DURATION with that interval's counts and
 rates (the difference of two snapshots), until SIGINT or SIGTERM, which
@@ -198,6 +199,12 @@ func renderStats(w io.Writer, d statsDoc) error {
 			plural(k.AdmissionSkips, "page"))
 		p("writeback\t%s\t%s\t%s\n", ibytes(k.WritebackBytes), byteRate(k.WritebackBytes, period), plural(k.WritebackBatches, "batch/batches"))
 		p("evictions\t%s\t%s\t%s dirty\n", count(k.Evictions), opRate(k.Evictions, period), count(k.EvictionsDirty))
+		// Goroutines that queued for a file's lock: many, or long ones,
+		// mean goroutines contend for one file.
+		if k.FileLockWaits > 0 {
+			p("lock waits\t%s\t%s\t%s each\n", count(k.FileLockWaits), opRate(k.FileLockWaits, period),
+				duration(int64(k.FileLockWaitNs/k.FileLockWaits)))
+		}
 	}
 	if g.MappingsOpen > 0 || g.MappedBytes > 0 {
 		p("mmap\t%s mapped, %s open\n", ibytes(g.MappedBytes), plural(g.MappingsOpen, "mapping"))

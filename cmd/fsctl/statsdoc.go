@@ -81,6 +81,8 @@ type cacheCounters struct {
 	WritebackSQEs    uint64 `json:"writeback_sqes"`
 	Evictions        uint64 `json:"evictions"`
 	EvictionsDirty   uint64 `json:"evictions_dirty"`
+	FileLockWaits    uint64 `json:"file_lock_waits"`   // acquisitions of a file's lock that waited
+	FileLockWaitNs   uint64 `json:"file_lock_wait_ns"` // their time waiting, in total
 }
 
 type ringCounters struct {
@@ -172,7 +174,8 @@ func newCounters(s engine.Stats, interval bool) countersDoc {
 			FillBytes: c.FillBytes, ReadaheadBytes: c.ReadaheadBytes, BypassBytes: c.BypassBytes,
 			AdmissionSkips: c.AdmissionSkips,
 			WriteBytes:     c.WriteBytes, WritebackBytes: c.WritebackBytes, WritebackBatches: c.WritebackBatches,
-			WritebackSQEs: c.WritebackSQEs, Evictions: c.Evictions, EvictionsDirty: c.EvictionsDirty},
+			WritebackSQEs: c.WritebackSQEs, Evictions: c.Evictions, EvictionsDirty: c.EvictionsDirty,
+			FileLockWaits: c.FileLockWaits, FileLockWaitNs: c.FileLockWaitNs},
 		Ring: ringCounters{Submits: r.Submits, Requests: r.Requests, Enters: r.Enters, SQEs: r.SQEs,
 			Completions: r.Completions, Waits: r.Waits,
 			Retries:     r.RetryEnterEINTR + r.RetryEnterBusy + r.RetryCQEEINTR + r.RetryCQEAgain + r.ShortResubmits,
