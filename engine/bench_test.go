@@ -564,7 +564,9 @@ func BenchmarkSharedRead(b *testing.B) {
 // it from there); io=direct: nothing is cached by the kernel (O_DIRECT
 // os.File against Options.DirectIO), so every read waits for the disk and
 // only reads in flight together can go faster. Misses of one file fill in
-// parallel (pagecache: a fill reads with the file's lock released).
+// parallel (pagecache: a fill reads with the file's lock released);
+// lockwaits/op and µs/lockwait show how often a read queued for the
+// file's lock, and for how long (Stats.Cache.FileLockWaits).
 func BenchmarkReadMiss(b *testing.B) {
 	path, size := directFile(b)
 	for _, io := range []string{"buffered", "direct"} {
@@ -617,12 +619,14 @@ func BenchmarkReadMiss(b *testing.B) {
 							}
 						}
 					}
+					cpu0 := cpuTime()
 					if jobs == 1 {
 						loop(b.Loop)
 					} else {
 						b.SetParallelism((jobs + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 						b.RunParallel(func(pb *testing.PB) { loop(pb.Next) })
 					}
+					b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 					ns := float64(b.Elapsed()) / float64(b.N)
 					if e == nil {
 						baselines.Store(key, ns)
@@ -633,6 +637,10 @@ func BenchmarkReadMiss(b *testing.B) {
 					b.ReportMetric(float64(d.Cache.Misses)/float64(b.N), "misses/op")
 					b.ReportMetric(float64(d.Cache.AdmissionSkips)/float64(b.N), "around/op")
 					b.ReportMetric(float64(d.Cache.ReadaheadBytes)/float64(b.N), "readahead-B/op")
+					b.ReportMetric(float64(d.Cache.FileLockWaits)/float64(b.N), "lockwaits/op")
+					if d.Cache.FileLockWaits > 0 {
+						b.ReportMetric(float64(d.Cache.FileLockWaitNs)/float64(d.Cache.FileLockWaits)/1e3, "µs/lockwait")
+					}
 				})
 			}
 		}
