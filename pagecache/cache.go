@@ -601,6 +601,14 @@ func aroundFd(fd, directFd int32) int32 {
 	return fd
 }
 
+// fillFd is File.fillFd for a file with descriptors fd and directFd.
+func fillFd(fd, directFd int32) int32 {
+	if directFd >= 0 {
+		return directFd
+	}
+	return fd
+}
+
 // NewFile starts caching a host file. fd is used for fills and writeback;
 // directFd, when ≥ 0, is an O_DIRECT descriptor of the same file used for
 // whole-page transfers (the cache's frames are page-aligned). size is the
@@ -619,6 +627,7 @@ func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
 	f.fillDone.L = &f.mu
 	f.aroundDone.L = &f.aroundMu
 	f.hostFd.Store(aroundFd(fd, directFd))
+	f.fillFd.Store(fillFd(fd, directFd))
 	f.size.Store(size)
 	return f, nil
 }

@@ -169,7 +169,10 @@
 // them as the host held them when it looked, which is the file's content:
 // a page leaves the index only once the host has its bytes. A miss given
 // frames whose pages are all missing reads into them the same way
-// (File.fillUnlocked), copies the caller's bytes out, and takes mu once,
+// (File.fillUnlocked; through the file's O_DIRECT descriptor when it has
+// one, File.fillFd: frames are aligned, where a read around the cache
+// goes into the caller's buffer, so a file with one reads no miss around
+// the cache), copies the caller's bytes out, and takes mu once,
 // to index the pages, unless something changed the file after the read
 // ended (File.changes moved: every caller of waitArounds moves it), a page
 // got indexed meanwhile, or a locked fill of one is in flight; then it

@@ -4,6 +4,7 @@ package pagecache
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -201,7 +202,9 @@ func (p pathCounts) sub(q pathCounts) pathCounts {
 // with no lock (File.fillUnlocked) and its taking the file's lock, an
 // operation that changes the page it read: the fill must not index the
 // bytes it read, which are older than the change, though it returns them
-// (they were the file's while it read).
+// (they were the file's while it read). Each runs on a file with a
+// buffered descriptor only and on one with an O_DIRECT descriptor too,
+// which such fills read with.
 func TestFillUnlockedChanged(t *testing.T) {
 	const pages, page = 64, 40
 	ops := []struct {
@@ -226,27 +229,36 @@ func TestFillUnlockedChanged(t *testing.T) {
 		}, func([]byte) []byte { return make([]byte, PageSize) }},
 	}
 	for _, op := range ops {
-		t.Run(op.name, func(t *testing.T) {
-			c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 32 * PageSize})
-			data := pattern(4, pages*PageSize)
-			f := openFile(t, c, newHostFile(t, data, false), pages*PageSize)
-			paths := unlockedPaths(c)
-			got := readWithFillHook(t, f, page*PageSize, func() error { return op.run(f) })
-			if want := data[page*PageSize : (page+1)*PageSize]; !bytes.Equal(got, want) {
-				t.Fatalf("the fill returned other bytes than the file held while it read (first difference at %d)", firstDiff(got, want))
-			}
-			if d := unlockedPaths(c).sub(paths); d != (pathCounts{0, 1, 0}) {
-				t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock; want 0, 1, 0", d[0], d[1], d[2])
-			}
-			if _, err := f.ReadAt(got, page*PageSize); err != nil {
-				t.Fatal(err)
-			}
-			if want := op.want(data); !bytes.Equal(got, want) {
-				t.Fatalf("after the %s the page reads otherwise (first difference at %d)", op.name, firstDiff(got, want))
-			}
-			checkInvariants(t, c, true, f)
-		})
+		for _, direct := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/direct=%v", op.name, direct), func(t *testing.T) {
+				c := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 32 * PageSize})
+				data := pattern(4, pages*PageSize)
+				f := openFile(t, c, newHostFile(t, data, direct), pages*PageSize)
+				fillChanged(t, c, f, data, page, op.name, op.run, op.want)
+			})
+		}
 	}
+}
+
+// fillChanged is one case of TestFillUnlockedChanged: f holds data, and
+// run changes its page page into want(data).
+func fillChanged(t *testing.T, c *Cache, f *File, data []byte, page int64, name string, run func(f *File) error, want func([]byte) []byte) {
+	t.Helper()
+	paths := unlockedPaths(c)
+	got := readWithFillHook(t, f, page*PageSize, func() error { return run(f) })
+	if held := data[page*PageSize : (page+1)*PageSize]; !bytes.Equal(got, held) {
+		t.Fatalf("the fill returned other bytes than the file held while it read (first difference at %d)", firstDiff(got, held))
+	}
+	if d := unlockedPaths(c).sub(paths); d != (pathCounts{0, 1, 0}) {
+		t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock; want 0, 1, 0", d[0], d[1], d[2])
+	}
+	if _, err := f.ReadAt(got, page*PageSize); err != nil {
+		t.Fatal(err)
+	}
+	if after := want(data); !bytes.Equal(got, after) {
+		t.Fatalf("after the %s the page reads otherwise (first difference at %d)", name, firstDiff(got, after))
+	}
+	checkInvariants(t, c, true, f)
 }
 
 // TestFillUnlockedCachedWrite: a write that stays in the cache (pages all
@@ -307,4 +319,50 @@ func readWithFillHook(t *testing.T, f *File, off int64, op func() error) []byte 
 		t.Fatalf("the operation ran %d times (%v)", ran, opErr)
 	}
 	return got
+}
+
+// TestFillUnlockedDirect: a miss of a file with an O_DIRECT descriptor
+// fills its frames with no lock, through that descriptor, and indexes
+// them: in the middle of the file, across two pages, and on the last
+// page, which the file's end cuts short (the rest of its frame reads as
+// zeros, and a read there returns the bytes below the end).
+func TestFillUnlockedDirect(t *testing.T) {
+	const pages = 64
+	const size = pages*PageSize - 100
+	cases := []struct {
+		name   string
+		off, n int64
+		filled int // pages the fill indexes
+	}{
+		{"middle page", 20 * PageSize, PageSize, 1},
+		{"across two pages", 30*PageSize + 1000, PageSize, 2},
+		{"last page, cut by the end", (pages - 1) * PageSize, PageSize - 100, 1},
+		{"inside the last page", size - 50, 50, 1},
+	}
+	data := pattern(13, size)
+	be := openBackend(t, uring.BackendUring, nil)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCache(t, be, Options{Capacity: 32 * PageSize})
+			f := openFile(t, c, newHostFile(t, data, true), size)
+			before, paths := c.Stats(), unlockedPaths(c)
+			got := make([]byte, tc.n)
+			if n, hit, err := f.ReadAtHit(got, tc.off); err != nil || hit || n != int(tc.n) {
+				t.Fatalf("ReadAtHit = %d, hit %v, %v; want %d bytes from the host", n, hit, err, tc.n)
+			}
+			if want := data[tc.off : tc.off+tc.n]; !bytes.Equal(got, want) {
+				t.Fatalf("read other bytes than the file's (first difference at %d)", firstDiff(got, want))
+			}
+			if d := unlockedPaths(c).sub(paths); d != (pathCounts{1, 0, 0}) {
+				t.Fatalf("%d fills indexed with no lock, %d not indexed, %d reads around with no lock; want 1, 0, 0", d[0], d[1], d[2])
+			}
+			if d := c.Stats().ResidentBytes - before.ResidentBytes; d != int64(tc.filled)*PageSize {
+				t.Fatalf("%d bytes became resident, want %d pages", d, tc.filled)
+			}
+			if n, hit, err := f.ReadAtHit(got, tc.off); err != nil || !hit || n != int(tc.n) || !bytes.Equal(got, data[tc.off:tc.off+tc.n]) {
+				t.Fatalf("read again: %d, hit %v, %v (same bytes: %v); want a hit of the same bytes", n, hit, err, bytes.Equal(got, data[tc.off:tc.off+tc.n]))
+			}
+			checkInvariants(t, c, true, f)
+		})
+	}
 }

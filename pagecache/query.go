@@ -44,6 +44,7 @@ func (f *File) SetFd(fd, directFd int32) {
 	f.fd, f.directFd = fd, directFd
 	if !f.released {
 		f.hostFd.Store(aroundFd(fd, directFd))
+		f.fillFd.Store(fillFd(fd, directFd))
 	}
 	f.closeSyncFd(-1) // reopened from the new descriptor when needed
 }
@@ -115,6 +116,7 @@ func (f *File) Discard() {
 	f.dropFrom(0)
 	f.released = true
 	f.hostFd.Store(hostFdReleased)
+	f.fillFd.Store(hostFdReleased)
 	f.closeSyncFd(syncRefused)
 	f.c.mu.Lock()
 	f.c.files--
