@@ -46,10 +46,10 @@ type Stats struct {
 
 	// FileLockWaits counts acquisitions of a file's lock (File.mu, for
 	// reading or writing) that found it taken and waited for it;
-	// FileLockWaitNs is the time they waited, in total. Waits here, where
-	// many goroutines miss the cache of one file, cost more than the
-	// lock's holds: a waiter runs again only when the Go scheduler gets to
-	// it.
+	// FileLockWaitNs is the time they waited, in total. Many waits, or
+	// long ones, mean goroutines contend for one file: many goroutines
+	// missing the cache of one file, for instance (README, reads that
+	// miss).
 	FileLockWaits  uint64 `json:"file_lock_waits"`
 	FileLockWaitNs uint64 `json:"file_lock_wait_ns"`
 
