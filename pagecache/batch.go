@@ -87,7 +87,7 @@ func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss
 		fr := FillRange(m.req, Range{off, size}, c.readahead)
 		m.p0, m.p1 = pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
 		m.fc = getFillCtx()
-		m.p1 = f.reserveFill(m.fc, m.req, m.p0, m.p1)
+		m.p1 = f.reserveFill(m.fc, m.req, m.p0, m.p1, false) // misses read around here go through f.fd
 	}
 	slices.SortStableFunc(misses, func(a, b batchMiss) int { return cmp.Compare(a.op.File.id, b.op.File.id) })
 	var files []*File

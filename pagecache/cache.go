@@ -593,7 +593,9 @@ func (c *Cache) admitLater(f *File, p0, p1 int64) (around, trail bool) {
 }
 
 // aroundFd is File.hostFd for a file with descriptors fd and directFd:
-// files with an O_DIRECT descriptor read no miss around the cache.
+// files with an O_DIRECT descriptor read no miss around the cache through
+// the buffered one (File.readAround reads into aligned buffers through
+// File.fillFd).
 func aroundFd(fd, directFd int32) int32 {
 	if directFd >= 0 {
 		return -1

@@ -41,8 +41,10 @@
 // the cache then costs a read of the host per miss, as pread does,
 // instead of a read into a frame, a copy out and an eviction that the
 // next miss undoes; pages read twice still enter, so its hot part still
-// becomes resident. Files with an O_DIRECT descriptor always fill
-// through frames.
+// becomes resident. Files with an O_DIRECT descriptor read around the
+// cache only into buffers aligned for O_DIRECT, through that descriptor
+// (the kernel then caches nothing of the read either); their other
+// misses fill through frames.
 //
 // # Invariants
 //
@@ -170,9 +172,9 @@
 // a page leaves the index only once the host has its bytes. A miss given
 // frames whose pages are all missing reads into them the same way
 // (File.fillUnlocked; through the file's O_DIRECT descriptor when it has
-// one, File.fillFd: frames are aligned, where a read around the cache
-// goes into the caller's buffer, so a file with one reads no miss around
-// the cache), copies the caller's bytes out, and takes mu once,
+// one, File.fillFd, as frames are aligned; a read around the cache uses
+// that descriptor only when the caller's buffer is aligned too), copies
+// the caller's bytes out, and takes mu once,
 // to index the pages, unless something changed the file after the read
 // ended (File.changes moved: every caller of waitArounds moves it), a page
 // got indexed meanwhile, or a locked fill of one is in flight; then it

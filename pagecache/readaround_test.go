@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ringfs/ringfs/uring"
 )
 
@@ -142,4 +144,105 @@ func TestReleasedMiss(t *testing.T) {
 			checkInvariants(t, c, true, files...)
 		})
 	}
+}
+
+// TestReadAroundDirect: a file with an O_DIRECT descriptor reads a miss
+// around the full cache only into a buffer aligned for O_DIRECT, and
+// then through that descriptor: the kernel does not cache the page
+// either. A second miss of the page admits it (filled through the
+// descriptor too), and a miss into an unaligned buffer fills a frame.
+func TestReadAroundDirect(t *testing.T) {
+	const capPages, pages = 16, 64
+	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+	c := newCache(t, rb, Options{Capacity: capPages * PageSize})
+	fo := openFile(t, c, newHostFile(t, pattern(3, capPages*PageSize), false), capPages*PageSize)
+	if _, err := fo.ReadAt(make([]byte, capPages*PageSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	data := pattern(14, pages*PageSize)
+	// On a disk, not tmpfs (testDir), so that the kernel can drop its
+	// copy of the file and the test can see whether a read put it back.
+	h := newHostFileIn(t, t.TempDir(), data, true)
+	if err := h.fh.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(h.fh.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	f := openFile(t, c, h, pages*PageSize)
+	aligned := alignedPage(t)
+	cases := []struct {
+		name      string
+		page      int64
+		unaligned bool
+		around    bool // read around the cache, else filled into a frame
+	}{
+		{"first miss goes around", 40, false, true},
+		{"second miss of the page admits it", 40, false, false},
+		{"unaligned buffer fills a frame", 20, true, false},
+		{"another first miss goes around", 60, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := aligned
+			if tc.unaligned {
+				buf = make([]byte, PageSize+1)[1:]
+			}
+			paths, before, resident := unlockedPaths(c), c.Stats(), f.ResidentBytes()
+			kernel0 := kernelCached(t, h, tc.page)
+			submits, ops := rb.mark()
+			if _, err := f.ReadAt(buf, tc.page*PageSize); err != nil {
+				t.Fatal(err)
+			}
+			if want := data[tc.page*PageSize : (tc.page+1)*PageSize]; !bytes.Equal(buf, want) {
+				t.Fatalf("read other bytes than the file's (first difference at %d)", firstDiff(buf, want))
+			}
+			d, skips := unlockedPaths(c).sub(paths), c.Stats().Sub(before).AdmissionSkips
+			grew := f.ResidentBytes() - resident
+			want := pathCounts{1, 0, 0}
+			if tc.around {
+				want = pathCounts{0, 0, 1}
+			}
+			if d != want || tc.around != (skips == 1) || tc.around != (grew == 0) {
+				t.Fatalf("fills indexed/not indexed/reads around with no lock %v, want %v; %d pages kept out, file's resident bytes grew by %d", d, want, skips, grew)
+			}
+			// Both paths go to the ring (where reads of the disk wait
+			// together), through the O_DIRECT descriptor.
+			if n, got := rb.since(submits, ops); n != 1 || len(got) != 1 || got[0].fd != h.directFd() {
+				t.Fatalf("%d submissions %v; want one read through the O_DIRECT descriptor %d", n, got, h.directFd())
+			}
+			switch k := kernelCached(t, h, tc.page); {
+			case kernel0 != 0:
+				t.Logf("the kernel keeps the file cached here (%s): not checked that the read left it out", h.path)
+			case k != 0:
+				t.Fatalf("the read left the page in the kernel's cache too (cachestat: %d pages)", k)
+			}
+			checkInvariants(t, c, true, fo, f)
+		})
+	}
+}
+
+// kernelCached returns how many pages of h's page page the kernel caches
+// (0 where cachestat(2) is missing).
+func kernelCached(t *testing.T, h *hostFile, page int64) uint64 {
+	t.Helper()
+	var st unix.Cachestat_t
+	err := unix.Cachestat(uint(h.fh.Fd()), &unix.CachestatRange{Off: uint64(page * PageSize), Len: PageSize}, &st, 0)
+	if errors.Is(err, syscall.ENOSYS) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Cache
+}
+
+// alignedPage returns a page-sized buffer aligned to the page size.
+func alignedPage(t *testing.T) []byte {
+	b, err := unix.Mmap(-1, 0, PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(b) })
+	return b
 }
