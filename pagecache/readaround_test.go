@@ -21,12 +21,7 @@ import (
 func TestReadAround(t *testing.T) {
 	const capPages, pages, page = 16, 32, 5
 	setup := func(t *testing.T) (*recBackend, *Cache, *File, *File, []byte) {
-		rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
-		c := newCache(t, rb, Options{Capacity: capPages * PageSize})
-		fo := openFile(t, c, newHostFile(t, pattern(3, capPages*PageSize), false), capPages*PageSize)
-		if _, err := fo.ReadAt(make([]byte, capPages*PageSize), 0); err != nil {
-			t.Fatal(err)
-		}
+		rb, c, fo := fullCache(t, capPages)
 		data := pattern(4, pages*PageSize)
 		return rb, c, fo, openFile(t, c, newHostFile(t, data, false), pages*PageSize), data
 	}
@@ -153,12 +148,7 @@ func TestReleasedMiss(t *testing.T) {
 // descriptor too), and a miss into an unaligned buffer fills a frame.
 func TestReadAroundDirect(t *testing.T) {
 	const capPages, pages = 16, 64
-	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
-	c := newCache(t, rb, Options{Capacity: capPages * PageSize})
-	fo := openFile(t, c, newHostFile(t, pattern(3, capPages*PageSize), false), capPages*PageSize)
-	if _, err := fo.ReadAt(make([]byte, capPages*PageSize), 0); err != nil {
-		t.Fatal(err)
-	}
+	rb, c, fo := fullCache(t, capPages)
 	data := pattern(14, pages*PageSize)
 	// On a disk, not tmpfs (testDir), so that the kernel can drop its
 	// copy of the file and the test can see whether a read put it back.
@@ -220,6 +210,19 @@ func TestReadAroundDirect(t *testing.T) {
 			checkInvariants(t, c, true, fo, f)
 		})
 	}
+}
+
+// fullCache returns a cache of capPages pages on a recording backend, all
+// of them holding a file of its own (returned, for checkInvariants).
+func fullCache(t *testing.T, capPages int) (*recBackend, *Cache, *File) {
+	t.Helper()
+	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+	c := newCache(t, rb, Options{Capacity: int64(capPages) * PageSize})
+	fo := openFile(t, c, newHostFile(t, pattern(3, capPages*PageSize), false), int64(capPages)*PageSize)
+	if _, err := fo.ReadAt(make([]byte, capPages*PageSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	return rb, c, fo
 }
 
 // kernelCached returns how many pages of h's page page the kernel caches
