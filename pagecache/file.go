@@ -667,7 +667,9 @@ func (f *File) lookAround(p0, p1, end int64, aligned bool) (fd int32, changes ui
 // misses wait for the disk at once: go test -run '^$' -bench
 // 'ReadMiss/impl=ringfs/io=direct' ./engine/, 16 goroutines, took 8.2 µs
 // and 6.2 µs of CPU a read with locked fills, 0.8 waits for the lock a
-// read of 54 µs each; 6.7 µs, 5.5 µs and 0.3 waits of 9 µs with these.
+// read of 54 µs each; 6.7 µs, 5.5 µs and 0.3 waits of 9 µs with these
+// (measured before aligned misses of such files were read around the
+// cache too, readAround, which the benchmark's are).
 // The bytes it returns are the host's while the read was counted, when
 // nothing changed the file. Whatever changes the file after the read
 // ends and before f.mu is taken moves f.changes, and the fill then
