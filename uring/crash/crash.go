@@ -1,25 +1,5 @@
 //go:build linux
 
-// Package crash simulates power loss under a uring.Backend. A Host wraps a
-// backend and records, for the files it tracks, every completed operation
-// that changes them — writes (with the bytes written), ftruncates,
-// fallocates — and every successful fsync. From that record it builds the
-// content a file could have after a crash at any recorded point: the bytes
-// made durable by the last fsync before the point, plus a chosen share of
-// the 4 KiB blocks changed since (the others as they were, or garbage).
-//
-// Only operations that went through the backend are seen; tests that use a
-// Host must route every change of a tracked file through it (ringfs's
-// engine and cache do, except writes through mmap'd mappings). Operations
-// are recorded in the order their Submit (or Do) returned, so overlapping
-// writes of one file must not run concurrently if the record is to be
-// exact. Writes with RWF_APPEND (offset chosen by the kernel) and requests
-// on registered files are not recorded.
-//
-// Lock order: Host.mu only; the wrapped backend runs without it.
-//
-// Memory: a Host copies the bytes of every recorded write and keeps them
-// until Reset; it is for tests with bounded workloads.
 package crash
 
 import (

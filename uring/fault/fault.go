@@ -1,21 +1,5 @@
 //go:build linux
 
-// Package fault injects failures at the uring boundary, so that every
-// layer above can be tested against EIO, ENOSPC, EINTR, EAGAIN, short I/O,
-// delays and io_uring_enter failures.
-//
-// An Injector holds rules. Each rule has a predicate on the operation (its
-// kind, fd, byte range, its index among matching operations, or a seeded
-// coin) and an effect. Rules at StageIssue stop the operation before it
-// reaches the kernel (it has no effect on the file); rules at
-// StageComplete replace the kernel's result after the operation ran. Enter
-// rules fail io_uring_enter itself (each syscall in psync).
-//
-// Pass the Injector as uring.Options.Injector. Heal disables every rule,
-// so a test can fail a stretch of work and then check recovery.
-//
-// Lock order: Injector.mu only; predicates run under it and must not call
-// back into the Injector.
 package fault
 
 import (
