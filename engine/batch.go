@@ -31,8 +31,10 @@ type Op struct {
 // aligned buffers, Shared mode, no cache), are handed to the backend
 // together in one submission. Writes to cached files are applied to the
 // cache in order. The operations of one batch have no order among
-// themselves: overlapping ones may be applied in any order. Each result is
-// in its Op; Submit itself fails only when the engine is closed.
+// themselves: overlapping ones may be applied in any order. An operation
+// on a handle of another Engine is run by itself, by that engine, as
+// ReadAt or WriteAt would run it. Each result is in its Op; Submit itself
+// fails only when the engine is closed.
 func (e *Engine) Submit(ops []Op) error {
 	if e.isClosed() {
 		for i := range ops {
@@ -85,6 +87,12 @@ func (b *batch) add(op *Op) {
 	}
 	if f == nil {
 		op.Err = &fs.PathError{Op: verb, Path: "", Err: syscall.EINVAL}
+		return
+	}
+	if f.e != b.e {
+		// A handle of another engine, whose cache and ring this batch
+		// must not mix with its own: that engine serves it.
+		b.single(op)
 		return
 	}
 	ticket, ok := f.gate.enter()

@@ -18,7 +18,8 @@
 // io.ReaderAt, io.WriterAt, io.Seeker, io.Closer) and adds Sync, Datasync,
 // Allocate, Truncate, Stat, ReadAtFlags/WriteAtFlags (RWF_*), Map, and
 // SEEK_DATA/SEEK_HOLE. Engine.Submit runs a batch of reads and writes with
-// one submission to the kernel.
+// one submission to the kernel (an operation on a handle of another
+// engine is handed to that engine, which runs it by itself).
 //
 // # Modes
 //

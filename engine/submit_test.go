@@ -5,6 +5,8 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -167,4 +169,95 @@ func TestRSSBound(t *testing.T) {
 	}
 	t.Logf("%d random reads over 8 GiB: VmRSS peak %d MiB (%d MiB before), cache resident %d MiB, %d evictions; bound %d MiB",
 		reads, peak>>20, base>>20, st.Cache.ResidentBytes>>20, st.Cache.Evictions, (cacheSize+slack)>>20)
+}
+
+// TestSubmitOtherEngine: a Submit may carry operations on handles of
+// another engine. That engine serves them, as ReadAt and WriteAt would:
+// the results are right, the submitting engine's cache, ring and counters
+// are not involved, and a closed handle or engine fails with ErrClosed.
+// (Such reads once went into the submitting engine's page cache, with the
+// other engine's file, and failed with EFAULT.)
+func TestSubmitOtherEngine(t *testing.T) {
+	checkLeaks(t)
+	for _, tc := range []struct {
+		name string
+		opts Options // the handle's engine
+		flag int
+	}{
+		{"exclusive", Options{Mode: Exclusive, CacheSize: 1 << 20}, os.O_RDWR},
+		{"writethrough", Options{Mode: Writethrough}, os.O_RDWR},
+		{"shared", Options{Mode: Shared}, os.O_RDWR},
+		{"nocache", Options{CacheSize: -1}, os.O_RDWR},
+		{"direct", Options{Mode: Exclusive}, os.O_RDWR | syscall.O_DIRECT},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.flag&syscall.O_DIRECT != 0 && !directSupported(dir) {
+				t.Skipf("no O_DIRECT in %s", dir)
+			}
+			path := filepath.Join(dir, "f")
+			want := pattern(1<<20, 7, 1)
+			writeHost(t, path, want)
+			e1 := newEngine(t, Options{})
+			e2 := newEngine(t, tc.opts)
+			f := openFile(t, e2, path, tc.flag)
+			// Cached pages (the first 64 KiB, read ahead), to be hit:
+			// the batch then holds both hits and misses of another
+			// engine's cache.
+			if _, err := f.ReadAt(alignedBuf(4096), 0); err != nil {
+				t.Fatal(err)
+			}
+			src := alignedBuf(4096)
+			copy(src, pattern(4096, 7, 2))
+			ops := []Op{
+				{File: f, Buf: alignedBuf(4096), Off: 0},
+				{File: f, Buf: alignedBuf(8192), Off: 512 << 10},
+				{File: f, Write: true, Buf: src, Off: 256 << 10},
+				{File: f, Buf: alignedBuf(4096), Off: 1020 << 10},
+			}
+			if err := e1.Submit(ops); err != nil {
+				t.Fatalf("Submit: %v", err)
+			}
+			copy(want[256<<10:], src)
+			for i, op := range ops {
+				if op.Err != nil || op.N != len(op.Buf) {
+					t.Fatalf("op %d (write %v, %d bytes at %d): %d, %v", i, op.Write, len(op.Buf), op.Off, op.N, op.Err)
+				}
+				if !op.Write && !bytes.Equal(op.Buf, want[op.Off:op.Off+int64(len(op.Buf))]) {
+					t.Fatalf("op %d: read bytes that are not the file's at %d", i, op.Off)
+				}
+			}
+			got := alignedBuf(len(want))
+			if n, err := f.ReadAt(got, 0); n != len(want) || err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("ReadAt after the batch: %d, %v, content equal %v", n, err, bytes.Equal(got, want))
+			}
+			s1, s2 := e1.Stats(), e2.Stats()
+			if s1.Reads.Ops() != 0 || s1.Writes.Ops() != 0 || s1.Cache.Misses != 0 || s1.Ring.Requests != 0 {
+				t.Errorf("the submitting engine served the other's operations: reads %d, writes %d, misses %d, ring requests %d",
+					s1.Reads.Ops(), s1.Writes.Ops(), s1.Cache.Misses, s1.Ring.Requests)
+			}
+			if s2.Reads.Ops() < 4 || s2.Writes.Ops() != 1 {
+				t.Errorf("the handle's engine counted %d reads and %d writes, want ≥ 4 and 1", s2.Reads.Ops(), s2.Writes.Ops())
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ops = []Op{{File: f, Buf: make([]byte, 10)}, {File: f, Write: true, Buf: []byte("x")}}
+			e1.Submit(ops)
+			for i, op := range ops {
+				if !errors.Is(op.Err, fs.ErrClosed) || op.N != 0 {
+					t.Errorf("op %d on a closed handle of another engine: %d, %v", i, op.N, op.Err)
+				}
+			}
+			g := openFile(t, e2, path, tc.flag)
+			if err := e2.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ops = []Op{{File: g, Buf: make([]byte, 10)}}
+			e1.Submit(ops)
+			if !errors.Is(ops[0].Err, fs.ErrClosed) {
+				t.Errorf("op on a handle of a closed engine: %d, %v", ops[0].N, ops[0].Err)
+			}
+		})
+	}
 }
