@@ -86,7 +86,7 @@ func (b *batch) add(op *Op) {
 		verb = "write"
 	}
 	if f == nil {
-		op.Err = &fs.PathError{Op: verb, Path: "", Err: syscall.EINVAL}
+		op.Err = errNilFile(verb)
 		return
 	}
 	if f.e != b.e {

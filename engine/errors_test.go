@@ -413,6 +413,66 @@ func openErrors(t *testing.T, fig *Figures) {
 	t.Logf("%d refused opens (%d unknown flag bits), 0 handles or files left, target untouched, nothing created", len(rows), bits)
 }
 
+// handleCall is one call of a File method, for tests of handles that
+// must refuse every call.
+type handleCall struct {
+	name string
+	call func() error
+}
+
+// handleCalls calls every I/O method of f once (p is the buffer).
+func handleCalls(f *File, p []byte) []handleCall {
+	return []handleCall{
+		{"ReadAt", func() error { _, err := f.ReadAt(p, 0); return err }},
+		{"ReadAtFlags", func() error { _, err := f.ReadAtFlags(p, 0, 0); return err }},
+		{"Read", func() error { _, err := f.Read(p); return err }},
+		{"WriteAt", func() error { _, err := f.WriteAt(p, 0); return err }},
+		{"WriteAtFlags", func() error { _, err := f.WriteAtFlags(p, 0, unix.RWF_DSYNC); return err }},
+		{"Write", func() error { _, err := f.Write(p); return err }},
+		{"Seek", func() error { _, err := f.Seek(0, io.SeekStart); return err }},
+		{"Seek end", func() error { _, err := f.Seek(0, io.SeekEnd); return err }},
+		{"Seek data", func() error { _, err := f.Seek(0, SeekData); return err }},
+		{"Seek hole", func() error { _, err := f.Seek(0, SeekHole); return err }},
+		{"Stat", func() error { _, err := f.Stat(); return err }},
+		{"Sync", f.Sync},
+		{"Datasync", f.Datasync},
+		{"Truncate", func() error { return f.Truncate(0) }},
+		{"Allocate", func() error { return f.Allocate(0, 0, 1<<20) }},
+		{"Allocate punch", func() error {
+			return f.Allocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096)
+		}},
+		{"Map", func() error { _, err := f.Map(0, 10, false); return err }},
+		{"Close", f.Close},
+		{"zero-length ReadAt", func() error { _, err := f.ReadAt(nil, 0); return err }},
+		{"zero-length WriteAt", func() error { _, err := f.WriteAt(nil, 0); return err }},
+		{"invalid ReadAt", func() error { _, err := f.ReadAt(p, -1); return err }},
+	}
+}
+
+// TestNilFile: as with os.File, every method of a nil *File fails with
+// EINVAL (fs.ErrInvalid), in an *fs.PathError, rather than panic; Name is
+// "" and Fd is ^uintptr(0), and a Submit of an Op without a File fails
+// that Op the same way.
+func TestNilFile(t *testing.T) {
+	var f *File
+	for _, c := range handleCalls(f, make([]byte, 10)) {
+		err := c.call()
+		wantPathErr(t, c.name+" on a nil *File", err, fs.ErrInvalid)
+		wantPathErr(t, c.name+" on a nil *File", err, syscall.EINVAL)
+	}
+	if f.Name() != "" || f.Fd() != ^uintptr(0) {
+		t.Fatalf("nil *File: Name %q, Fd %#x", f.Name(), f.Fd())
+	}
+	e := newEngine(t, Options{})
+	ops := []Op{{Buf: make([]byte, 10)}, {Write: true, Buf: make([]byte, 10)}}
+	if err := e.Submit(ops); err != nil {
+		t.Fatal(err)
+	}
+	for i, op := range ops {
+		wantPathErr(t, fmt.Sprintf("Submit op %d without a File", i), op.Err, fs.ErrInvalid)
+	}
+}
+
 // closedHandle (B7): every method of a closed File fails with
 // fs.ErrClosed, a second Close too, and no I/O reaches the backend. The
 // closed handle's descriptor number is taken by another file first (the
@@ -447,45 +507,17 @@ func closedHandle(t *testing.T, fig *Figures) {
 				t.Fatal(err)
 			}
 			p := make([]byte, 10)
-			calls := []struct {
-				name string
-				call func() error
-			}{
-				{"ReadAt", func() error { _, err := f.ReadAt(p, 0); return err }},
-				{"ReadAtFlags", func() error { _, err := f.ReadAtFlags(p, 0, 0); return err }},
-				{"Read", func() error { _, err := f.Read(p); return err }},
-				{"WriteAt", func() error { _, err := f.WriteAt(p, 0); return err }},
-				{"WriteAtFlags", func() error { _, err := f.WriteAtFlags(p, 0, unix.RWF_DSYNC); return err }},
-				{"Write", func() error { _, err := f.Write(p); return err }},
-				{"Seek", func() error { _, err := f.Seek(0, io.SeekStart); return err }},
-				{"Seek end", func() error { _, err := f.Seek(0, io.SeekEnd); return err }},
-				{"Seek data", func() error { _, err := f.Seek(0, SeekData); return err }},
-				{"Seek hole", func() error { _, err := f.Seek(0, SeekHole); return err }},
-				{"Stat", func() error { _, err := f.Stat(); return err }},
-				{"Sync", f.Sync},
-				{"Datasync", f.Datasync},
-				{"Truncate", func() error { return f.Truncate(0) }},
-				{"Allocate", func() error { return f.Allocate(0, 0, 1<<20) }},
-				{"Allocate punch", func() error {
-					return f.Allocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096)
-				}},
-				{"Map", func() error { _, err := f.Map(0, 10, false); return err }},
-				{"Close", f.Close},
-				{"zero-length ReadAt", func() error { _, err := f.ReadAt(nil, 0); return err }},
-				{"zero-length WriteAt", func() error { _, err := f.WriteAt(nil, 0); return err }},
-				{"invalid ReadAt", func() error { _, err := f.ReadAt(p, -1); return err }},
-				{"Submit", func() error {
-					ops := []Op{{File: f, Buf: p}, {File: f, Write: true, Buf: p}}
-					fx.e.Submit(ops)
-					for _, op := range ops {
-						var pe *fs.PathError
-						if !errors.As(op.Err, &pe) {
-							return fmt.Errorf("op error %v is not an *fs.PathError", op.Err)
-						}
+			calls := append(handleCalls(f, p), handleCall{"Submit", func() error {
+				ops := []Op{{File: f, Buf: p}, {File: f, Write: true, Buf: p}}
+				fx.e.Submit(ops)
+				for _, op := range ops {
+					var pe *fs.PathError
+					if !errors.As(op.Err, &pe) {
+						return fmt.Errorf("op error %v is not an *fs.PathError", op.Err)
 					}
-					return errors.Join(ops[0].Err, ops[1].Err)
-				}},
-			}
+				}
+				return errors.Join(ops[0].Err, ops[1].Err)
+			}})
 			before := fx.e.Stats()
 			for _, c := range calls {
 				err := c.call()

@@ -24,7 +24,9 @@ import (
 // file); Read at end of file returns 0, io.EOF.
 //
 // Every failure is an *fs.PathError wrapping a syscall.Errno (or
-// fs.ErrClosed after Close), so errors.Is works with both.
+// fs.ErrClosed after Close), so errors.Is works with both. As with
+// os.File, the methods of a nil *File fail with EINVAL (which matches
+// fs.ErrInvalid); Name returns "" and Fd returns ^uintptr(0).
 //
 // What the modes change: in Exclusive mode reads at or past the size the
 // engine caches return io.EOF without I/O, and writes may stay in the
@@ -276,11 +278,32 @@ func fsizeLimit() int64 {
 }
 
 // Name returns the name the file was opened with.
-func (f *File) Name() string { return f.name }
+func (f *File) Name() string {
+	if f == nil {
+		return ""
+	}
+	return f.name
+}
 
 // Fd returns the handle's host descriptor. It stays valid until Close;
 // I/O on it bypasses the engine's cache.
-func (f *File) Fd() uintptr { return uintptr(f.fd) }
+func (f *File) Fd() uintptr {
+	if f == nil {
+		return ^uintptr(0)
+	}
+	return uintptr(f.fd)
+}
+
+// errNilFile is the failure of a method called on a nil *File.
+func errNilFile(op string) error { return &fs.PathError{Op: op, Err: nilFileErr{}} }
+
+// nilFileErr is the error inside errNilFile's: it matches syscall.EINVAL
+// and, as os.File's answer to a nil receiver does, fs.ErrInvalid.
+type nilFileErr struct{}
+
+func (nilFileErr) Error() string        { return "invalid argument: nil *File" }
+func (nilFileErr) Unwrap() error        { return syscall.EINVAL }
+func (nilFileErr) Is(target error) bool { return target == fs.ErrInvalid }
 
 func (f *File) pathErr(op string, err error) error {
 	if err != ErrWriteAtInAppendMode { // keep it: errors.Is must find it
@@ -315,6 +338,9 @@ func (f *File) ReadAtFlags(p []byte, off int64, flags int) (int, error) {
 }
 
 func (f *File) readAt(p []byte, off int64, flags int, op string) (int, error) {
+	if f == nil {
+		return 0, errNilFile(op)
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return 0, f.pathErr(op, fs.ErrClosed)
@@ -367,6 +393,9 @@ func (f *File) WriteAtFlags(p []byte, off int64, flags int) (int, error) {
 // known to be open: on a closed handle every call fails with
 // fs.ErrClosed.
 func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (int, int64, error) {
+	if f == nil {
+		return 0, off, errNilFile(op)
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return 0, off, f.pathErr(op, fs.ErrClosed)
@@ -446,6 +475,9 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 
 // Read reads from the handle's offset and advances it.
 func (f *File) Read(p []byte) (int, error) {
+	if f == nil {
+		return 0, errNilFile("read")
+	}
 	f.posMu.Lock()
 	defer f.posMu.Unlock()
 	n, err := f.readAt(p, f.pos, 0, "read")
@@ -459,6 +491,9 @@ func (f *File) Read(p []byte) (int, error) {
 // Write writes at the handle's offset (at the end of file with O_APPEND)
 // and advances it past the bytes written.
 func (f *File) Write(p []byte) (int, error) {
+	if f == nil {
+		return 0, errNilFile("write")
+	}
 	f.posMu.Lock()
 	defer f.posMu.Unlock()
 	n, at, err := f.writeAt(p, f.pos, 0, f.append, "write")
@@ -476,6 +511,9 @@ func (f *File) Write(p []byte) (int, error) {
 // result fails with EINVAL; SeekData/SeekHole at or past the end of file
 // fail with ENXIO; other whence values fail with EINVAL.
 func (f *File) Seek(offset int64, whence int) (int64, error) {
+	if f == nil {
+		return 0, errNilFile("seek")
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return 0, f.pathErr("seek", fs.ErrClosed)
@@ -525,6 +563,9 @@ const (
 // Stat returns the file's metadata from the host, with the size the
 // engine holds (which includes cached writes not yet written back).
 func (f *File) Stat() (fs.FileInfo, error) {
+	if f == nil {
+		return nil, errNilFile("stat")
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return nil, f.pathErr("stat", fs.ErrClosed)
@@ -553,6 +594,9 @@ func (f *File) Sync() error { return f.syncMode(pagecache.SyncFull, "sync") }
 func (f *File) Datasync() error { return f.syncMode(pagecache.SyncData, "datasync") }
 
 func (f *File) syncMode(mode pagecache.SyncMode, op string) error {
+	if f == nil {
+		return errNilFile(op)
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return f.pathErr(op, fs.ErrClosed)
@@ -581,6 +625,9 @@ func (f *File) checkErrs() error {
 // dropped without being written; the tail of a partial last page reads
 // zero, as does everything a larger size adds.
 func (f *File) Truncate(size int64) error {
+	if f == nil {
+		return errNilFile("truncate")
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return f.pathErr("truncate", fs.ErrClosed)
@@ -605,6 +652,9 @@ func (f *File) Truncate(size int64) error {
 // FALLOC_FL_ZERO_RANGE (optionally with KEEP_SIZE); others fail with
 // EOPNOTSUPP. Cached pages in punched or zeroed ranges read zero.
 func (f *File) Allocate(mode uint32, off, length int64) error {
+	if f == nil {
+		return errNilFile("allocate")
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return f.pathErr("allocate", fs.ErrClosed)
@@ -639,6 +689,9 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 // fsync). It reports a writeback error this handle has not seen. A second
 // Close fails with fs.ErrClosed.
 func (f *File) Close() error {
+	if f == nil {
+		return errNilFile("close")
+	}
 	if !f.gate.close() {
 		return f.pathErr("close", fs.ErrClosed)
 	}

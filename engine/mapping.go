@@ -35,6 +35,9 @@ type Mapping struct {
 // EINVAL; a length of 0 gives an empty Mapping. Dirty cached data in the
 // file is written back first.
 func (f *File) Map(off, length int64, writable bool) (*Mapping, error) {
+	if f == nil {
+		return nil, errNilFile("mmap")
+	}
 	ticket, ok := f.gate.enter()
 	if !ok {
 		return nil, f.pathErr("mmap", fs.ErrClosed)
