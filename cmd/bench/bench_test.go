@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +54,31 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("stdout not empty: %q", stdout.String())
 			}
 		})
+	}
+}
+
+// TestPlotUnwritable: a --plot path that cannot be created fails the run
+// before it starts (no scratch file, no table), and one whose run fails
+// is not left behind empty.
+func TestPlotUnwritable(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--quick", "--backends", "os", "--plot", filepath.Join(tmp, "no", "such", "dir.svg")}, &stdout, &stderr)
+	if code != exitError || !strings.Contains(stderr.String(), "bench: plot: open") || stdout.Len() != 0 {
+		t.Errorf("exit status %d, stdout %q, stderr %q; want 1, nothing, and the plot's error", code, stdout.String(), stderr.String())
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("the run started: %s holds %d entries", tmp, len(ents))
+	}
+	plot := filepath.Join(tmp, "p.svg")
+	stderr.Reset()
+	code = run(context.Background(), []string{"--backends", "os", "--file", tmp, "--plot", plot}, &stdout, &stderr)
+	if code != exitUsage {
+		t.Errorf("--file naming a directory: exit status %d, stderr %q", code, stderr.String())
+	}
+	if _, err := os.Stat(plot); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a run that failed left its plot file: %v", err)
 	}
 }
 

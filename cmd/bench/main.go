@@ -90,6 +90,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			f.Close()
 		}()
 	}
+	var plot *plotOutput
+	if cfg.plot != "" {
+		if plot, err = createPlot(cfg.plot); err != nil {
+			fmt.Fprintf(stderr, "bench: plot: %v\n", err)
+			return exitError
+		}
+		defer plot.discard()
+	}
 	if err := r.prepareFile(); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		var ue *usageError
@@ -178,8 +186,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return exitError
 	}
-	if cfg.plot != "" {
-		if err := writePlotFile(cfg.plot, doc); err != nil {
+	if plot != nil {
+		if err := plot.write(doc); err != nil {
 			fmt.Fprintf(stderr, "bench: plot: %v\n", err)
 			return exitError
 		}

@@ -9,9 +9,38 @@ import (
 	"strings"
 )
 
-// writePlotFile writes plotSVG(doc) to path.
-func writePlotFile(path string, doc *document) error {
-	return os.WriteFile(path, []byte(plotSVG(doc)), 0o644)
+// plotOutput is the --plot file. It is created before the run, so that a
+// path that cannot be written fails at once rather than after minutes of
+// benchmarks, and removed again when the run ends without a plot.
+type plotOutput struct {
+	f       *os.File
+	written bool
+}
+
+func createPlot(path string) (*plotOutput, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	return &plotOutput{f: f}, nil
+}
+
+// write writes plotSVG(doc) and closes the file.
+func (p *plotOutput) write(doc *document) error {
+	_, err := p.f.WriteString(plotSVG(doc))
+	if cerr := p.f.Close(); err == nil {
+		err = cerr
+	}
+	p.written = err == nil
+	return err
+}
+
+// discard removes the file unless write succeeded.
+func (p *plotOutput) discard() {
+	if !p.written {
+		p.f.Close()
+		os.Remove(p.f.Name())
+	}
 }
 
 // Plot geometry, in SVG user units.
