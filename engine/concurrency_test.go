@@ -674,3 +674,37 @@ func TestStatsLatencyNeverAheadOfOps(t *testing.T) {
 	}
 	t.Logf("%d snapshots over %d reads, %d writes, %d syncs", taken, s.Reads.Ops(), s.Writes.Ops(), s.Syncs)
 }
+
+// TestStatsSubOtherEngine: Stats.Sub of a snapshot of another engine
+// (one that ran more operations) returns the later engine's own counts,
+// not counters wrapped below zero.
+func TestStatsSubOtherEngine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	writeHost(t, path, pattern(64<<10, 7, 0))
+	busy := newEngine(t, Options{})
+	f := openFile(t, busy, path, os.O_RDWR)
+	p := make([]byte, 4096)
+	for i := range 50 {
+		if _, err := f.ReadAt(p, int64(i%16)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := busy.Stats()
+	e := newEngine(t, Options{})
+	g := openFile(t, e, path, os.O_RDWR)
+	if _, err := g.ReadAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	cur := e.Stats()
+	if old.StartedUnixNs == cur.StartedUnixNs {
+		t.Skip("both engines started in the same nanosecond")
+	}
+	d := cur.Sub(old)
+	if d.Reads.Ops() != cur.Reads.Ops() || d.Ring.Enters != cur.Ring.Enters || d.Cache.Misses != cur.Cache.Misses {
+		t.Fatalf("Sub of another engine's snapshot: %d reads, %d enters, %d misses; want this engine's %d, %d, %d",
+			d.Reads.Ops(), d.Ring.Enters, d.Cache.Misses, cur.Reads.Ops(), cur.Ring.Enters, cur.Cache.Misses)
+	}
+	if same := cur.Sub(cur); same.Reads.Ops() != 0 || same.Cache.Misses != 0 {
+		t.Fatalf("Sub of itself: %d reads, %d misses", same.Reads.Ops(), same.Cache.Misses)
+	}
+}

@@ -316,7 +316,13 @@ func addMmap(a, b hostmap.Stats) hostmap.Stats {
 
 // Sub returns s minus prev for every counter (gauges and identity come
 // from s); latency percentiles are recomputed from the bucket deltas.
+// prev is an earlier snapshot of the same engine, or the zero Stats. A
+// snapshot of another engine (another StartedUnixNs) has nothing in
+// common with s: Sub then returns s, the counts since s's engine started.
 func (s Stats) Sub(prev Stats) Stats {
+	if prev.StartedUnixNs != 0 && prev.StartedUnixNs != s.StartedUnixNs {
+		return s
+	}
 	d := s
 	sub := func(a, b IOStats) IOStats {
 		p := func(x, y PathStats) PathStats { return PathStats{x.Ops - y.Ops, x.Bytes - y.Bytes} }

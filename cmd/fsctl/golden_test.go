@@ -209,6 +209,22 @@ func TestIntervalDoc(t *testing.T) {
 	if !restarted(cur, other) {
 		t.Errorf("a different backend on the socket is another engine")
 	}
+	// An engine started since, which has already done more than the
+	// one before had and been up longer: only its start time tells.
+	prev, next := cur, later
+	prev.StartedUnixNs, next.StartedUnixNs = 1.7e18, 1.7e18
+	if restarted(prev, next) {
+		t.Errorf("snapshots of one engine")
+	}
+	again := next
+	again.StartedUnixNs += int64(time.Hour)
+	again.UptimeNs += int64(time.Minute)
+	if !restarted(prev, again) {
+		t.Errorf("an engine started later on the socket is another engine")
+	}
+	if restarted(cur, again) {
+		t.Errorf("a document without a start time is compared by its counters")
+	}
 }
 
 func fixtureCache() []engine.FileStats {

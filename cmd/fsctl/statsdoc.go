@@ -207,9 +207,13 @@ func newLatency(l engine.Latency, interval bool) latencyDoc {
 }
 
 // restarted reports whether cur cannot follow prev: a different engine
-// (or a restarted one) answers on the socket, since counters of one
-// engine never go down.
+// (or a restarted one) answers on the socket. Its start time says so
+// (documents without one are compared by what changes only across
+// engines: counters of one engine never go down).
 func restarted(prev, cur engine.Stats) bool {
+	if prev.StartedUnixNs != 0 && cur.StartedUnixNs != 0 && prev.StartedUnixNs != cur.StartedUnixNs {
+		return true
+	}
 	return cur.UptimeNs < prev.UptimeNs || cur.Mode != prev.Mode || cur.Backend != prev.Backend ||
 		cur.Reads.Ops() < prev.Reads.Ops() || cur.Writes.Ops() < prev.Writes.Ops() ||
 		cur.Ring.Enters < prev.Ring.Enters
