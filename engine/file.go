@@ -331,8 +331,9 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.readAt(p, off
 
 // ReadAtFlags is ReadAt with RWF_* flags: RWF_NOWAIT serves the read only
 // from the cache and fails with EAGAIN on a miss; RWF_HIPRI, RWF_DSYNC and
-// RWF_SYNC are accepted (passed to direct reads). Other bits fail with
-// EOPNOTSUPP.
+// RWF_SYNC are accepted (passed to direct reads; RWF_HIPRI is a hint,
+// which the io_uring backend drops: its ring does not poll). Other bits
+// fail with EOPNOTSUPP.
 func (f *File) ReadAtFlags(p []byte, off int64, flags int) (int, error) {
 	return f.readAt(p, off, flags, "read")
 }
@@ -381,7 +382,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 
 // WriteAtFlags is WriteAt with RWF_* flags: RWF_DSYNC and RWF_SYNC make
 // this write durable before it returns; RWF_HIPRI and RWF_NOWAIT are
-// passed to host writes. Other bits fail with EOPNOTSUPP.
+// passed to host writes, whose answer to RWF_NOWAIT may be EAGAIN, or
+// EOPNOTSUPP where the host file system cannot tell (buffered writes on
+// ext4). Other bits fail with EOPNOTSUPP.
 func (f *File) WriteAtFlags(p []byte, off int64, flags int) (int, error) {
 	n, _, err := f.writeAt(p, off, flags, false, "write")
 	return n, err

@@ -402,14 +402,14 @@ func (g *iouringgoRing) prep(o *gop) (iouring.PrepRequest, syscall.Errno) {
 	var p iouring.PrepRequest
 	switch r.Op {
 	case OpRead:
-		p = withOpFlags(iouring.Pread(int(fd), chunk(r.Buf, done), off), r.Flags)
+		p = withOpFlags(iouring.Pread(int(fd), chunk(r.Buf, done), off), ringRWFlags(r.Flags))
 	case OpWrite:
-		p = withOpFlags(iouring.Pwrite(int(fd), chunk(r.Buf, done), off), r.Flags)
+		p = withOpFlags(iouring.Pwrite(int(fd), chunk(r.Buf, done), off), ringRWFlags(r.Flags))
 	case OpReadFixed, OpWriteFixed:
-		p = fixedRW(kernelOp[r.Op], fd, chunk(r.Buf, done), off, r.Flags, r.BufIndex)
+		p = fixedRW(kernelOp[r.Op], fd, chunk(r.Buf, done), off, ringRWFlags(r.Flags), r.BufIndex)
 	case OpReadv, OpWritev:
 		o.iov = fillIovecs(o.iov, r.Vecs, done)
-		p = vectoredRW(kernelOp[r.Op], fd, o.iov, off, r.Flags)
+		p = vectoredRW(kernelOp[r.Op], fd, o.iov, off, ringRWFlags(r.Flags))
 	case OpFsync:
 		switch {
 		case r.Len > 0 && r.Len <= 1<<32-1:

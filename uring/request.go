@@ -5,6 +5,8 @@ package uring
 import (
 	"fmt"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Op is the kind of operation a Request performs.
@@ -54,6 +56,11 @@ var kernelOp = [numOps]uint8{opNop, opRead, opWrite, opReadv, opWritev, opReadFi
 // Request or the memory its Buf and Vecs refer to in that time. Submit keeps
 // a reference to every buffer until the kernel has completed the operation,
 // so heap buffers cannot be freed or moved under the kernel.
+//
+// The Flags of a read or write are RWF_* flags, as preadv2 and pwritev2
+// take them. RWF_HIPRI is a hint there, and the io_uring backends drop it:
+// their rings do not poll for completions, and the kernel would refuse
+// it on them.
 type Request struct {
 	Op       Op
 	Fixed    bool     // Fd is an index into the registered file table
@@ -166,3 +173,11 @@ type Backend interface {
 	// the backend. Later calls return ErrClosed.
 	Close() error
 }
+
+// ringRWFlags is what the rings put in a read's or write's SQE of the RWF_*
+// flags asked for: all but RWF_HIPRI. It asks for completion by polling,
+// which a ring does only when set up for it (IORING_SETUP_IOPOLL, which
+// none of ours is): any other ring refuses the request with EINVAL, where
+// preadv2 and pwritev2 (and so the psync backend) take it as a hint and
+// complete the I/O as usual when the device cannot poll.
+func ringRWFlags(flags uint32) uint32 { return flags &^ unix.RWF_HIPRI }

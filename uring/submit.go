@@ -257,14 +257,14 @@ func (r *Ring) prepSQE(e *sqe, idx uint32, s *slot) {
 		e.addr = uint64(uintptr(unsafe.Pointer(&b[0])))
 		e.len = uint32(len(b))
 		e.off = uint64(req.Off + int64(done))
-		e.opFlags = req.Flags
+		e.opFlags = ringRWFlags(req.Flags)
 		e.bufIndex = req.BufIndex
 	case OpReadv, OpWritev:
 		s.iov = fillIovecs(s.iov, req.Vecs, done)
 		e.addr = uint64(uintptr(unsafe.Pointer(&s.iov[0])))
 		e.len = uint32(len(s.iov))
 		e.off = uint64(req.Off + int64(done))
-		e.opFlags = req.Flags
+		e.opFlags = ringRWFlags(req.Flags)
 	case OpFsync:
 		e.opFlags = req.Flags & FsyncDatasync
 		if req.Len > 0 && req.Len <= 1<<32-1 {
