@@ -564,7 +564,8 @@ const (
 )
 
 // Stat returns the file's metadata from the host, with the size the
-// engine holds (which includes cached writes not yet written back).
+// engine holds (which includes cached writes not yet written back). Its
+// Sys is a *syscall.Stat_t, as with os.File.
 func (f *File) Stat() (fs.FileInfo, error) {
 	if f == nil {
 		return nil, errNilFile("stat")
@@ -712,10 +713,12 @@ func (f *File) Close() error {
 	return nil
 }
 
-// fileInfo implements fs.FileInfo from a stat buffer.
+// fileInfo implements fs.FileInfo from a stat buffer. Sys returns a
+// *syscall.Stat_t, as the FileInfo of an os.File does, so that code
+// written for one works with the other.
 type fileInfo struct {
 	name string
-	st   unix.Stat_t
+	st   syscall.Stat_t
 }
 
 func newFileInfo(name string, st *unix.Stat_t) *fileInfo {
@@ -726,13 +729,17 @@ func newFileInfo(name string, st *unix.Stat_t) *fileInfo {
 			break
 		}
 	}
-	return &fileInfo{name: base, st: *st}
+	return &fileInfo{name: base, st: syscall.Stat_t{
+		Dev: st.Dev, Ino: st.Ino, Nlink: st.Nlink, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+		Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
+		Atim: syscall.Timespec(st.Atim), Mtim: syscall.Timespec(st.Mtim), Ctim: syscall.Timespec(st.Ctim),
+	}}
 }
 
 func (fi *fileInfo) Name() string       { return fi.name }
 func (fi *fileInfo) Size() int64        { return fi.st.Size }
 func (fi *fileInfo) ModTime() time.Time { return time.Unix(fi.st.Mtim.Unix()) }
-func (fi *fileInfo) IsDir() bool        { return fi.st.Mode&unix.S_IFMT == unix.S_IFDIR }
+func (fi *fileInfo) IsDir() bool        { return fi.st.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 func (fi *fileInfo) Sys() any           { return &fi.st }
 func (fi *fileInfo) Mode() fs.FileMode {
 	m := fs.FileMode(fi.st.Mode & 0o777)

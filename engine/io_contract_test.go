@@ -4,9 +4,12 @@ package engine
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"testing/iotest"
 
@@ -234,4 +237,62 @@ func hostMtime(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Mtim.Nano()
+}
+
+// TestStatLikeOSFile: File.Stat answers as os.File.Stat does for the same
+// file (name, size, mode bits with setuid, setgid and sticky, modification
+// time), and Sys is a *syscall.Stat_t, as os's, naming the same inode.
+// In Exclusive mode the size is the engine's, cached writes included.
+func TestStatLikeOSFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, perm := range []fs.FileMode{0o644, 0o600 | fs.ModeSetuid, 0o755 | fs.ModeSetgid | fs.ModeSticky} {
+		t.Run(perm.String(), func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f-%o", uint32(perm)))
+			writeHost(t, path, pattern(10000, 3, 0))
+			if err := os.Chmod(path, perm); err != nil {
+				t.Fatal(err)
+			}
+			osf, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer osf.Close()
+			want, err := osf.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newEngine(t, Options{})
+			f := openFile(t, e, path, os.O_RDONLY)
+			got, err := f.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Name() != want.Name() || got.Size() != want.Size() || got.Mode() != want.Mode() ||
+				!got.ModTime().Equal(want.ModTime()) || got.IsDir() != want.IsDir() {
+				t.Fatalf("Stat: %s %d %v %v %v; os.File: %s %d %v %v %v", got.Name(), got.Size(), got.Mode(), got.ModTime(), got.IsDir(),
+					want.Name(), want.Size(), want.Mode(), want.ModTime(), want.IsDir())
+			}
+			gs, ok := got.Sys().(*syscall.Stat_t)
+			if !ok {
+				t.Fatalf("Sys is a %T, not a *syscall.Stat_t as os.File's", got.Sys())
+			}
+			ws := want.Sys().(*syscall.Stat_t)
+			if gs.Ino != ws.Ino || gs.Dev != ws.Dev || gs.Uid != ws.Uid || gs.Gid != ws.Gid || gs.Nlink != ws.Nlink ||
+				gs.Mode != ws.Mode || gs.Blocks != ws.Blocks || gs.Mtim != ws.Mtim {
+				t.Fatalf("Sys: %+v; os.File's: %+v", *gs, *ws)
+			}
+		})
+	}
+	// A cached write past the host's end: the engine's size.
+	path := filepath.Join(dir, "grows")
+	writeHost(t, path, pattern(4096, 3, 0))
+	e := newEngine(t, Options{})
+	f := openFile(t, e, path, os.O_RDWR)
+	if _, err := f.WriteAt([]byte("tail"), 10000); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != 10004 || fi.Sys().(*syscall.Stat_t).Size != 10004 {
+		t.Fatalf("Stat after a cached write to 10004: %v, %v", fi, err)
+	}
 }

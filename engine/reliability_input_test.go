@@ -1017,7 +1017,7 @@ func rowS2(t *testing.T, fig *Figures) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if st := fi.Sys().(*unix.Stat_t); st.Ino != decoySt.Ino || st.Dev != decoySt.Dev {
+				if st := fi.Sys().(*syscall.Stat_t); st.Ino != decoySt.Ino || st.Dev != decoySt.Dev {
 					fig.Add("opened_target", 1)
 					t.Fatalf("O_NOFOLLOW open of a swapped path opened inode %d, not the regular file's %d (the secret is %d)", st.Ino, decoySt.Ino, secretSt.Ino)
 				}
