@@ -452,7 +452,8 @@ func handleCalls(f *File, p []byte) []handleCall {
 // TestNilFile: as with os.File, every method of a nil *File fails with
 // EINVAL (fs.ErrInvalid), in an *fs.PathError, rather than panic; Name is
 // "" and Fd is ^uintptr(0), and a Submit of an Op without a File fails
-// that Op the same way.
+// that Op the same way. A nil *Mapping's methods fail the same way or
+// return zero values.
 func TestNilFile(t *testing.T) {
 	var f *File
 	for _, c := range handleCalls(f, make([]byte, 10)) {
@@ -462,6 +463,17 @@ func TestNilFile(t *testing.T) {
 	}
 	if f.Name() != "" || f.Fd() != ^uintptr(0) {
 		t.Fatalf("nil *File: Name %q, Fd %#x", f.Name(), f.Fd())
+	}
+	var m *Mapping
+	for _, c := range []handleCall{
+		{"Mapping.ReadAt", func() error { _, err := m.ReadAt(make([]byte, 10), 0); return err }},
+		{"Mapping.WriteAt", func() error { _, err := m.WriteAt(make([]byte, 10), 0); return err }},
+		{"Mapping.Close", m.Close},
+	} {
+		wantPathErr(t, c.name+" on a nil *Mapping", c.call(), fs.ErrInvalid)
+	}
+	if m.Bytes() != nil || m.Len() != 0 || m.Offset() != 0 || m.Writable() {
+		t.Fatalf("nil *Mapping: %d bytes, Len %d, Offset %d, Writable %v", len(m.Bytes()), m.Len(), m.Offset(), m.Writable())
 	}
 	e := newEngine(t, Options{})
 	ops := []Op{{Buf: make([]byte, 10)}, {Write: true, Buf: make([]byte, 10)}}

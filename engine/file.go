@@ -295,15 +295,19 @@ func (f *File) Fd() uintptr {
 }
 
 // errNilFile is the failure of a method called on a nil *File.
-func errNilFile(op string) error { return &fs.PathError{Op: op, Err: nilFileErr{}} }
+func errNilFile(op string) error { return &fs.PathError{Op: op, Err: nilReceiverErr("*File")} }
 
-// nilFileErr is the error inside errNilFile's: it matches syscall.EINVAL
-// and, as os.File's answer to a nil receiver does, fs.ErrInvalid.
-type nilFileErr struct{}
+// errNilMapping is the failure of a method called on a nil *Mapping.
+func errNilMapping(op string) error { return &fs.PathError{Op: op, Err: nilReceiverErr("*Mapping")} }
 
-func (nilFileErr) Error() string        { return "invalid argument: nil *File" }
-func (nilFileErr) Unwrap() error        { return syscall.EINVAL }
-func (nilFileErr) Is(target error) bool { return target == fs.ErrInvalid }
+// nilReceiverErr is the error inside errNilFile's and errNilMapping's: it
+// matches syscall.EINVAL and, as os.File's answer to a nil receiver
+// does, fs.ErrInvalid.
+type nilReceiverErr string
+
+func (e nilReceiverErr) Error() string      { return "invalid argument: nil " + string(e) }
+func (nilReceiverErr) Unwrap() error        { return syscall.EINVAL }
+func (nilReceiverErr) Is(target error) bool { return target == fs.ErrInvalid }
 
 func (f *File) pathErr(op string, err error) error {
 	if err != ErrWriteAtInAppendMode { // keep it: errors.Is must find it
@@ -760,5 +764,7 @@ var (
 	_ io.ReaderAt        = (*File)(nil)
 	_ io.WriterAt        = (*File)(nil)
 	_ io.Closer          = (*File)(nil)
+	_ io.ReaderAt        = (*Mapping)(nil)
+	_ io.WriterAt        = (*Mapping)(nil)
 	_ fs.FileInfo        = (*fileInfo)(nil)
 )

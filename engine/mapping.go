@@ -4,6 +4,7 @@ package engine
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +17,10 @@ import (
 // stores to a writable mapping change the file, and the engine's reads and
 // writes of the file see the mapping's contents and vice versa. While any
 // mapping of a file is open, the engine does not cache the file's data.
+//
+// ReadAt and WriteAt copy through the mapping, with the file's
+// faults turned into errors; ReadAt follows io.ReaderAt's contract. The
+// methods of a nil *Mapping fail with EINVAL (or return zero values).
 //
 // Caveats: Bytes is valid from Map until Close and must not be used
 // after. Touching a page of Bytes past the file's end (after a truncation,
@@ -89,35 +94,67 @@ func (ino *inode) openMapping(off, length int64, writable bool) (*hostmap.Mappin
 
 // Bytes returns the mapped memory (see the caveats on Mapping).
 func (m *Mapping) Bytes() []byte {
-	if m.closed.Load() {
+	if m == nil || m.closed.Load() {
 		return nil
 	}
 	return m.m.Bytes()
 }
 
 // Offset returns the file offset the mapping starts at.
-func (m *Mapping) Offset() int64 { return m.m.Offset() }
+func (m *Mapping) Offset() int64 {
+	if m == nil {
+		return 0
+	}
+	return m.m.Offset()
+}
 
 // Len returns the mapping's length.
-func (m *Mapping) Len() int { return m.m.Len() }
+func (m *Mapping) Len() int {
+	if m == nil {
+		return 0
+	}
+	return m.m.Len()
+}
 
 // Writable reports whether the mapping may be written.
-func (m *Mapping) Writable() bool { return m.m.Writable() }
+func (m *Mapping) Writable() bool { return m != nil && m.m.Writable() }
 
-// ReadAt copies from the mapping at off (relative to its start); a page
-// that cannot be read (past the file's end) gives EFAULT, not a crash.
+// ReadAt copies from the mapping at off (relative to its start), as an
+// io.ReaderAt does: a read that reaches the mapping's end returns the
+// bytes before it with io.EOF. A negative off, or one whose range
+// overflows, fails with EINVAL; a page that cannot be read (past the
+// file's end) gives EFAULT, not a crash.
 func (m *Mapping) ReadAt(p []byte, off int64) (int, error) {
-	b, err := m.window(off, len(p))
-	if err != nil {
-		return 0, m.pathErr("read", err)
+	if m == nil {
+		return 0, errNilMapping("read")
 	}
-	n, err := hostmap.SafeCopy(p, b)
-	return n, m.pathErr("read", err)
+	b := m.Bytes()
+	switch {
+	case m.closed.Load():
+		return 0, m.pathErr("read", fs.ErrClosed)
+	case off < 0 || int64(len(p)) > (1<<63-1)-off:
+		return 0, m.pathErr("read", syscall.EINVAL)
+	case len(p) == 0:
+		return 0, nil
+	case off >= int64(len(b)):
+		return 0, io.EOF
+	}
+	n, err := hostmap.SafeCopy(p, b[off:min(int64(len(b)), off+int64(len(p)))])
+	switch {
+	case err != nil:
+		return n, m.pathErr("read", err)
+	case n < len(p):
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // WriteAt copies into a writable mapping at off (relative to its start),
 // with the same fault handling as ReadAt.
 func (m *Mapping) WriteAt(p []byte, off int64) (int, error) {
+	if m == nil {
+		return 0, errNilMapping("write")
+	}
 	if !m.m.Writable() {
 		return 0, m.pathErr("write", syscall.EACCES)
 	}
@@ -155,6 +192,9 @@ func (m *Mapping) window(off int64, n int) ([]byte, error) {
 // Close unmaps the range. A second Close fails with fs.ErrClosed and
 // changes nothing.
 func (m *Mapping) Close() error {
+	if m == nil {
+		return errNilMapping("close")
+	}
 	if m.closed.Swap(true) {
 		return m.pathErr("close", fs.ErrClosed)
 	}

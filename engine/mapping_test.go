@@ -5,6 +5,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -268,4 +269,45 @@ func seekDataHole(t *testing.T) int {
 		})
 	}
 	return seeks
+}
+
+// TestMappingReaderAt: Mapping.ReadAt answers as bytes.Reader.ReadAt does
+// over the same bytes (io.ReaderAt's contract: the bytes before the end
+// and io.EOF when a read reaches it), except that a negative offset, or
+// one whose range overflows, fails with EINVAL, and that a read of no
+// bytes returns 0, nil wherever it is, as File.ReadAt's (and os.File's).
+func TestMappingReaderAt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	data := pattern(3*4096, 5, 0)
+	writeHost(t, path, data)
+	e := newEngine(t, Options{})
+	f := openFile(t, e, path, os.O_RDONLY)
+	m, err := f.Map(4096, 8192, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ref := bytes.NewReader(data[4096:])
+	for _, c := range []struct{ off, n int64 }{
+		{0, 8192}, {0, 100}, {100, 4096}, {8000, 192}, {8000, 193}, {8000, 4096},
+		{8191, 1}, {8191, 2}, {8192, 1}, {9000, 10}, {1 << 40, 10}, {0, 10000},
+	} {
+		p, q := make([]byte, c.n), make([]byte, c.n)
+		n, err := m.ReadAt(p, c.off)
+		rn, rerr := ref.ReadAt(q, c.off)
+		if n != rn || (err == io.EOF) != (rerr == io.EOF) || (err == nil) != (rerr == nil) || !bytes.Equal(p[:n], q[:rn]) {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; bytes.Reader: %d, %v", c.n, c.off, n, err, rn, rerr)
+		}
+	}
+	for _, off := range []int64{0, 100, 8192, 1 << 40} {
+		if n, err := m.ReadAt(nil, off); n != 0 || err != nil {
+			t.Errorf("ReadAt(nil, %d) = %d, %v; want 0, nil", off, n, err)
+		}
+	}
+	for _, c := range []struct{ off, n int64 }{{-1, 10}, {-1, 0}, {1<<63 - 5, 10}} {
+		n, err := m.ReadAt(make([]byte, c.n), c.off)
+		if n != 0 || !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; want EINVAL", c.n, c.off, n, err)
+		}
+	}
 }
