@@ -493,13 +493,8 @@ func (g *iouringgoRing) RegisterBuffers(bufs [][]byte) error {
 	if err := g.usable(); err != nil {
 		return err
 	}
-	if len(bufs) == 0 {
-		return syscall.EINVAL
-	}
-	for _, b := range bufs {
-		if len(b) == 0 || len(b) > 1<<30 {
-			return syscall.EINVAL
-		}
+	if errno := checkRegBuffers(bufs); errno != 0 {
+		return errno
 	}
 	if err := g.ring.RegisterBuffers(bufs); err != nil {
 		return errnoIn(err)

@@ -25,7 +25,14 @@ type psync struct {
 	mu sync.RWMutex
 	// files is the registered file table. +checklocks:mu
 	files []int32
+	// bufs are the registered buffers' address ranges, which fixed reads
+	// and writes are checked against as the kernel checks them (nil: none
+	// registered). +checklocks:mu
+	bufs []memRange
 }
+
+// memRange is the address range [start, end) of a registered buffer.
+type memRange struct{ start, end uintptr }
 
 var _ Backend = (*psync)(nil)
 
@@ -90,6 +97,9 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 		}
 	}
 	fd, errno := p.fd(r)
+	if errno == 0 && (r.Op == OpReadFixed || r.Op == OpWriteFixed) && !p.inline {
+		errno = p.checkFixedBuf(r)
+	}
 	if errno != 0 {
 		return iov, -int32(errno)
 	}
@@ -210,17 +220,59 @@ func (p *psync) fd(r *Request) (int, syscall.Errno) {
 	return int(p.files[r.Fd]), 0
 }
 
+// checkFixedBuf fails a fixed read or write whose bytes do not lie in the
+// registered buffer it names with EFAULT, as the kernel does. (The
+// inline psync of a ring is not asked: the ring's kernel holds its
+// table, and Ring.Do sends fixed requests to the ring.)
+func (p *psync) checkFixedBuf(r *Request) syscall.Errno {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if int(r.BufIndex) >= len(p.bufs) {
+		return syscall.EFAULT
+	}
+	b, start := p.bufs[r.BufIndex], uintptr(unsafe.Pointer(unsafe.SliceData(r.Buf)))
+	if start < b.start || start+uintptr(len(r.Buf)) > b.end {
+		return syscall.EFAULT
+	}
+	return 0
+}
+
+// RegisterBuffers keeps the buffers' ranges to check fixed requests
+// against; psync reads and writes the memory directly. It refuses what
+// the kernel refuses: no buffers or too many, an empty or oversized one
+// (EINVAL), and a second registration (EBUSY).
 func (p *psync) RegisterBuffers(bufs [][]byte) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	return nil // psync reads and writes the memory directly
+	if errno := checkRegBuffers(bufs); errno != 0 {
+		return errno
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bufs != nil {
+		return syscall.EBUSY
+	}
+	p.bufs = make([]memRange, len(bufs))
+	for i, b := range bufs {
+		start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		p.bufs[i] = memRange{start, start + uintptr(len(b))}
+	}
+	return nil
 }
 
+// UnregisterBuffers drops the registered buffers (ENXIO when there are
+// none, as from the kernel).
 func (p *psync) UnregisterBuffers() error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bufs == nil {
+		return syscall.ENXIO
+	}
+	p.bufs = nil
 	return nil
 }
 

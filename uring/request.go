@@ -181,3 +181,25 @@ type Backend interface {
 // preadv2 and pwritev2 (and so the psync backend) take it as a hint and
 // complete the I/O as usual when the device cannot poll.
 func ringRWFlags(flags uint32) uint32 { return flags &^ unix.RWF_HIPRI }
+
+// maxRegBuffers is the most buffers one registration may hold (the
+// kernel's IORING_MAX_REG_BUFFERS), and maxRegBuffer the size of one.
+const (
+	maxRegBuffers = 1 << 14
+	maxRegBuffer  = 1 << 30
+)
+
+// checkRegBuffers refuses, with EINVAL as the kernel does, a buffer
+// registration with no buffers or too many, or with an empty or
+// oversized buffer.
+func checkRegBuffers(bufs [][]byte) syscall.Errno {
+	if len(bufs) == 0 || len(bufs) > maxRegBuffers {
+		return syscall.EINVAL
+	}
+	for _, b := range bufs {
+		if len(b) == 0 || len(b) > maxRegBuffer {
+			return syscall.EINVAL
+		}
+	}
+	return 0
+}

@@ -334,14 +334,11 @@ func (r *Ring) RegisterBuffers(bufs [][]byte) error {
 	if err := r.usable(); err != nil {
 		return err
 	}
-	if len(bufs) == 0 {
-		return syscall.EINVAL
+	if errno := checkRegBuffers(bufs); errno != 0 {
+		return errno
 	}
 	iov := make([]unix.Iovec, len(bufs))
 	for i, b := range bufs {
-		if len(b) == 0 || len(b) > 1<<30 {
-			return syscall.EINVAL
-		}
 		iov[i] = unix.Iovec{Base: &b[0], Len: uint64(len(b))}
 	}
 	return r.register(regBuffers, unsafe.Pointer(&iov[0]), len(iov))
