@@ -66,6 +66,11 @@
 // without Ring.mu; it changes only under Ring.mu. The per-request
 // counters are striped (stripe.Counter) and need no lock.
 //
+// psync's locks are independent of each other: fileTable.mu (held for
+// reading across the syscall of a request on a registered file) and
+// psync.mu (the registered buffers' ranges). iouringgo's are in its file
+// comment.
+//
 // # Memory ownership
 //
 // Buffers named by a Request (Buf, Vecs) belong to the kernel from Submit
@@ -75,7 +80,12 @@
 // the address in the SQE stays valid; a buffer on the caller's stack escapes
 // to the heap because Submit stores a pointer to it. Registered buffers
 // (RegisterBuffers) must stay mapped until UnregisterBuffers or Close; use
-// mmap'd memory. If the kernel never completes a request (a broken kernel),
+// mmap'd memory. A registered file table holds the files, not their
+// descriptor numbers: the caller may close its descriptors after
+// RegisterFiles. The kernel holds a reference to each file of a ring's
+// table; psync and iouringgo, which keep the table themselves
+// (fileTable), hold a duplicate of each descriptor until its slot is
+// replaced, the table unregistered or the backend closed. If the kernel never completes a request (a broken kernel),
 // the request is failed after drainDeadline and kept reachable forever
 // rather than risk a use after free.
 //

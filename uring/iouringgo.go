@@ -35,7 +35,8 @@ import (
 // registered with the kernel, and READ_FIXED/WRITE_FIXED are real.
 //
 // Lock order: closeMu (read by Submit and registration, written by Close)
-// → filesMu.
+// → files.mu (read from the preparation of a batch's SQEs to their
+// submission, so that the descriptors of Fixed requests stay open).
 type iouringgoRing struct {
 	ring      *iouring.IOURing
 	inj       Injector
@@ -55,8 +56,8 @@ type iouringgoRing struct {
 	closeMu sync.RWMutex
 	closed  bool // +checklocks:closeMu
 
-	filesMu sync.RWMutex
-	files   []int32 // registered file table; +checklocks:filesMu
+	// files is the registered file table, resolved here (see above).
+	files fileTable
 }
 
 var _ Backend = (*iouringgoRing)(nil)
@@ -272,6 +273,10 @@ func (g *iouringgoRing) release(n int) {
 // them with one io_uring_enter. It returns how many are in flight, and a
 // non-nil error when the backend broke.
 func (g *iouringgoRing) issue(q *gqueue, n int, ch chan iouring.Result) (int, error) {
+	// The descriptors of Fixed requests must stay open until the kernel
+	// has taken them (at submission).
+	g.files.mu.RLock()
+	defer g.files.mu.RUnlock()
 	preps := make([]iouring.PrepRequest, 0, n)
 	batch := make([]*gop, 0, n)
 	for range n {
@@ -374,19 +379,18 @@ func (g *iouringgoRing) settle(o *gop, res int32, q *gqueue) {
 
 // fd resolves the descriptor of r, through the registered table when
 // r.Fixed is set.
+//
+// Preconditions: g.files.mu is held for reading (issue).
 func (g *iouringgoRing) fd(r *Request) (int32, syscall.Errno) {
 	if !r.Fixed {
 		return r.Fd, 0
 	}
-	g.filesMu.RLock()
-	defer g.filesMu.RUnlock()
-	if int(r.Fd) >= len(g.files) || g.files[r.Fd] < 0 {
-		return -1, syscall.EBADF
-	}
-	return g.files[r.Fd], 0
+	return g.files.resolveLocked(r.Fd)
 }
 
 // prep returns the library request for the remainder of o.
+//
+// Preconditions: g.files.mu is held for reading (issue).
 func (g *iouringgoRing) prep(o *gop) (iouring.PrepRequest, syscall.Errno) {
 	r := o.req
 	o.prog.cancels = g.c.cancels.Load()
@@ -520,13 +524,7 @@ func (g *iouringgoRing) RegisterFiles(fds []int32) error {
 	if err := g.usable(); err != nil {
 		return err
 	}
-	if len(fds) == 0 {
-		return syscall.EINVAL
-	}
-	g.filesMu.Lock()
-	defer g.filesMu.Unlock()
-	g.files = append([]int32(nil), fds...)
-	return nil
+	return g.files.register(fds)
 }
 
 func (g *iouringgoRing) UpdateFiles(off int, fds []int32) error {
@@ -535,13 +533,7 @@ func (g *iouringgoRing) UpdateFiles(off int, fds []int32) error {
 	if err := g.usable(); err != nil {
 		return err
 	}
-	g.filesMu.Lock()
-	defer g.filesMu.Unlock()
-	if off < 0 || len(fds) == 0 || off+len(fds) > len(g.files) {
-		return syscall.EINVAL
-	}
-	copy(g.files[off:], fds)
-	return nil
+	return g.files.update(off, fds)
 }
 
 func (g *iouringgoRing) UnregisterFiles() error {
@@ -550,13 +542,7 @@ func (g *iouringgoRing) UnregisterFiles() error {
 	if err := g.usable(); err != nil {
 		return err
 	}
-	g.filesMu.Lock()
-	defer g.filesMu.Unlock()
-	if g.files == nil {
-		return syscall.ENXIO
-	}
-	g.files = nil
-	return nil
+	return g.files.unregister()
 }
 
 // Supports reports true for every Op: the library needs a kernel that has
@@ -590,6 +576,7 @@ func (g *iouringgoRing) Close() error {
 	}
 	g.closed = true
 	g.closeMu.Unlock()
+	g.files.close()
 	if err := g.ring.Close(); err != nil {
 		return errnoIn(err)
 	}

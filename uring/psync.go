@@ -22,9 +22,10 @@ type psync struct {
 	inline bool // count syscalls as inline requests of a ring
 	closed atomic.Bool
 
+	// files is the registered file table.
+	files fileTable
+
 	mu sync.RWMutex
-	// files is the registered file table. +checklocks:mu
-	files []int32
 	// bufs are the registered buffers' address ranges, which fixed reads
 	// and writes are checked against as the kernel checks them (nil: none
 	// registered). +checklocks:mu
@@ -96,7 +97,15 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 			return iov, res
 		}
 	}
-	fd, errno := p.fd(r)
+	fd, errno := int(r.Fd), syscall.Errno(0)
+	if r.Fixed {
+		// The table's descriptor must stay open until the syscall is done.
+		p.files.mu.RLock()
+		defer p.files.mu.RUnlock()
+		var tfd int32
+		tfd, errno = p.files.resolveLocked(r.Fd)
+		fd = int(tfd)
+	}
 	if errno == 0 && (r.Op == OpReadFixed || r.Op == OpWriteFixed) && !p.inline {
 		errno = p.checkFixedBuf(r)
 	}
@@ -206,20 +215,6 @@ func rwv(read bool, fd int, iov []unix.Iovec, off int64, flags int) (int, error)
 	return int(n), nil
 }
 
-// fd resolves the descriptor of r, through the registered table when
-// r.Fixed is set.
-func (p *psync) fd(r *Request) (int, syscall.Errno) {
-	if !r.Fixed {
-		return int(r.Fd), 0
-	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if int(r.Fd) >= len(p.files) || p.files[r.Fd] < 0 {
-		return -1, syscall.EBADF
-	}
-	return int(p.files[r.Fd]), 0
-}
-
 // checkFixedBuf fails a fixed read or write whose bytes do not lie in the
 // registered buffer it names with EFAULT, as the kernel does. (The
 // inline psync of a ring is not asked: the ring's kernel holds its
@@ -276,40 +271,27 @@ func (p *psync) UnregisterBuffers() error {
 	return nil
 }
 
+// RegisterFiles, UpdateFiles and UnregisterFiles keep the registered
+// file table as the kernel keeps a ring's (fileTable).
 func (p *psync) RegisterFiles(fds []int32) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.files = append([]int32(nil), fds...)
-	return nil
+	return p.files.register(fds)
 }
 
 func (p *psync) UpdateFiles(off int, fds []int32) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if off < 0 || off+len(fds) > len(p.files) {
-		return syscall.EINVAL
-	}
-	copy(p.files[off:], fds)
-	return nil
+	return p.files.update(off, fds)
 }
 
 func (p *psync) UnregisterFiles() error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.files == nil {
-		return syscall.ENXIO
-	}
-	p.files = nil
-	return nil
+	return p.files.unregister()
 }
 
 func (p *psync) Supports(op Op) bool { return op < numOps }
@@ -324,6 +306,10 @@ func (p *psync) Close() error {
 	if p.closed.Swap(true) {
 		return ErrClosed
 	}
+	p.files.close() // after every request on a registered file
+	p.mu.Lock()
+	p.bufs = nil
+	p.mu.Unlock()
 	return nil
 }
 

@@ -3,8 +3,13 @@
 package uring
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestRegisteredBuffersParity: every backend answers buffer registration
@@ -82,6 +87,101 @@ func TestRegisteredBuffersParity(t *testing.T) {
 				t.Fatalf("unregister again: %v, want ENXIO", got)
 			}
 			t.Logf("%d registration steps and %d fixed requests, twice each way", len(steps), len(reqs))
+		})
+	}
+}
+
+// TestRegisteredFilesParity: every backend keeps a registered file table
+// as the kernel keeps a ring's: the same errnos for a missing, empty,
+// second or out-of-range table and for descriptors that are not open (an
+// update stops at the first one, failing only when it is the first), and
+// a slot keeps naming the file registered in it after the caller closes
+// its descriptor, even when that number is reused by another file. No
+// descriptor is left behind. (psync and iouringgo kept descriptor
+// numbers, so that a slot whose descriptor was closed and reused read
+// the other file.)
+func TestRegisteredFilesParity(t *testing.T) {
+	for _, name := range testBackends() {
+		t.Run("backend="+name, func(t *testing.T) {
+			dir := t.TempDir()
+			write := func(name string, b []byte) string {
+				path := filepath.Join(dir, name)
+				if err := os.WriteFile(path, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return path
+			}
+			first, second := randomBytes(1, 4096), randomBytes(2, 4096)
+			firstPath, secondPath := write("first", first), write("second", second)
+			before := snapshotResources(t)
+			be := openBackend(t, name, Options{})
+			fd, err := unix.Open(firstPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := []struct {
+				name string
+				call func() error
+				want syscall.Errno
+			}{
+				{"unregister none", be.UnregisterFiles, syscall.ENXIO},
+				{"update none", func() error { return be.UpdateFiles(0, []int32{int32(fd)}) }, syscall.ENXIO},
+				{"register no slots", func() error { return be.RegisterFiles(nil) }, syscall.EINVAL},
+				{"register a closed descriptor", func() error { return be.RegisterFiles([]int32{int32(fd), 1 << 20}) }, syscall.EBADF},
+				{"register", func() error { return be.RegisterFiles([]int32{int32(fd), -1, -1}) }, 0},
+				{"register again", func() error { return be.RegisterFiles([]int32{int32(fd)}) }, syscall.EBUSY},
+				{"update past the end", func() error { return be.UpdateFiles(2, []int32{int32(fd), int32(fd)}) }, syscall.EINVAL},
+				{"update at a negative slot", func() error { return be.UpdateFiles(-1, []int32{int32(fd)}) }, syscall.EINVAL},
+				{"update with a closed descriptor", func() error { return be.UpdateFiles(1, []int32{1 << 20}) }, syscall.EBADF},
+				{"update stopping at a closed descriptor", func() error { return be.UpdateFiles(1, []int32{int32(fd), 1 << 20}) }, 0},
+			}
+			for _, s := range steps {
+				if got := errnoOfErr(s.call()); got != s.want {
+					t.Fatalf("%s: %v, want %v", s.name, got, s.want)
+				}
+			}
+			// The caller's descriptor goes, and its number is reused.
+			unix.Close(fd)
+			fd2, err := unix.Open(secondPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(fd2)
+			if fd2 != fd {
+				t.Logf("descriptor %d not reused (got %d): the slot is still checked", fd, fd2)
+			}
+			for _, c := range []struct {
+				slot int32
+				want []byte
+				err  syscall.Errno
+			}{{0, first, 0}, {1, first, 0}, {2, nil, syscall.EBADF}, {3, nil, syscall.EBADF}} {
+				one := []Request{{Op: OpRead, Fd: c.slot, Fixed: true, Buf: make([]byte, 4096)}}
+				if err := be.Submit(one); err != nil {
+					t.Fatal(err)
+				}
+				p := make([]byte, 4096)
+				n, err := Do(be, Request{Op: OpRead, Fd: c.slot, Fixed: true, Buf: p})
+				for how, got := range map[string]struct {
+					n   int
+					err error
+					b   []byte
+				}{"Submit": {one[0].N, one[0].Err, one[0].Buf}, "Do": {n, err, p}} {
+					if errnoOfErr(got.err) != c.err || (c.want != nil && (got.n != len(c.want) || !bytes.Equal(got.b, c.want))) {
+						t.Errorf("%s slot %d: %d bytes, %v; want the first file's bytes, errno %v", how, c.slot, got.n, got.err, c.err)
+					}
+				}
+			}
+			if err := be.UnregisterFiles(); err != nil {
+				t.Fatal(err)
+			}
+			if err := be.RegisterFiles([]int32{int32(fd2)}); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(fd2)
+			be.Close() // with a table registered
+			if after := snapshotResources(t); after.fds != before.fds {
+				t.Errorf("descriptors: %d before, %d after unregistering, a table left at Close and closing ours", before.fds, after.fds)
+			}
 		})
 	}
 }
