@@ -57,23 +57,41 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestPlotUnwritable: a --plot path that cannot be created fails the run
-// before it starts (no scratch file, no table), and one whose run fails
-// is not left behind empty.
-func TestPlotUnwritable(t *testing.T) {
+// TestOutputsFailEarly: a --plot file or a --stats-socket that cannot
+// be created fails the run before it starts (exit status 1, no scratch
+// file written, no table), and a plot file whose run fails is not left
+// behind empty.
+func TestOutputsFailEarly(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{"--quick", "--backends", "os", "--plot", filepath.Join(tmp, "no", "such", "dir.svg")}, &stdout, &stderr)
-	if code != exitError || !strings.Contains(stderr.String(), "bench: plot: open") || stdout.Len() != 0 {
-		t.Errorf("exit status %d, stdout %q, stderr %q; want 1, nothing, and the plot's error", code, stdout.String(), stderr.String())
+	private := t.TempDir() // mode 0700, as a stats socket's directory must be
+	taken := filepath.Join(private, "taken")
+	if err := os.WriteFile(taken, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-		t.Errorf("the run started: %s holds %d entries", tmp, len(ents))
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"plot in a missing directory", []string{"--plot", filepath.Join(tmp, "no", "such", "dir.svg")}, "bench: plot: open"},
+		{"stats socket on a file", []string{"--stats-socket", taken}, "bench: stats socket: listen"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), append([]string{"--quick", "--backends", "os"}, c.args...), &stdout, &stderr)
+		if code != exitError || !strings.Contains(stderr.String(), c.want) || stdout.Len() != 0 {
+			t.Errorf("%s: exit status %d, stdout %q, stderr %q; want 1, nothing, and %q", c.name, code, stdout.String(), stderr.String(), c.want)
+		}
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 || strings.Contains(stderr.String(), "test data") {
+			t.Errorf("%s: the scratch file was written first: %s holds %d entries; stderr %q", c.name, tmp, len(ents), stderr.String())
+		}
+	}
+	if b, err := os.ReadFile(taken); err != nil || string(b) != "keep me" {
+		t.Errorf("the file in the socket's place changed: %q, %v", b, err)
 	}
 	plot := filepath.Join(tmp, "p.svg")
-	stderr.Reset()
-	code = run(context.Background(), []string{"--backends", "os", "--file", tmp, "--plot", plot}, &stdout, &stderr)
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--backends", "os", "--file", tmp, "--plot", plot}, &stdout, &stderr)
 	if code != exitUsage {
 		t.Errorf("--file naming a directory: exit status %d, stderr %q", code, stderr.String())
 	}

@@ -90,6 +90,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			f.Close()
 		}()
 	}
+	// The outputs that can fail are set up before the scratch file is
+	// written and any cell runs.
+	if cfg.statsSocket != "" {
+		if r.stats, err = newStatsHub(cfg.statsSocket); err != nil {
+			fmt.Fprintf(stderr, "bench: stats socket: %v\n", err)
+			return exitError
+		}
+		defer r.stats.close()
+		fmt.Fprintf(stderr, "bench: serving engine stats on %s\n", cfg.statsSocket)
+	}
 	var plot *plotOutput
 	if cfg.plot != "" {
 		if plot, err = createPlot(cfg.plot); err != nil {
@@ -107,14 +117,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	defer r.cleanup()
-	if cfg.statsSocket != "" {
-		if r.stats, err = newStatsHub(cfg.statsSocket); err != nil {
-			fmt.Fprintf(stderr, "bench: stats socket: %v\n", err)
-			return exitError
-		}
-		defer r.stats.close()
-		fmt.Fprintf(stderr, "bench: serving engine stats on %s\n", cfg.statsSocket)
-	}
 	r.progress = newProgress(stderr)
 
 	cells := r.plan(sel)
