@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -761,5 +762,42 @@ func TestOpenTruncReadOnly(t *testing.T) {
 			}
 			t.Logf("O_RDONLY|O_TRUNC: engine size 0, reads EOF, nothing written back")
 		})
+	}
+}
+
+// TestOpenFIFONoWait: Open refuses a FIFO with EINVAL at once, in every
+// access mode, instead of waiting in open(2) for the FIFO's other end
+// (Open serves regular files only, and takes no O_NONBLOCK). The test
+// opens the other end itself if Open has not returned within a while,
+// so that a regression fails rather than hangs.
+func TestOpenFIFONoWait(t *testing.T) {
+	e := newEngine(t, Options{})
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range []int{os.O_RDONLY, os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND, os.O_RDONLY | syscall.O_NOFOLLOW} {
+		done := make(chan error, 1)
+		go func() {
+			f, err := e.Open(fifo, flag, 0)
+			if f != nil {
+				f.Close()
+			}
+			done <- err
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			// Release the open(2) waiting for the other end.
+			peer, perr := os.OpenFile(fifo, os.O_RDWR, 0)
+			if perr == nil {
+				defer peer.Close()
+			}
+			err = <-done
+			t.Errorf("Open(fifo, %#x) waited for the FIFO's other end (then: %v)", flag, err)
+			continue
+		}
+		wantPathErr(t, fmt.Sprintf("Open(fifo, %#x)", flag), err, syscall.EINVAL)
 	}
 }

@@ -154,6 +154,9 @@ func (e *Engine) Open(name string, flag int, perm fs.FileMode) (*File, error) {
 	if e.isClosed() {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrClosed}
 	}
+	if errno := notRegular(name, flag); errno != 0 {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errno}
+	}
 	hostFlags := (flag &^ unix.O_APPEND) | unix.O_CLOEXEC
 	var hfd int
 	var err error
@@ -208,6 +211,31 @@ func (e *Engine) Open(name string, flag int, perm fs.FileMode) (*File, error) {
 		ino.mmSize.Store(0)
 	}
 	return f, nil
+}
+
+// notRegular refuses, before it is opened, a path that names something
+// other than a regular file: EISDIR for a directory, EINVAL for the rest.
+// Opening a FIFO waits for its other end, and opening a device can act on
+// it; Open serves regular files only, and says so without either. (The
+// file's type is checked again on the open descriptor: the path may
+// change in between.) A path that cannot be stat'ed is left to open,
+// which creates it or reports why not.
+func notRegular(name string, flag int) syscall.Errno {
+	var st unix.Stat_t
+	stat := unix.Stat
+	if flag&unix.O_NOFOLLOW != 0 {
+		stat = unix.Lstat
+	}
+	if stat(name, &st) != nil {
+		return 0
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFLNK: // a link: open's O_NOFOLLOW answer (ELOOP)
+		return 0
+	case unix.S_IFDIR:
+		return syscall.EISDIR
+	}
+	return syscall.EINVAL
 }
 
 // attach finds or creates the inode for a new handle and registers it.
