@@ -4,10 +4,14 @@ package uring
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -182,6 +186,79 @@ func TestRegisteredFilesParity(t *testing.T) {
 			if after := snapshotResources(t); after.fds != before.fds {
 				t.Errorf("descriptors: %d before, %d after unregistering, a table left at Close and closing ours", before.fds, after.fds)
 			}
+		})
+	}
+}
+
+// TestRegisteredFilesUpdateRace: while one goroutine keeps replacing
+// slot 0 of the table with one file or another (and closing its own
+// descriptors), readers through the slot always get one of the two
+// files' bytes, whole: a replaced descriptor is never closed under a
+// request that uses it, and never names a third file.
+func TestRegisteredFilesUpdateRace(t *testing.T) {
+	for _, name := range testBackends() {
+		t.Run("backend="+name, func(t *testing.T) {
+			dir := t.TempDir()
+			contents := [2][]byte{randomBytes(11, 4096), randomBytes(12, 4096)}
+			var paths [2]string
+			for i, b := range contents {
+				paths[i] = filepath.Join(dir, fmt.Sprint(i))
+				if err := os.WriteFile(paths[i], b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			open := func(i int) int32 {
+				fd, err := unix.Open(paths[i], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					t.Error(err)
+					return -1
+				}
+				return int32(fd)
+			}
+			be := openBackend(t, name, Options{})
+			fd := open(0)
+			if err := be.RegisterFiles([]int32{fd}); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(int(fd))
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			updates := 0
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 1; !stop.Load(); i++ {
+					fd := open(i % 2)
+					if err := be.UpdateFiles(0, []int32{fd}); err != nil {
+						t.Errorf("UpdateFiles: %v", err)
+					}
+					unix.Close(int(fd)) // the table keeps its own
+					updates++
+				}
+			}()
+			var reads atomic.Int64
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					reqs := []Request{{Op: OpRead, Fd: 0, Fixed: true, Buf: make([]byte, 4096)}}
+					for !stop.Load() {
+						if err := be.Submit(reqs); err != nil || reqs[0].Err != nil || reqs[0].N != 4096 {
+							t.Errorf("read through slot 0: %d, %v, %v", reqs[0].N, err, reqs[0].Err)
+							return
+						}
+						if !bytes.Equal(reqs[0].Buf, contents[0]) && !bytes.Equal(reqs[0].Buf, contents[1]) {
+							t.Errorf("read through slot 0: bytes of neither file")
+							return
+						}
+						reads.Add(1)
+					}
+				}()
+			}
+			time.Sleep(200 * time.Millisecond)
+			stop.Store(true)
+			wg.Wait()
+			t.Logf("%d reads through the slot during %d updates", reads.Load(), updates)
 		})
 	}
 }
