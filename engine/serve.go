@@ -115,11 +115,15 @@ func (c *limitConn) Close() error {
 // ListenStats creates a Unix socket for ServeStats at path, readable and
 // writable by the owner only (mode 0600). The directory must belong to
 // the caller and not be writable by others. A symlink at path is refused,
-// never followed; a stale socket of the caller's is replaced; anything
-// else at path is refused (EEXIST). The socket is made in a private
+// never followed; a stale socket of the caller's is replaced; a directory
+// at path is refused with EISDIR, anything else with EEXIST, and an empty
+// path with ENOENT. The socket is made in a private
 // directory and renamed into place, so it is never reachable with a wider
 // mode. Closing the listener removes the socket.
 func ListenStats(path string) (net.Listener, error) {
+	if path == "" {
+		return nil, &fs.PathError{Op: "listen", Path: path, Err: syscall.ENOENT}
+	}
 	dir := filepath.Dir(path)
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
@@ -135,6 +139,8 @@ func ListenStats(path string) (net.Listener, error) {
 			return nil, &fs.PathError{Op: "listen", Path: path, Err: fmt.Errorf("refusing symlink: %w", syscall.ELOOP)}
 		case st.Mode&unix.S_IFMT == unix.S_IFSOCK && st.Uid == uint32(os.Geteuid()):
 			// A stale socket of ours: replaced by the rename below.
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			return nil, &fs.PathError{Op: "listen", Path: path, Err: syscall.EISDIR}
 		default:
 			return nil, &fs.PathError{Op: "listen", Path: path, Err: syscall.EEXIST}
 		}

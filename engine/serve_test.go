@@ -218,6 +218,24 @@ func listenStatsRefuses(t *testing.T) int {
 	} else {
 		wantPathErr(t, "ListenStats over a regular file", err, syscall.EEXIST)
 	}
+	for _, c := range []struct {
+		name, path string
+		want       error
+	}{
+		{"a directory", dir, syscall.EISDIR},
+		{"a directory, with a slash", dir + "/", syscall.EISDIR},
+		{"an empty path", "", syscall.ENOENT},
+	} {
+		if l, err := ListenStats(c.path); err == nil {
+			l.Close()
+			t.Fatalf("ListenStats on %s succeeded", c.name)
+		} else {
+			wantPathErr(t, "ListenStats on "+c.name, err, c.want)
+		}
+	}
+	if left, _ := filepath.Glob(".ringfs-sock-*"); len(left) != 0 {
+		t.Fatalf("refused ListenStats calls left %v in the working directory", left)
+	}
 	open := t.TempDir()
 	if err := os.Chmod(open, 0o777); err != nil {
 		t.Fatal(err)
@@ -241,8 +259,8 @@ func listenStatsRefuses(t *testing.T) int {
 		t.Fatalf("ListenStats over a stale socket: %v", err)
 	}
 	l.Close()
-	t.Logf("refused: symlink (ELOOP, target untouched), dangling symlink, regular file (EEXIST), world-writable directory (EPERM); stale socket replaced")
-	return 4
+	t.Logf("refused: symlink (ELOOP, target untouched), dangling symlink, regular file (EEXIST), directory (EISDIR), empty path (ENOENT), world-writable directory (EPERM); stale socket replaced")
+	return 7
 }
 
 // limitConnCloseOnce: a stats connection closed by two goroutines at
