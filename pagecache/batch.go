@@ -43,14 +43,15 @@ type batchMiss struct {
 // N and Err and in extra's requests. Reads in one batch run in no
 // particular order relative to each other. Misses whose fills overlap one
 // planned earlier in the batch on the same file are served by a further
-// submission.
+// submission. An op without a File, or with a File of another Cache
+// (whose frames this cache's could not hold), fails with EINVAL.
 func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 	var misses []batchMiss
 	for i := range ops {
 		op := &ops[i]
 		op.N, op.Err, op.Hit = 0, nil, false
 		f := op.File
-		if op.Off < 0 {
+		if op.Off < 0 || f == nil || f.c != c {
 			op.Err = syscall.EINVAL
 			continue
 		}

@@ -138,8 +138,10 @@ func TestTruncateRacingWriteback(t *testing.T) {
 
 // TestReadBatch serves random batches of reads over several files (with
 // overlapping misses in one batch, reads past EOF, bad offsets, a
-// released file and extra requests) and checks every result against the
-// models.
+// released file, a file of another cache, an op without a file, and
+// extra requests) and checks every result against the models. The other
+// cache's file is refused (EINVAL) and left as it was: its cache's frames
+// are not this cache's.
 func TestReadBatch(t *testing.T) {
 	seed := testSeed(t)
 	be := openBackend(t, uring.BackendUring, nil)
@@ -161,6 +163,10 @@ func TestReadBatch(t *testing.T) {
 	if err := fr.Release(); err != nil {
 		t.Fatal(err)
 	}
+	// A file of another cache in every batch: EINVAL, untouched.
+	c2 := newCache(t, openBackend(t, uring.BackendUring, nil), Options{Capacity: 16 * PageSize})
+	otherData := pattern(seed+7, 6*PageSize)
+	other := openFile(t, c2, newHostFile(t, otherData, false), int64(len(otherData)))
 	extraData := pattern(seed+9, 5000)
 	he := newHostFile(t, extraData, false)
 	r := rand.New(rand.NewPCG(seed, 5))
@@ -182,7 +188,8 @@ func TestReadBatch(t *testing.T) {
 			}
 			batch[i] = ReadOp{File: fs[k], Buf: make([]byte, 1+r.IntN(5*PageSize)), Off: off}
 		}
-		batch = append(batch, ReadOp{File: fr, Buf: make([]byte, 10)}, ReadOp{File: fs[0], Buf: make([]byte, 10), Off: -1})
+		batch = append(batch, ReadOp{File: fr, Buf: make([]byte, 10)}, ReadOp{File: fs[0], Buf: make([]byte, 10), Off: -1},
+			ReadOp{File: other, Buf: make([]byte, 2*PageSize), Off: r.Int64N(4 * PageSize)}, ReadOp{Buf: make([]byte, 10)})
 		extra := []uring.Request{{Op: uring.OpRead, Fd: he.fd(), Off: 100, Buf: make([]byte, 200)}}
 		c.ReadBatch(batch, extra)
 		for i := range batch[:n] {
@@ -198,6 +205,9 @@ func TestReadBatch(t *testing.T) {
 		if !errors.Is(batch[n].Err, syscall.EBADF) || !errors.Is(batch[n+1].Err, syscall.EINVAL) {
 			t.Fatalf("batch %d: released file %v, negative offset %v", b, batch[n].Err, batch[n+1].Err)
 		}
+		if o, z := batch[n+2], batch[n+3]; !errors.Is(o.Err, syscall.EINVAL) || o.N != 0 || !errors.Is(z.Err, syscall.EINVAL) {
+			t.Fatalf("batch %d: another cache's file %d, %v; no file %v", b, o.N, o.Err, z.Err)
+		}
 		if extra[0].Err != nil || extra[0].N != 200 || !bytes.Equal(extra[0].Buf, extraData[100:300]) {
 			t.Fatalf("batch %d: extra request N=%d err=%v", b, extra[0].N, extra[0].Err)
 		}
@@ -206,7 +216,9 @@ func TestReadBatch(t *testing.T) {
 		}
 	}
 	checkInvariants(t, c, true, fs...)
-	t.Logf("seed %d: %d batches, %d reads over %d files in a 24-page cache; all match, extra requests served", seed, batches, ops, files)
+	checkInvariants(t, c2, true, other)
+	mustRead(t, other, &model{data: otherData}, 0, len(otherData))
+	t.Logf("seed %d: %d batches, %d reads over %d files in a 24-page cache; all match, extra requests served, another cache's file refused", seed, batches, ops, files)
 }
 
 func slicesIndex(fs []*File, f *File) int {
