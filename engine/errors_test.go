@@ -767,7 +767,8 @@ func TestOpenTruncReadOnly(t *testing.T) {
 
 // TestOpenFIFONoWait: Open refuses a FIFO with EINVAL at once, in every
 // access mode, instead of waiting in open(2) for the FIFO's other end
-// (Open serves regular files only, and takes no O_NONBLOCK). The test
+// (Open serves regular files only, and takes no O_NONBLOCK); with
+// O_CREAT|O_EXCL it fails with EEXIST, as open(2) does. The test
 // opens the other end itself if Open has not returned within a while,
 // so that a regression fails rather than hangs.
 func TestOpenFIFONoWait(t *testing.T) {
@@ -800,4 +801,7 @@ func TestOpenFIFONoWait(t *testing.T) {
 		}
 		wantPathErr(t, fmt.Sprintf("Open(fifo, %#x)", flag), err, syscall.EINVAL)
 	}
+	// O_CREAT|O_EXCL: the path exists, whatever it is.
+	_, err := e.Open(fifo, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	wantPathErr(t, "Open(fifo, O_CREAT|O_EXCL)", err, syscall.EEXIST)
 }

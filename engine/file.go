@@ -219,8 +219,12 @@ func (e *Engine) Open(name string, flag int, perm fs.FileMode) (*File, error) {
 // it; Open serves regular files only, and says so without either. (The
 // file's type is checked again on the open descriptor: the path may
 // change in between.) A path that cannot be stat'ed is left to open,
-// which creates it or reports why not.
+// which creates it or reports why not, and so is O_CREAT|O_EXCL, which
+// open refuses (EEXIST) for anything already there without opening it.
 func notRegular(name string, flag int) syscall.Errno {
+	if flag&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL {
+		return 0
+	}
 	var st unix.Stat_t
 	stat := unix.Stat
 	if flag&unix.O_NOFOLLOW != 0 {
