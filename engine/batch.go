@@ -128,7 +128,7 @@ func (b *batch) add(op *Op) {
 	// alone, under the file's locks: in the batch, a fill's readahead
 	// could cache the range's old bytes around it, and the size would not
 	// grow.
-	direct := f.direct && aligned(op.Buf, op.Off) && (!op.Write || uncached)
+	direct := f.direct && pagecache.DirectAligned(op.Buf, op.Off) && (!op.Write || uncached)
 	switch {
 	case !op.Write && ino.cf != nil && !f.direct:
 		b.reads = append(b.reads, pagecache.ReadOp{File: ino.cf, Buf: op.Buf, Off: op.Off})

@@ -112,13 +112,9 @@ func (e *Engine) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint32
 
 // directAlign is the alignment O_DIRECT transfers are given: offsets and
 // lengths of direct writes must be multiples of it (EINVAL otherwise,
-// from the kernel); buffers that are not aligned are bounced.
-const directAlign = 4096
-
-func aligned(p []byte, off int64) bool {
-	return off%directAlign == 0 && len(p)%directAlign == 0 &&
-		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign == 0
-}
+// from the kernel); buffers that are not aligned are bounced. A transfer
+// that needs no bounce is pagecache.DirectAligned.
+const directAlign = pagecache.PageSize
 
 // alignedBuf returns n bytes aligned to directAlign.
 func alignedBuf(n int) []byte {
@@ -145,7 +141,7 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 // O_DIRECT descriptor, bouncing through an aligned buffer when p or off
 // is not aligned.
 func (ino *inode) directHostRead(f *File, p []byte, off int64, flags int) (int, error) {
-	if aligned(p, off) {
+	if pagecache.DirectAligned(p, off) {
 		return ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
 	}
 	a0 := off &^ (directAlign - 1)

@@ -764,7 +764,7 @@ func b9Run(t *testing.T, fig *Figures, dir string, opts Options, align int64) {
 				got, err := d.ReadAt(p, off)
 				want := int(max(0, min(int64(n), size-off)))
 				fig.Add("reads", 1)
-				if !aligned(p, off) {
+				if !pagecache.DirectAligned(p, off) {
 					fig.Add("reads_bounced", 1)
 				}
 				if got != want || (want < n && err != io.EOF) || (want == n && err != nil) {

@@ -467,7 +467,7 @@ func (f *File) fill(dst []byte, off int64) (int, error) {
 	}
 	fc := getFillCtx()
 	defer putFillCtx(fc)
-	aligned := directAligned(dst, off)
+	aligned := DirectAligned(dst, off)
 	p1 = f.reserveFill(fc, req, p0, p1, aligned)
 	if len(fc.frames) == 0 {
 		// Read around the cache (or no frame was free): the locked path
@@ -575,7 +575,7 @@ func (f *File) reserveFill(fc *fillCtx, req Range, p0, p1 int64, aligned bool) i
 // lacks: see evictPages).
 //
 // A file with an O_DIRECT descriptor reads around the cache only into a
-// buffer aligned for it (aligned: directAligned), through that
+// buffer aligned for it (aligned: DirectAligned), through that
 // descriptor and the ring, where such reads wait for the disk together:
 // its other misses fill through frames, and none goes through the
 // buffered descriptor, which would cache the file in the kernel too.
@@ -616,10 +616,10 @@ func (f *File) readAround(fc *fillCtx, dst []byte, req Range, aligned bool) (n i
 	return len(dst), true, nil
 }
 
-// directAligned reports whether a read of p at off may go to an O_DIRECT
-// descriptor as it is: p's address, its length and off are multiples of
-// the page size (any device's logical block divides it).
-func directAligned(p []byte, off int64) bool {
+// DirectAligned reports whether a transfer of p at off may go to an
+// O_DIRECT descriptor as it is: p's address, its length and off are
+// multiples of the page size (any device's logical block divides it).
+func DirectAligned(p []byte, off int64) bool {
 	return off%PageSize == 0 && len(p)%PageSize == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(p)))%PageSize == 0
 }
 
