@@ -1262,6 +1262,16 @@ func (f *File) Release() error {
 	if dirty {
 		return syscall.EBUSY
 	}
+	f.releaseLocked()
+	return nil
+}
+
+// releaseLocked drops every page of the file, dirty or not, and marks it
+// released.
+//
+// Preconditions: f.wbMu and f.mu (for writing) are held; the file is
+// idle and not released.
+func (f *File) releaseLocked() {
 	f.dropFrom(0)
 	f.released = true
 	f.hostFd.Store(hostFdReleased)
@@ -1270,7 +1280,6 @@ func (f *File) Release() error {
 	f.c.mu.Lock()
 	f.c.files--
 	f.c.mu.Unlock()
-	return nil
 }
 
 // Truncate sets the host file's size and the cache's: pages past the new

@@ -113,14 +113,7 @@ func (f *File) Discard() {
 	if f.released {
 		return
 	}
-	f.dropFrom(0)
-	f.released = true
-	f.hostFd.Store(hostFdReleased)
-	f.fillFd.Store(hostFdReleased)
-	f.closeSyncFd(syncRefused)
-	f.c.mu.Lock()
-	f.c.files--
-	f.c.mu.Unlock()
+	f.releaseLocked()
 }
 
 // lockAll takes the file's writeback and page locks, for calls that
