@@ -63,11 +63,11 @@ func (p *psync) runOne(r Request) (int, error) {
 }
 
 // Do runs r with a plain syscall in the calling goroutine instead of the
-// ring (counted in Stats.Inline). Requests on registered files or buffers
-// go through the ring, which holds the tables (and checks them as it
-// does for Submit).
+// ring (counted in Stats.Inline). A fixed read or write is checked against
+// the registered buffers as the kernel checks it. Requests on registered
+// files go through the ring, whose kernel holds the table.
 func (r *Ring) Do(req Request) (int, error) {
-	if req.Fixed || req.Op == OpReadFixed || req.Op == OpWriteFixed {
+	if req.Fixed {
 		return submitOne(r, req)
 	}
 	if err := r.usable(); err != nil {

@@ -28,6 +28,13 @@
 // one enter before it waits in the kernel or stops leading.
 // Stats().SQEsPerEnter shows how well that works.
 //
+// A request marked Inline is not submitted: the ring runs it with a plain
+// syscall in the calling goroutine, as Do does, before returning. That is
+// for files on tmpfs and ramfs (InlineFile), on which the kernel hands
+// every ring request to a worker thread. Requests on registered files
+// always go to the ring; a fixed read or write run inline is checked
+// against the registered buffers as the kernel checks it.
+//
 // Short reads and writes are resumed until the request is complete; a read
 // that returns 0 bytes ends at end of file (N < length, Err nil). An
 // O_DIRECT read cut short by the end of file is resumed at an unaligned

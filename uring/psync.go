@@ -106,7 +106,7 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 		tfd, errno = p.files.resolveLocked(r.Fd)
 		fd = int(tfd)
 	}
-	if errno == 0 && (r.Op == OpReadFixed || r.Op == OpWriteFixed) && !p.inline {
+	if errno == 0 && (r.Op == OpReadFixed || r.Op == OpWriteFixed) {
 		errno = p.checkFixedBuf(r)
 	}
 	if errno != 0 {
@@ -216,9 +216,8 @@ func rwv(read bool, fd int, iov []unix.Iovec, off int64, flags int) (int, error)
 }
 
 // checkFixedBuf fails a fixed read or write whose bytes do not lie in the
-// registered buffer it names with EFAULT, as the kernel does. (The
-// inline psync of a ring is not asked: the ring's kernel holds its
-// table, and Ring.Do sends fixed requests to the ring.)
+// registered buffer it names with EFAULT, as the kernel does. A ring's
+// inline psync holds the ranges the ring registered (setBuffers).
 func (p *psync) checkFixedBuf(r *Request) syscall.Errno {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -248,12 +247,32 @@ func (p *psync) RegisterBuffers(bufs [][]byte) error {
 	if p.bufs != nil {
 		return syscall.EBUSY
 	}
+	p.setBuffersLocked(bufs)
+	return nil
+}
+
+// setBuffers replaces the registered buffers' ranges with bufs' (none for
+// nil), for a ring's inline psync, which mirrors what the ring's kernel
+// accepted.
+func (p *psync) setBuffers(bufs [][]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setBuffersLocked(bufs)
+}
+
+// setBuffersLocked sets the registered buffers' ranges to bufs'.
+//
+// Preconditions: p.mu is held.
+func (p *psync) setBuffersLocked(bufs [][]byte) {
+	if bufs == nil {
+		p.bufs = nil
+		return
+	}
 	p.bufs = make([]memRange, len(bufs))
 	for i, b := range bufs {
 		start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 		p.bufs[i] = memRange{start, start + uintptr(len(b))}
 	}
-	return nil
 }
 
 // UnregisterBuffers drops the registered buffers (ENXIO when there are

@@ -17,8 +17,8 @@ import (
 )
 
 // TestRegisteredBuffersParity: every backend answers buffer registration
-// and fixed reads and writes as the kernel does, through Submit and Do
-// alike: a second registration is EBUSY, an empty list or buffer EINVAL,
+// and fixed reads and writes as the kernel does, through Submit, Do and
+// Submit of Inline requests alike: a second registration is EBUSY, an empty list or buffer EINVAL,
 // unregistering nothing ENXIO, and a fixed request whose bytes are not in
 // the registered buffer it names fails with EFAULT. (psync accepted all
 // of these, and a ring's Do ran fixed requests it would refuse in
@@ -65,10 +65,15 @@ func TestRegisteredBuffersParity(t *testing.T) {
 						t.Fatal(err)
 					}
 					n, err := Do(be, c.r)
+					in := []Request{c.r}
+					in[0].Inline = true
+					if err := be.Submit(in); err != nil {
+						t.Fatal(err)
+					}
 					for how, got := range map[string]struct {
 						n   int
 						err error
-					}{"Submit": {one[0].N, one[0].Err}, "Do": {n, err}} {
+					}{"Submit": {one[0].N, one[0].Err}, "Do": {n, err}, "Submit (Inline)": {in[0].N, in[0].Err}} {
 						wantN := 0
 						if c.want == 0 {
 							wantN = len(c.r.Buf)
@@ -90,7 +95,7 @@ func TestRegisteredBuffersParity(t *testing.T) {
 			if got := errnoOfErr(be.UnregisterBuffers()); got != syscall.ENXIO {
 				t.Fatalf("unregister again: %v, want ENXIO", got)
 			}
-			t.Logf("%d registration steps and %d fixed requests, twice each way", len(steps), len(reqs))
+			t.Logf("%d registration steps and %d fixed requests, twice each of three ways", len(steps), len(reqs))
 		})
 	}
 }

@@ -61,12 +61,20 @@ var kernelOp = [numOps]uint8{opNop, opRead, opWrite, opReadv, opWritev, opReadFi
 // take them. RWF_HIPRI is a hint there, and the io_uring backends drop it:
 // their rings do not poll for completions, and the kernel would refuse
 // it on them.
+//
+// Inline asks a ring to run the request with a plain syscall in the
+// calling goroutine, as Do does, instead of submitting it: for files on
+// which the kernel would hand every ring request to a worker thread
+// (InlineFile). It changes where the request runs, not its result; psync
+// runs every request that way, and iouringgo and requests on registered
+// files (Fixed) ignore it.
 type Request struct {
 	Op       Op
 	Fixed    bool     // Fd is an index into the registered file table
 	BufIndex uint16   // registered buffer index for OpReadFixed/OpWriteFixed
 	Flags    uint32   // RWF_* for reads and writes, FsyncDatasync, fallocate mode, sync_file_range flags
 	Fd       int32    // file descriptor (or registered index when Fixed)
+	Inline   bool     // run with a plain syscall, not through a ring (see InlineFile)
 	Off      int64    // file offset
 	Len      int64    // OpFallocate, OpSyncFileRange, ranged OpFsync
 	Buf      []byte   // OpRead, OpWrite, OpReadFixed, OpWriteFixed

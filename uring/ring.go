@@ -341,7 +341,13 @@ func (r *Ring) RegisterBuffers(bufs [][]byte) error {
 	for i, b := range bufs {
 		iov[i] = unix.Iovec{Base: &b[0], Len: uint64(len(b))}
 	}
-	return r.register(regBuffers, unsafe.Pointer(&iov[0]), len(iov))
+	if err := r.register(regBuffers, unsafe.Pointer(&iov[0]), len(iov)); err != nil {
+		return err
+	}
+	// Fixed requests run inline (Do, Request.Inline) are checked against
+	// the same ranges, as the kernel checks those it runs.
+	r.inline.setBuffers(bufs)
+	return nil
 }
 
 // UnregisterBuffers drops the registered buffers.
@@ -349,7 +355,11 @@ func (r *Ring) UnregisterBuffers() error {
 	if err := r.usable(); err != nil {
 		return err
 	}
-	return r.register(unregBuffers, nil, 0)
+	if err := r.register(unregBuffers, nil, 0); err != nil {
+		return err
+	}
+	r.inline.setBuffers(nil)
+	return nil
 }
 
 // RegisterFiles sets the registered file table; -1 marks an empty slot.

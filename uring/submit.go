@@ -40,6 +40,16 @@ import (
 func (r *Ring) Submit(reqs []Request) error {
 	r.c.submits.Add(1)
 	r.c.requests.Add(uint64(len(reqs)))
+	if inlineOnly(reqs) {
+		if err := r.usable(); err != nil {
+			failAll(reqs, err)
+			return err
+		}
+		for i := range reqs {
+			r.inline.run(&reqs[i], nil)
+		}
+		return nil
+	}
 	r.submitters.Add(1)
 	defer r.submitters.Add(-1)
 	var w *waiter
@@ -72,7 +82,7 @@ func (r *Ring) Submit(reqs []Request) error {
 		r.releaseWaiter(w)
 	}
 	if err == nil {
-		r.runUnsupported(reqs)
+		r.runLeft(reqs)
 		for i := range reqs {
 			if be, ok := reqs[i].Err.(*BackendError); ok {
 				return be
@@ -82,13 +92,12 @@ func (r *Ring) Submit(reqs []Request) error {
 	return err
 }
 
-// runUnsupported runs, with plain syscalls, the requests whose opcode this
-// kernel lacks (enqueue left them alone).
-func (r *Ring) runUnsupported(reqs []Request) {
+// runLeft runs, with plain syscalls, the requests enqueue left alone:
+// those asking to run inline and those whose opcode this kernel lacks.
+func (r *Ring) runLeft(reqs []Request) {
 	for i := range reqs {
 		req := &reqs[i]
-		if req.Op < numOps && !r.probe.Supported[kernelOp[req.Op]] && req.validate() == 0 &&
-			!((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) {
+		if req.validate() == 0 && !((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) && r.runsInline(req) {
 			r.inline.run(req, nil)
 		}
 	}
@@ -129,8 +138,8 @@ func (r *Ring) enqueue(w *waiter, reqs []Request, i int) (*waiter, int, int, err
 		if (req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0 {
 			continue
 		}
-		if !r.probe.Supported[kernelOp[req.Op]] {
-			continue // run inline by Submit: this kernel lacks the opcode
+		if r.runsInline(req) {
+			continue // run by Submit with a plain syscall (runLeft)
 		}
 		if req.Op == OpCancel {
 			r.c.cancels.Add(1)
