@@ -95,6 +95,12 @@ type Options struct {
 	MergeGap int64
 	// Logger receives registration and writeback failures; nil discards.
 	Logger *slog.Logger
+	// RingOnly sends the host I/O of files on tmpfs and ramfs through the
+	// backend's ring like any other file's. By default it runs there as
+	// plain syscalls (uring.Request.Inline), since the kernel would hand
+	// each ring request on such a file to a worker thread; tests set it to
+	// run the ring's paths on tmpfs.
+	RingOnly bool
 }
 
 // Cache is a page cache shared by many files.
@@ -114,6 +120,7 @@ type Cache struct {
 	maxWrite  int64
 	mergeGap  int64
 	directWB  int64
+	ringOnly  bool // Options.RingOnly
 
 	st counters
 
@@ -217,7 +224,7 @@ func New(opts Options) (*Cache, error) {
 	n := int32(capacity / PageSize)
 	c := &Cache{
 		be: opts.Backend, log: log, arena: arena, nframes: n, readahead: ra, maxWrite: mw,
-		mergeGap: opts.MergeGap, directWB: opts.DirectWriteback,
+		mergeGap: opts.MergeGap, directWB: opts.DirectWriteback, ringOnly: opts.RingOnly,
 		free: make([]int32, n), policy: newS3FIFO(int(n)), claimed: make([]bool, n), meta: make([]frame, n),
 	}
 	for i := range c.free {
@@ -238,8 +245,10 @@ func New(opts Options) (*Cache, error) {
 // the frames of consecutive file pages, starting inFirst bytes into the
 // first frame: one fixed transfer when the bytes are contiguous in a
 // registered buffer, a plain one when contiguous otherwise, else a
-// vectored one with an iovec per contiguous piece (kept in fc.vecs).
-func (c *Cache) transfer(fc *fillCtx, write bool, fd int32, off int64, frames []int32, inFirst, n int) uring.Request {
+// vectored one with an iovec per contiguous piece (kept in fc.vecs). It
+// is marked Inline on files on tmpfs and ramfs.
+func (f *File) transfer(fc *fillCtx, write bool, fd int32, off int64, frames []int32, inFirst, n int) uring.Request {
+	c := f.c
 	fixedOp, plainOp, vecOp := uring.OpReadFixed, uring.OpRead, uring.OpReadv
 	if write {
 		fixedOp, plainOp, vecOp = uring.OpWriteFixed, uring.OpWrite, uring.OpWritev
@@ -255,9 +264,9 @@ func (c *Cache) transfer(fc *fillCtx, write bool, fd int32, off int64, frames []
 	if contiguous {
 		buf := c.arena[start : start+n]
 		if c.fixed && start/registeredBuffer == (start+n-1)/registeredBuffer {
-			return uring.Request{Op: fixedOp, Fd: fd, Off: off, Buf: buf, BufIndex: uint16(start / registeredBuffer)}
+			return uring.Request{Op: fixedOp, Fd: fd, Off: off, Buf: buf, BufIndex: uint16(start / registeredBuffer), Inline: f.inline}
 		}
-		return uring.Request{Op: plainOp, Fd: fd, Off: off, Buf: buf}
+		return uring.Request{Op: plainOp, Fd: fd, Off: off, Buf: buf, Inline: f.inline}
 	}
 	first, left := len(fc.vecs), n
 	for i := 0; i < len(frames) && left > 0; {
@@ -274,7 +283,7 @@ func (c *Cache) transfer(fc *fillCtx, write bool, fd int32, off int64, frames []
 		left -= l
 		i = j
 	}
-	return uring.Request{Op: vecOp, Fd: fd, Off: off, Vecs: fc.vecs[first:len(fc.vecs):len(fc.vecs)]}
+	return uring.Request{Op: vecOp, Fd: fd, Off: off, Vecs: fc.vecs[first:len(fc.vecs):len(fc.vecs)], Inline: f.inline}
 }
 
 // hugePage is the transparent huge page size the arena is aligned to.
@@ -624,7 +633,7 @@ func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
 	}
 	c.nextID++
 	c.files++
-	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd, syncFd: -1}
+	f := &File{c: c, id: c.nextID, fd: fd, directFd: directFd, syncFd: -1, inline: !c.ringOnly && uring.InlineFile(int(fd))}
 	f.mu.st = &c.st
 	f.fillDone.L = &f.mu
 	f.aroundDone.L = &f.aroundMu

@@ -3,7 +3,10 @@
 // Package pagecache is ringfs's user-space page cache: it keeps pages of
 // host files in one arena, absorbs reads and writes, fills misses with
 // readahead and writes dirty data back in coalesced batches, all through a
-// uring.Backend.
+// uring.Backend. The requests of a file on tmpfs or ramfs are marked
+// Inline (uring.InlineFile): a ring runs them as plain syscalls rather
+// than handing each to a kernel worker thread (Options.RingOnly turns
+// that off).
 //
 // # What is cached
 //

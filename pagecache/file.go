@@ -27,6 +27,10 @@ type File struct {
 	id       uint64
 	fd       int32 // buffered host descriptor
 	directFd int32 // O_DIRECT host descriptor, or -1
+	// inline is set for a file on tmpfs or ramfs (uring.InlineFile): its
+	// host I/O runs as plain syscalls, never through the ring, which would
+	// hand every request to a kernel worker thread (Request.Inline).
+	inline bool
 
 	// size is the file's logical size. Written with mu held for writing;
 	// read anywhere.
@@ -595,7 +599,7 @@ func (f *File) readAround(fc *fillCtx, dst []byte, req Range, aligned bool) (n i
 	} else {
 		// The O_DIRECT descriptor (nothing changes the descriptors
 		// before endAround).
-		fc.reqs = append(fc.reqs[:0], uring.Request{Op: uring.OpRead, Fd: fd, Off: req.Start, Buf: dst})
+		fc.reqs = append(fc.reqs[:0], uring.Request{Op: uring.OpRead, Fd: fd, Off: req.Start, Buf: dst, Inline: f.inline})
 		f.c.be.Submit(fc.reqs)
 		r := &fc.reqs[0]
 		n, err = r.N, r.Err
@@ -700,7 +704,7 @@ func (f *File) fillUnlocked(fc *fillCtx, dst []byte, req Range, p0, p1 int64) (n
 	for _, sg := range [2]fillSeg{{p0: p0, p1: r1, required: true}, {p0: r1, p1: p1, frames: int(r1 - p0)}} {
 		if k := int(sg.p1 - sg.p0); k > 0 {
 			fc.segs = append(fc.segs, sg)
-			fc.reqs = append(fc.reqs, c.transfer(fc, false, fd, sg.p0<<pageShift, fc.frames[sg.frames:sg.frames+k], 0, PageSize*k))
+			fc.reqs = append(fc.reqs, f.transfer(fc, false, fd, sg.p0<<pageShift, fc.frames[sg.frames:sg.frames+k], 0, PageSize*k))
 		}
 	}
 	if direct {
@@ -969,10 +973,10 @@ func (f *File) planFill(fc *fillCtx, p0, p1, r1 int64, req Range, dst []byte) {
 		if s.frames < 0 {
 			// Bypass: read the caller's part of these pages into dst.
 			a, b := max(s.p0<<pageShift, req.Start), min(s.p1<<pageShift, req.End)
-			fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpRead, Fd: f.fd, Off: a, Buf: dst[a-req.Start : b-req.Start]})
+			fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpRead, Fd: f.fd, Off: a, Buf: dst[a-req.Start : b-req.Start], Inline: f.inline})
 			continue
 		}
-		fc.reqs = append(fc.reqs, f.c.transfer(fc, false, fd, s.p0<<pageShift,
+		fc.reqs = append(fc.reqs, f.transfer(fc, false, fd, s.p0<<pageShift,
 			fc.frames[s.frames:s.frames+int(s.p1-s.p0)], 0, PageSize*int(s.p1-s.p0)))
 	}
 }

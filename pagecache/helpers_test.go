@@ -42,10 +42,14 @@ func openBackend(t testing.TB, name string, inj uring.Injector) uring.Backend {
 }
 
 // newCache returns a cache on be; at cleanup every file still open is
-// released (written back first) and the cache closed.
+// released (written back first) and the cache closed. Its files' host I/O
+// goes through be's ring also on tmpfs (Options.RingOnly), where the
+// tests' files usually are: the ring's paths are what they test
+// (TestInlineFiles tests the others).
 func newCache(t testing.TB, be uring.Backend, opts Options) *Cache {
 	t.Helper()
 	opts.Backend = be
+	opts.RingOnly = true
 	c, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)

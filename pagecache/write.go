@@ -198,7 +198,7 @@ func (f *File) writeCached(fc *fillCtx, p []byte, off int64) (int, error) {
 			r.Buf = p[r.Off-off : b-off]
 			continue
 		}
-		fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpWrite, Fd: f.fd, Off: a, Buf: p[a-off : b-off]})
+		fc.reqs = append(fc.reqs, uring.Request{Op: uring.OpWrite, Fd: f.fd, Off: a, Buf: p[a-off : b-off], Inline: f.inline})
 	}
 	limit := end
 	var err error

@@ -369,7 +369,7 @@ func (f *File) runRequests(wc *wbCtx, i int) {
 // consecutive pages starting at firstPage.
 func (f *File) framesRequest(wc *wbCtx, fd int32, a, b, firstPage int64, frames []int32) uring.Request {
 	sub := frames[pageOf(a)-firstPage : pageEnd(b)-firstPage]
-	return f.c.transfer(&wc.fillCtx, true, fd, a, sub, int(a&(PageSize-1)), int(b-a))
+	return f.transfer(&wc.fillCtx, true, fd, a, sub, int(a&(PageSize-1)), int(b-a))
 }
 
 // finishWriteback unpins the pages and moves those whose runs were
