@@ -157,7 +157,7 @@ func (b *batch) add(op *Op) {
 				return
 			}
 		}
-		b.host = append(b.host, uring.Request{Op: kind, Fd: f.fd, Buf: op.Buf, Off: op.Off})
+		b.host = append(b.host, uring.Request{Op: kind, Fd: f.fd, Buf: op.Buf, Off: op.Off, Inline: ino.inline})
 		b.hostOf = append(b.hostOf, op)
 	default:
 		b.single(op)

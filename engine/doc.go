@@ -56,6 +56,10 @@
 //   - While a user Mapping of a file is open, the file's data is not
 //     cached: the mapping and the host are the only copies, and engine
 //     reads and writes go to the host.
+//   - On tmpfs and ramfs (uring.InlineFile) the kernel would hand every
+//     ring request to a worker thread, so everything above that goes to
+//     the ring (direct reads, fills, writeback, Submit's host
+//     operations) runs as plain syscalls for such files instead.
 //
 // # Errors and durability
 //

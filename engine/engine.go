@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -115,6 +116,12 @@ type Options struct {
 	WrapBackend func(uring.Backend) uring.Backend
 }
 
+// ringOnlyForTests makes engines created while it is set send the host
+// I/O of files on tmpfs and ramfs through the ring like any other file's.
+// The package's tests set it: their files are on /dev/shm, and the ring's
+// paths are what most of them test.
+var ringOnlyForTests atomic.Bool
+
 // Engine serves files. All methods are safe for concurrent use.
 //
 // Lock order (outermost first):
@@ -130,9 +137,12 @@ type Engine struct {
 	// sampleMask is LatencySampling-1 (see sampleStart).
 	sampleMask uint32
 	cache      *pagecache.Cache // nil when not caching
-	log        *slog.Logger
-	started    time.Time
-	st         stats
+	// ringOnly keeps the host I/O of files on tmpfs and ramfs on the ring
+	// (ringOnlyForTests when New ran).
+	ringOnly bool
+	log      *slog.Logger
+	started  time.Time
+	st       stats
 
 	mu sync.Mutex
 	// inodes maps device+inode to the state shared by a file's handles.
@@ -176,7 +186,7 @@ func New(opts Options) (*Engine, error) {
 		sampling = DefaultLatencySampling
 	}
 	e := &Engine{
-		opts: opts, be: be, log: log, started: time.Now(),
+		opts: opts, be: be, log: log, started: time.Now(), ringOnly: ringOnlyForTests.Load(),
 		sampleMask: uint32(1)<<bits.Len32(uint32(sampling-1)) - 1,
 		inodes:     make(map[inodeKey]*inode), handles: make(map[*File]struct{}),
 		servers: make(map[*http.Server]struct{}),
@@ -188,7 +198,7 @@ func New(opts Options) (*Engine, error) {
 		}
 		e.cache, err = pagecache.New(pagecache.Options{
 			Capacity: size, Readahead: int64(opts.Readahead), Backend: be, Logger: log,
-			DirectWriteback: directWriteback(be), MergeGap: mergeGap,
+			DirectWriteback: directWriteback(be), MergeGap: mergeGap, RingOnly: e.ringOnly,
 		})
 		if err != nil {
 			be.Close()

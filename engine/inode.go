@@ -32,6 +32,12 @@ type inode struct {
 	refs, handles int
 	closing       chan struct{}
 
+	// inline is set for a file on tmpfs or ramfs (uring.InlineFile),
+	// unless the engine is ring-only: its host reads and writes run as
+	// plain syscalls, since the kernel would hand each ring request on it
+	// to a worker thread. Set by newInode.
+	inline bool
+
 	cf   *pagecache.File   // nil when not caching
 	errs *pagecache.ErrSeq // cf.Errs, or ownErrs without a cache
 	// ownErrs records fsync errors when there is no cache.
@@ -85,6 +91,7 @@ func (e *Engine) newInode(key inodeKey, name string, hfd int32, access int) (*in
 		return nil, err
 	}
 	ino.fd, ino.access = fd, acc
+	ino.inline = !e.ringOnly && uring.InlineFile(int(fd))
 	if e.opts.DirectIO && e.cache != nil {
 		if dfd, _, err := reopen(hfd, acc|unix.O_DIRECT, -1); err == nil {
 			ino.dfd = dfd

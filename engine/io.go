@@ -72,7 +72,7 @@ func (ino *inode) write(f *File, p []byte, off int64, flags int, atEnd bool) (in
 	if atEnd {
 		rw |= unix.RWF_APPEND
 	}
-	n, err := ino.e.hostIO(uring.OpWrite, f.fd, p, off, rw)
+	n, err := ino.hostIO(uring.OpWrite, f.fd, p, off, rw)
 	if atEnd && n > 0 {
 		// The kernel chose the offset; the size now ends the write.
 		var st unix.Stat_t
@@ -87,14 +87,16 @@ func (ino *inode) write(f *File, p []byte, off int64, flags int, atEnd bool) (in
 // submitted.
 var reqPool = sync.Pool{New: func() any { return new([1]uring.Request) }}
 
-// hostIO runs one read or write on the host through the backend: a write
-// as a plain syscall (uring.Do: a lone buffered write would go to a kernel
-// worker thread from the ring), a read through the ring. Reads come here
-// only on O_DIRECT descriptors, where direct reads of concurrent callers
-// share enters and wait for the device together (buffered host reads are
-// plain syscalls, see inode.read).
-func (e *Engine) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint32) (int, error) {
-	if op.IsWrite() {
+// hostIO runs one read or write of the file on the host through the
+// backend: a write as a plain syscall (uring.Do: a lone buffered write
+// would go to a kernel worker thread from the ring), a read through the
+// ring. Reads come here only on O_DIRECT descriptors, where direct reads
+// of concurrent callers share enters and wait for the device together
+// (buffered host reads are plain syscalls, see inode.read); on tmpfs and
+// ramfs (inode.inline) they are plain syscalls too.
+func (ino *inode) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint32) (int, error) {
+	e := ino.e
+	if op.IsWrite() || ino.inline {
 		return uring.Do(e.be, uring.Request{Op: op, Fd: fd, Buf: p, Off: off, Flags: flags})
 	}
 	r := reqPool.Get().(*[1]uring.Request)
@@ -142,12 +144,12 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 // is not aligned.
 func (ino *inode) directHostRead(f *File, p []byte, off int64, flags int) (int, error) {
 	if pagecache.DirectAligned(p, off) {
-		return ino.e.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
+		return ino.hostIO(uring.OpRead, f.fd, p, off, uint32(flags))
 	}
 	a0 := off &^ (directAlign - 1)
 	a1 := (off + int64(len(p)) + directAlign - 1) &^ (directAlign - 1)
 	buf := alignedBuf(int(a1 - a0))
-	n, err := ino.e.hostIO(uring.OpRead, f.fd, buf, a0, uint32(flags))
+	n, err := ino.hostIO(uring.OpRead, f.fd, buf, a0, uint32(flags))
 	// Cut short at the host's end and refused when resumed there (see
 	// directReadRest): read the rest again from the aligned offset at or
 	// below where it stopped. This must happen here, not only in
@@ -156,7 +158,7 @@ func (ino *inode) directHostRead(f *File, p []byte, off int64, flags int) (int, 
 	for try := 0; try < directRetries && n > 0 && n < len(buf) && errors.Is(err, syscall.EINVAL); try++ {
 		at := n &^ (directAlign - 1)
 		var m int
-		m, err = ino.e.hostIO(uring.OpRead, f.fd, buf[at:], a0+int64(at), uint32(flags))
+		m, err = ino.hostIO(uring.OpRead, f.fd, buf[at:], a0+int64(at), uint32(flags))
 		n = at + m
 	}
 	got := max(min(n-int(off-a0), len(p)), 0)
@@ -230,7 +232,7 @@ func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd boo
 		if atEnd {
 			off = ino.mmSize.Load()
 		}
-		n, err := ino.e.hostIO(uring.OpWrite, f.fd, buf, off, rw)
+		n, err := ino.hostIO(uring.OpWrite, f.fd, buf, off, rw)
 		if n > 0 && off+int64(n) > ino.mmSize.Load() {
 			ino.mmSize.Store(off + int64(n))
 		}
@@ -239,7 +241,7 @@ func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd boo
 	if atEnd {
 		rw |= unix.RWF_APPEND
 	}
-	n, err := ino.e.hostIO(uring.OpWrite, f.fd, buf, off, rw)
+	n, err := ino.hostIO(uring.OpWrite, f.fd, buf, off, rw)
 	return n, off, err
 }
 
