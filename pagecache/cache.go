@@ -92,6 +92,8 @@ type Options struct {
 	// rewrite gives the host what it has; it trades a little bandwidth for
 	// fewer, larger writes, which devices complete and flush faster. The
 	// joined bytes count as dirty from then until an fsync covers them.
+	// Files on tmpfs and ramfs join no runs: a write there is a copy in
+	// memory, and copying clean bytes costs more than the call it saves.
 	MergeGap int64
 	// Logger receives registration and writeback failures; nil discards.
 	Logger *slog.Logger

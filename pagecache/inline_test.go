@@ -95,3 +95,52 @@ func shmDir(t *testing.T) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// TestInlineFilesJoinNoRuns: writeback joins no dirty runs across clean
+// cached pages (Options.MergeGap) of a file on tmpfs, where the joined
+// bytes would only be copied again; with the ring forced it does.
+func TestInlineFilesJoinNoRuns(t *testing.T) {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC || unix.Access("/dev/shm", unix.W_OK) != nil {
+		t.Skip("no writable tmpfs at /dev/shm")
+	}
+	for _, tt := range []struct {
+		ringOnly   bool
+		wantWrites int
+	}{{false, 2}, {true, 1}} {
+		data := pattern(31, 8*PageSize)
+		h := newHostFileIn(t, shmDir(t), data, false)
+		rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+		c, err := New(Options{Capacity: MinCapacity, Backend: rb, MergeGap: 4 * PageSize, Readahead: PageSize, RingOnly: tt.ringOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.NewFile(h.fd(), -1, int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &model{data: append([]byte(nil), data...)}
+		for p := int64(0); p < 8; p++ {
+			mustRead(t, f, m, p*PageSize, PageSize)
+		}
+		mustWrite(t, f, m, pattern(32, PageSize), 0)
+		mustWrite(t, f, m, pattern(33, PageSize), 2*PageSize)
+		s0, o0 := rb.mark()
+		if err := f.Writeback(Range{0, 1 << 40}, SyncData); err != nil {
+			t.Fatal(err)
+		}
+		_, ops := rb.since(s0, o0)
+		if writes := filterOps(ops, isWrite); len(writes) != tt.wantWrites {
+			t.Errorf("RingOnly %v: %d writes %v, want %d", tt.ringOnly, len(writes), writes, tt.wantWrites)
+		}
+		if !bytes.Equal(h.bytes(t), m.data) {
+			t.Errorf("RingOnly %v: host differs from the model", tt.ringOnly)
+		}
+		if err := f.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -145,12 +145,18 @@ func (f *File) writebackLocked(r Range) error {
 
 // collectDirty gathers the dirty pages of [p0, p1) into runs and pins
 // their frames. Runs separated by at most Options.MergeGap bytes of
-// cached pages are joined, the clean pages between them included. dio
+// cached pages are joined, the clean pages between them included, except
+// on tmpfs and ramfs (f.inline): there a write is a copy in memory, and
+// copying the clean bytes costs more than the system call it saves. dio
 // says which runs will be written with O_DIRECT (widened to whole pages).
 //
 // Preconditions: f.wbMu is held; f.mu is held for writing.
 func (f *File) collectDirty(p0, p1 int64, dio directIO) *wbCtx {
 	c := f.c
+	mergeGap := c.mergeGap
+	if f.inline {
+		mergeGap = 0
+	}
 	wc := getWbCtx()
 	wc.dio = dio
 	size := f.size.Load()
@@ -164,8 +170,8 @@ func (f *File) collectDirty(p0, p1 int64, dio directIO) *wbCtx {
 		if m.state&pageDirty == 0 {
 			// A clean page right after the last run (or after clean pages
 			// that are) may join it to the next dirty page.
-			if run != nil && c.mergeGap > 0 && ps < size &&
-				pageEnd(run.end) == page-int64(len(wc.gap)) && ps-run.end < c.mergeGap {
+			if run != nil && mergeGap > 0 && ps < size &&
+				pageEnd(run.end) == page-int64(len(wc.gap)) && ps-run.end < mergeGap {
 				wc.gap = append(wc.gap, wbPage{page: page, frame: fr})
 			} else {
 				wc.gap = wc.gap[:0]
@@ -178,7 +184,7 @@ func (f *File) collectDirty(p0, p1 int64, dio directIO) *wbCtx {
 			return
 		}
 		joins := run != nil && b-run.off <= c.maxWrite &&
-			(run.end == a || a-run.end <= c.mergeGap && pageEnd(run.end) == page-int64(len(wc.gap)))
+			(run.end == a || a-run.end <= mergeGap && pageEnd(run.end) == page-int64(len(wc.gap)))
 		if !joins {
 			wc.gap = wc.gap[:0]
 			m.pins++
