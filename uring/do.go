@@ -55,7 +55,13 @@ func (p *psync) Do(r Request) (int, error) {
 func (p *psync) runOne(r Request) (int, error) {
 	one := onePool.Get().(*[1]Request)
 	one[0] = r
-	p.run(&one[0], nil)
+	if r.Op == OpReadv || r.Op == OpWritev || r.Flags != 0 {
+		// preadv2/pwritev2 want iovecs.
+		ip := getIovecs()
+		putIovecs(ip, p.run(&one[0], *ip))
+	} else {
+		p.run(&one[0], nil)
+	}
 	n, err := one[0].N, one[0].Err
 	one[0] = Request{}
 	onePool.Put(one)

@@ -52,11 +52,26 @@ func (p *psync) Submit(reqs []Request) error {
 		failAll(reqs, ErrClosed)
 		return ErrClosed
 	}
-	var iov []unix.Iovec
+	ip := getIovecs()
+	iov := *ip
 	for i := range reqs {
 		iov = p.run(&reqs[i], iov)
 	}
+	putIovecs(ip, iov)
 	return nil
+}
+
+// iovecPool recycles the iovec arrays that vectored requests run with
+// plain syscalls need, so that running them allocates nothing.
+var iovecPool = sync.Pool{New: func() any { iov := make([]unix.Iovec, 0, 8); return &iov }}
+
+// getIovecs returns an empty iovec array from the pool.
+func getIovecs() *[]unix.Iovec { return iovecPool.Get().(*[]unix.Iovec) }
+
+// putIovecs returns ip to the pool with iov, the array as run grew it.
+func putIovecs(ip *[]unix.Iovec, iov []unix.Iovec) {
+	*ip = iov[:0]
+	iovecPool.Put(ip)
 }
 
 // failAll sets err on every request.

@@ -45,9 +45,12 @@ func (r *Ring) Submit(reqs []Request) error {
 			failAll(reqs, err)
 			return err
 		}
+		ip := getIovecs()
+		iov := *ip
 		for i := range reqs {
-			r.inline.run(&reqs[i], nil)
+			iov = r.inline.run(&reqs[i], iov)
 		}
+		putIovecs(ip, iov)
 		return nil
 	}
 	r.submitters.Add(1)
@@ -95,11 +98,20 @@ func (r *Ring) Submit(reqs []Request) error {
 // runLeft runs, with plain syscalls, the requests enqueue left alone:
 // those asking to run inline and those whose opcode this kernel lacks.
 func (r *Ring) runLeft(reqs []Request) {
+	var ip *[]unix.Iovec
+	var iov []unix.Iovec
 	for i := range reqs {
 		req := &reqs[i]
 		if req.validate() == 0 && !((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) && r.runsInline(req) {
-			r.inline.run(req, nil)
+			if ip == nil {
+				ip = getIovecs()
+				iov = *ip
+			}
+			iov = r.inline.run(req, iov)
 		}
+	}
+	if ip != nil {
+		putIovecs(ip, iov)
 	}
 }
 
