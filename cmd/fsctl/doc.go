@@ -29,7 +29,9 @@
 //
 // inspect needs no engine. For each regular file it shows the size and
 // allocated bytes, the data and hole extents (lseek SEEK_DATA/SEEK_HOLE),
-// the filesystem (statfs f_type), the O_DIRECT alignment (statx
+// the filesystem (statfs f_type, and whether ringfs runs its I/O there as
+// plain syscalls rather than through io_uring: tmpfs and ramfs), the
+// O_DIRECT alignment (statx
 // STATX_DIOALIGN, "unknown" where the kernel or filesystem does not
 // report it), and the kernel page-cache residency: cachestat(2) on Linux
 // 6.5 and later, mincore(2) on a read-only mapping otherwise, drawn as a

@@ -291,7 +291,7 @@ func fixtureInspect() inspectDoc {
 	sparse.PageCache.ResidentBytes = sparse.PageCache.ResidentPages * ps
 
 	small := &Details{SizeBytes: 10000, AllocatedBytes: 12288, BlockSizeBytes: 4096,
-		Filesystem: fsDoc{Type: "tmpfs", Magic: 0x1021994},
+		Filesystem: fsDoc{Type: "tmpfs", Magic: 0x1021994, PlainSyscalls: true},
 		DirectIO:   dioDoc{Alignment: "unknown"},
 		Extents:    extentsDoc{Method: "seek", DataExtents: 1, DataBytes: 10000, List: []extent{{"data", 0, 10000}}},
 		PageCache: pageCacheDoc{Method: "mincore", PageSizeBytes: ps, Pages: 3, ResidentPages: 2, ResidentBytes: 8192,

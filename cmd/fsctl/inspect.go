@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/uring"
 )
 
 // Limits of one inspection.
@@ -28,8 +30,10 @@ var inspectCommand = &command{
 	summary: "show a file's extents, filesystem, O_DIRECT alignment and page-cache residency",
 	detail: `
 Inspect reports, for each regular FILE: its size and allocated bytes, its
-data and hole extents (SEEK_DATA/SEEK_HOLE), the filesystem type (statfs),
-the O_DIRECT alignment the kernel reports (statx STATX_DIOALIGN; "unknown"
+data and hole extents (SEEK_DATA/SEEK_HOLE), the filesystem type (statfs)
+and whether ringfs runs its I/O there as plain syscalls (tmpfs, ramfs: the
+kernel would hand every io_uring request to a worker thread), the O_DIRECT
+alignment the kernel reports (statx STATX_DIOALIGN; "unknown"
 where the kernel or filesystem does not say), and how much of it is in the
 kernel's page cache (cachestat(2), or mincore(2) on a mapping on kernels
 without it), drawn as a bar: 'O' a fully resident run of pages, 'o' a
@@ -98,6 +102,11 @@ type Details struct {
 type fsDoc struct {
 	Type  string `json:"type"`  // "ext4", "xfs", ... or "unknown"
 	Magic int64  `json:"magic"` // statfs f_type
+	// PlainSyscalls is set where ringfs runs a file's I/O as plain
+	// syscalls rather than through io_uring (tmpfs, ramfs:
+	// uring.InlineFile), whose kernel would hand each request to a worker
+	// thread.
+	PlainSyscalls bool `json:"ringfs_plain_syscalls"`
 }
 
 type dioDoc struct {
@@ -198,7 +207,7 @@ func inspectFile(path string, method residencyMethod) fileReport {
 	if err := unix.Fstatfs(fd, &sfs); err != nil {
 		return fail("statfs", err)
 	}
-	d.Filesystem = fsDoc{Type: fsName(sfs.Type), Magic: int64(sfs.Type)}
+	d.Filesystem = fsDoc{Type: fsName(sfs.Type), Magic: int64(sfs.Type), PlainSyscalls: uring.InlineFile(fd)}
 	d.DirectIO = dioAlignment(fd)
 	if d.Extents, err = scanExtents(fd, fst.Size); err != nil {
 		return fail("lseek", err)
@@ -493,6 +502,9 @@ func renderFile(w io.Writer, f fileReport) error {
 	p("%s\n", safe(f.Path))
 	p("  size\t%s (%s bytes), %s allocated\n", ibytes(f.SizeBytes), count(f.SizeBytes), ibytes(f.AllocatedBytes))
 	p("  filesystem\t%s (%#x), preferred I/O size %s\n", f.Filesystem.Type, f.Filesystem.Magic, ibytes(f.BlockSizeBytes))
+	if f.Filesystem.PlainSyscalls {
+		p("  ringfs I/O\tplain syscalls (io_uring would hand every request on this filesystem to a kernel worker thread)\n")
+	}
 	switch dio := f.DirectIO; dio.Alignment {
 	case "reported":
 		read := ""

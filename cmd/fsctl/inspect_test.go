@@ -69,6 +69,9 @@ func TestInspectSparse(t *testing.T) {
 	if f.Filesystem.Type == "" || f.Filesystem.Magic == 0 {
 		t.Errorf("filesystem %+v", f.Filesystem)
 	}
+	if plain := f.Filesystem.Type == "tmpfs" || f.Filesystem.Type == "ramfs"; f.Filesystem.PlainSyscalls != plain {
+		t.Errorf("%s: ringfs_plain_syscalls %v, want %v", f.Filesystem.Type, f.Filesystem.PlainSyscalls, plain)
+	}
 	if a := f.DirectIO.Alignment; a != "reported" && a != "unknown" && a != "unsupported" {
 		t.Errorf("direct I/O alignment %q", a)
 	}
@@ -322,5 +325,29 @@ func TestInspectKeepsGoing(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, missing+": stat: no such file or directory") {
 		t.Errorf("stderr %q", r.stderr)
+	}
+}
+
+// TestInspectPlainSyscalls: a file on tmpfs is reported as one whose I/O
+// ringfs runs as plain syscalls, in JSON and in the human view.
+func TestInspectPlainSyscalls(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "fsctl-inspect-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := inspectJSON(t, path).Files[0]
+	if f.Details == nil || f.Filesystem.Type != "tmpfs" {
+		t.Skipf("/dev/shm is not tmpfs here: %+v", f)
+	}
+	if !f.Filesystem.PlainSyscalls {
+		t.Errorf("tmpfs file: ringfs_plain_syscalls false")
+	}
+	if r := runFsctl(t, "inspect", path); r.code != 0 || !strings.Contains(r.stdout, "ringfs I/O  plain syscalls") {
+		t.Errorf("human view (exit %d) lacks the plain syscalls line:\n%s", r.code, r.stdout)
 	}
 }
