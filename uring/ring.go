@@ -344,8 +344,8 @@ func (r *Ring) RegisterBuffers(bufs [][]byte) error {
 	if err := r.register(regBuffers, unsafe.Pointer(&iov[0]), len(iov)); err != nil {
 		return err
 	}
-	// Fixed requests run inline (Do, Request.Inline) are checked against
-	// the same ranges, as the kernel checks those it runs.
+	// Fixed-buffer reads and writes run inline (Do, Request.Inline) are
+	// checked against the same ranges, as the kernel checks those it runs.
 	r.inline.setBuffers(bufs)
 	return nil
 }
