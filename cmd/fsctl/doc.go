@@ -18,7 +18,8 @@
 // resident, dirty and capacity bytes, hit ratio, readahead and writeback
 // bytes and rates, evictions, waits for a file's lock (count, rate and
 // mean wait; the line shows once there was one), reads and writes by the
-// path that served them, SQEs per io_uring_enter, requests in flight,
+// path that served them, SQEs per io_uring_enter (and the requests run
+// as plain syscalls instead), requests in flight,
 // errors and latency percentiles. With --watch it prints a frame every interval with the
 // counts and rates of that interval (engine.Stats.Sub of consecutive
 // snapshots), redrawing in place on a terminal, until SIGINT or SIGTERM.

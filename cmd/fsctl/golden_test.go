@@ -100,7 +100,7 @@ func fixtureStats() engine.Stats {
 			FileLockWaits: 40, FileLockWaitNs: 2_400_000},
 		Ring: uring.Stats{Backend: "uring", SQEntries: 256, CQEntries: 512, Features: 0x1fff,
 			Submits: 1200, Requests: 10203, Enters: 1290, SQEs: 10203, Completions: 10200, Waits: 90,
-			RetryCQEAgain: 2, Errors: 1, InflightHighMark: 64, Inflight: 3},
+			RetryCQEAgain: 2, Errors: 1, InflightHighMark: 64, Inflight: 3, Inline: 5000},
 	}
 	s.SQEsPerEnter = s.Ring.SQEsPerEnter()
 	return s

@@ -233,7 +233,11 @@ func renderStats(w io.Writer, d statsDoc) error {
 	if r.Enters > 0 {
 		perEnter = fmt.Sprintf("%.1f", float64(r.SQEs)/float64(r.Enters))
 	}
-	p("SQEs per enter\t%s (%s SQEs in %s enters), %s\n", perEnter, count(r.SQEs), count(r.Enters), plural(r.Retries, "retry/retries"))
+	plain := ""
+	if r.PlainSyscalls > 0 {
+		plain = fmt.Sprintf("; %s run as plain syscalls", plural(r.PlainSyscalls, "request"))
+	}
+	p("SQEs per enter\t%s (%s SQEs in %s enters), %s%s\n", perEnter, count(r.SQEs), count(r.Enters), plural(r.Retries, "retry/retries"), plain)
 	p("in flight\t%s now, %s at most\n", count(g.RingInflight), count(g.RingInflightHigh))
 	er := &c.Errors
 	p("errors\t%s I/O, %s ring, %s cache fill, %s writeback (%s at eviction)\n",

@@ -95,6 +95,9 @@ type ringCounters struct {
 	Retries     uint64 `json:"retries"` // EINTR/EAGAIN/EBUSY retries and short-I/O resubmits
 	CQOverflows uint64 `json:"cq_overflows"`
 	DroppedCQEs uint64 `json:"dropped_cqes"`
+	// PlainSyscalls counts requests a ring ran as plain syscalls instead
+	// (Do, and everything on files on tmpfs and ramfs).
+	PlainSyscalls uint64 `json:"plain_syscalls"`
 }
 
 type errorsDoc struct {
@@ -179,7 +182,7 @@ func newCounters(s engine.Stats, interval bool) countersDoc {
 		Ring: ringCounters{Submits: r.Submits, Requests: r.Requests, Enters: r.Enters, SQEs: r.SQEs,
 			Completions: r.Completions, Waits: r.Waits,
 			Retries:     r.RetryEnterEINTR + r.RetryEnterBusy + r.RetryCQEEINTR + r.RetryCQEAgain + r.ShortResubmits,
-			CQOverflows: r.CQOverflows, DroppedCQEs: r.DroppedCQEs},
+			CQOverflows: r.CQOverflows, DroppedCQEs: r.DroppedCQEs, PlainSyscalls: r.Inline},
 		Errors: errorsDoc{IO: s.Errors, Ring: r.Errors, CacheFill: c.FillErrors,
 			CacheWriteback: c.WritebackErrors, EvictionWriteback: c.EvictionWritebackErrors},
 		Latency: latencyDocs{Read: newLatency(s.ReadLatency, interval),
