@@ -185,7 +185,9 @@ func TestDroppedCQEUnderLoad(t *testing.T) {
 	for g := range 16 {
 		wg.Go(func() {
 			<-start
-			for i := range 200 {
+			// Until the ring breaks (bounded): with one P the workers could
+			// otherwise all be done before the CQE is dropped.
+			for i := range 20000 {
 				reqs := make([]Request, 1+(g+i)%6)
 				for j := range reqs {
 					reqs[j] = Request{Op: OpRead, Fd: int32(f.Fd()), Off: int64((g+i+j)%200) * 4096, Buf: make([]byte, 4096)}
