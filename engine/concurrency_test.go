@@ -448,6 +448,14 @@ func engineCloseRacingIO(t *testing.T, fig *Figures) {
 							q := make([]byte, 100)
 							var n int
 							n, err = f.ReadAt(q, int64(g*3000))
+							if errors.Is(err, io.EOF) && !wrote[g].Load() {
+								// None of its writes has succeeded yet (they
+								// fail at random in the failing
+								// configurations, and with one P they may
+								// all come after the fault is armed): the
+								// file may end before its range.
+								err = nil
+							}
 							if err == nil && wrote[g].Load() && !bytes.Equal(q[:n], p[:n]) {
 								err = fmt.Errorf("goroutine %d read bytes it did not write", g)
 							}
