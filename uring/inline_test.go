@@ -170,3 +170,41 @@ func TestInlineRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineRequestsOnBreakingRing: when the ring breaks in the middle of
+// a Submit that mixes inline requests with ring ones (more than the ring
+// has slots, so that it queues them in rounds), every request ends either
+// complete or with an error: none is left looking like a read at end of
+// file (N 0, Err nil).
+func TestInlineRequestsOnBreakingRing(t *testing.T) {
+	content := randomBytes(14, 1<<20)
+	f := tempFile(t, "f", content, syscall.O_RDONLY)
+	r, err := newRing(Options{Entries: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Submit([]Request{{Op: OpNop}}); err != nil {
+		t.Fatal(err)
+	}
+	r.testDrop.Store(1)
+	reqs := make([]Request, 40)
+	for i := range reqs {
+		reqs[i] = Request{Op: OpRead, Fd: int32(f.Fd()), Off: int64(i) * 4096, Buf: make([]byte, 4096), Inline: i%3 == 0}
+	}
+	if err := r.Submit(reqs); !errors.Is(err, ErrBroken) {
+		t.Fatalf("Submit returned %v, want ErrBroken", err)
+	}
+	var done, failed int
+	for i, q := range reqs {
+		switch {
+		case q.Err == nil && q.N == 4096 && bytes.Equal(q.Buf, content[q.Off:q.Off+4096]):
+			done++
+		case errors.Is(q.Err, ErrBroken):
+			failed++
+		default:
+			t.Errorf("request %d (inline %v): %d, %v", i, q.Inline, q.N, q.Err)
+		}
+	}
+	t.Logf("%d complete, %d failed with ErrBroken", done, failed)
+}

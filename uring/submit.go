@@ -57,11 +57,13 @@ func (r *Ring) Submit(reqs []Request) error {
 	defer r.submitters.Add(-1)
 	var w *waiter
 	var err error
+	stop := len(reqs) // where queueing failed
 	for i := 0; i < len(reqs); {
 		var queued int
 		w, queued, i, err = r.enqueue(w, reqs, i)
 		if err != nil {
 			failAll(reqs[i:], err)
+			stop = i
 			break
 		}
 		if queued > 0 && !r.leaveToLeader() {
@@ -84,15 +86,31 @@ func (r *Ring) Submit(reqs []Request) error {
 		r.await(w, 0)
 		r.releaseWaiter(w)
 	}
-	if err == nil {
-		r.runLeft(reqs)
-		for i := range reqs {
-			if be, ok := reqs[i].Err.(*BackendError); ok {
-				return be
-			}
+	if err != nil {
+		// The ring refuses work from now on: what enqueue left for
+		// runLeft before it failed fails with it.
+		r.eachLeft(reqs[:stop], func(req *Request) { req.N, req.Err = 0, err })
+		return err
+	}
+	r.runLeft(reqs)
+	for i := range reqs {
+		if be, ok := reqs[i].Err.(*BackendError); ok {
+			return be
 		}
 	}
-	return err
+	return nil
+}
+
+// eachLeft calls fn for each request of reqs that enqueue left alone, to
+// be run with a plain syscall (runsInline; valid, and moving bytes if a
+// read or write).
+func (r *Ring) eachLeft(reqs []Request, fn func(*Request)) {
+	for i := range reqs {
+		req := &reqs[i]
+		if req.validate() == 0 && !((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) && r.runsInline(req) {
+			fn(req)
+		}
+	}
 }
 
 // runLeft runs, with plain syscalls, the requests enqueue left alone:
@@ -100,16 +118,13 @@ func (r *Ring) Submit(reqs []Request) error {
 func (r *Ring) runLeft(reqs []Request) {
 	var ip *[]unix.Iovec
 	var iov []unix.Iovec
-	for i := range reqs {
-		req := &reqs[i]
-		if req.validate() == 0 && !((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) && r.runsInline(req) {
-			if ip == nil {
-				ip = getIovecs()
-				iov = *ip
-			}
-			iov = r.inline.run(req, iov)
+	r.eachLeft(reqs, func(req *Request) {
+		if ip == nil {
+			ip = getIovecs()
+			iov = *ip
 		}
-	}
+		iov = r.inline.run(req, iov)
+	})
 	if ip != nil {
 		putIovecs(ip, iov)
 	}
