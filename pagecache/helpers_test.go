@@ -85,11 +85,8 @@ func (h *hostFile) directFd() int32 {
 func testDir(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv("RINGFS_TESTDIR")
-	if base == "" {
-		var st unix.Statfs_t
-		if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC && unix.Access("/dev/shm", unix.W_OK) == nil {
-			base = "/dev/shm"
-		}
+	if base == "" && shmUsable() {
+		base = "/dev/shm"
 	}
 	if base == "" {
 		return t.TempDir()
@@ -100,6 +97,12 @@ func testDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// shmUsable reports whether /dev/shm is a writable tmpfs.
+func shmUsable() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC && unix.Access("/dev/shm", unix.W_OK) == nil
 }
 
 // newHostFile creates a file holding data in testDir; direct also opens an

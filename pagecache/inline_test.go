@@ -7,8 +7,6 @@ import (
 	"os"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ringfs/ringfs/uring"
 )
 
@@ -18,8 +16,7 @@ import (
 // through the ring, unless Options.RingOnly; the bytes are the same
 // either way.
 func TestInlineFiles(t *testing.T) {
-	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC || unix.Access("/dev/shm", unix.W_OK) != nil {
+	if !shmUsable() {
 		t.Skip("no writable tmpfs at /dev/shm")
 	}
 	for _, ringOnly := range []bool{false, true} {
@@ -100,8 +97,7 @@ func shmDir(t *testing.T) string {
 // cached pages (Options.MergeGap) of a file on tmpfs, where the joined
 // bytes would only be copied again; with the ring forced it does.
 func TestInlineFilesJoinNoRuns(t *testing.T) {
-	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC || unix.Access("/dev/shm", unix.W_OK) != nil {
+	if !shmUsable() {
 		t.Skip("no writable tmpfs at /dev/shm")
 	}
 	for _, tt := range []struct {
