@@ -48,8 +48,7 @@ func inlineOnly(reqs []Request) bool {
 // than submitting it: it asks to (Inline, not on a registered file), or
 // this kernel lacks its opcode.
 //
-// Preconditions: req is valid and moves bytes if it is a read or write
-// (enqueue completes the others without a slot).
+// Preconditions: req.Op < numOps.
 func (r *Ring) runsInline(req *Request) bool {
 	return (req.Inline && !req.Fixed) || !r.probe.Supported[kernelOp[req.Op]]
 }

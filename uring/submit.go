@@ -107,7 +107,7 @@ func (r *Ring) Submit(reqs []Request) error {
 func (r *Ring) eachLeft(reqs []Request, fn func(*Request)) {
 	for i := range reqs {
 		req := &reqs[i]
-		if req.validate() == 0 && !((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) && r.runsInline(req) {
+		if req.Op < numOps && r.runsInline(req) && req.validate() == 0 && !((req.Op.IsRead() || req.Op.IsWrite()) && req.length() == 0) {
 			fn(req)
 		}
 	}
