@@ -208,3 +208,33 @@ func TestInlineRequestsOnBreakingRing(t *testing.T) {
 	}
 	t.Logf("%d complete, %d failed with ErrBroken", done, failed)
 }
+
+// TestUnsupportedOpcodeRunsInline: a request whose opcode the kernel lacks
+// runs as a plain syscall in the same Submit as the ring's requests, with
+// its own result (the ring on an older kernel: FTRUNCATE came in 6.9).
+func TestUnsupportedOpcodeRunsInline(t *testing.T) {
+	content := randomBytes(15, 64<<10)
+	f := tempFile(t, "f", content, syscall.O_RDWR)
+	r, err := newRing(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.probe.Supported[kernelOp[OpFtruncate]] = false
+	buf := make([]byte, 4096)
+	reqs := []Request{{Op: OpRead, Fd: int32(f.Fd()), Buf: buf}, {Op: OpFtruncate, Fd: int32(f.Fd()), Off: 8192}}
+	before := r.Stats()
+	if err := r.Submit(reqs); err != nil {
+		t.Fatal(err)
+	}
+	d := r.Stats().Sub(before)
+	if reqs[0].Err != nil || reqs[0].N != 4096 || !bytes.Equal(buf, content[:4096]) || reqs[1].Err != nil {
+		t.Fatalf("read: %d, %v; ftruncate: %v", reqs[0].N, reqs[0].Err, reqs[1].Err)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != 8192 {
+		t.Fatalf("size after ftruncate: %v, %v", st, err)
+	}
+	if d.SQEs != 1 || d.Inline != 1 {
+		t.Errorf("%d SQEs and %d inline requests, want 1 and 1", d.SQEs, d.Inline)
+	}
+}
