@@ -423,3 +423,70 @@ func BenchmarkDirectRead(b *testing.B) {
 		report(b, b.N*depth, b.Elapsed(), cpuTime()-cpu, base)
 	})
 }
+
+// BenchmarkInlineFile: 4 KiB reads and writes of a cached file on tmpfs
+// (/dev/shm), through the ring as usual, through the ring marked Inline,
+// and as a bare pread/pwrite, one at a time. On tmpfs the kernel hands
+// every ring request to a worker thread (InlineFile); x_vs_pread is the
+// pread/pwrite time over the row's.
+//
+//	go test -run '^$' -bench InlineFile ./uring/
+func BenchmarkInlineFile(b *testing.B) {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC {
+		b.Skip("no tmpfs at /dev/shm")
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "uring-bench-")
+	if err != nil {
+		b.Skip(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, randomBytes(2, 4<<20), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if !InlineFile(int(f.Fd())) {
+		b.Fatal("InlineFile is false for a file on tmpfs")
+	}
+	be := openBackend(b, BackendUring, Options{})
+	offs := offsets(1024, 4<<20)
+	buf := make([]byte, benchBlock)
+	for _, op := range []Op{OpRead, OpWrite} {
+		var baseNs float64
+		for _, how := range []string{"pread", "ring", "inline"} {
+			b.Run(fmt.Sprintf("op=%s/how=%s", map[Op]string{OpRead: "read", OpWrite: "write"}[op], how), func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(benchBlock)
+				one := []Request{{Op: op, Fd: int32(f.Fd()), Buf: buf, Inline: how == "inline"}}
+				i := 0
+				for b.Loop() {
+					off := offs[i%len(offs)]
+					i++
+					if how == "pread" {
+						if op == OpRead {
+							unix.Pread(int(f.Fd()), buf, off)
+						} else {
+							unix.Pwrite(int(f.Fd()), buf, off)
+						}
+						continue
+					}
+					one[0].Off = off
+					if err := be.Submit(one); err != nil || one[0].Err != nil {
+						b.Fatal(err, one[0].Err)
+					}
+				}
+				ns := float64(b.Elapsed()) / float64(i)
+				if how == "pread" {
+					baseNs = ns
+				} else if baseNs > 0 {
+					b.ReportMetric(baseNs/ns, "x_vs_pread")
+				}
+			})
+		}
+	}
+}
