@@ -28,6 +28,13 @@ import (
 // os.File, the methods of a nil *File fail with EINVAL (which matches
 // fs.ErrInvalid); Name returns "" and Fd returns ^uintptr(0).
 //
+// Where os.File answers without a system call, File answers as the
+// system call would: a read or write of zero bytes on a handle not
+// opened for it fails with EBADF (os.File returns 0, nil), a negative
+// offset fails with EINVAL (os.File returns an error wrapping no errno),
+// and WriteAt on an O_APPEND handle fails with ErrWriteAtInAppendMode,
+// which matches EINVAL.
+//
 // What the modes change: in Exclusive mode reads at or past the size the
 // engine caches return io.EOF without I/O, and writes may stay in the
 // cache until Sync, eviction or the last Close; in Writethrough mode every
