@@ -115,11 +115,7 @@ func (b *batch) add(op *Op) {
 		return
 	case int64(len(op.Buf)) > (1<<63-1)-op.Off:
 		// As ReadAt and WriteAt: the range must fit in an int64.
-		errno := syscall.EINVAL
-		if op.Write {
-			errno = syscall.EFBIG
-		}
-		op.Err = f.pathErr(verb, errno)
+		op.Err = f.pathErr(verb, syscall.EINVAL)
 		return
 	}
 	ino := f.ino

@@ -173,18 +173,18 @@ func errCases() []errCase {
 		{"B1", "Submit write/negative offset", func(fx *errFixture) error {
 			return submit(Op{File: fx.rw, Write: true, Buf: big, Off: -100})
 		}, syscall.EINVAL, false},
-		// B2: offset+length overflowing int64: EFBIG for what would grow
-		// the file past the largest offset, EINVAL for reads, mappings and
-		// offsets (as pread, mmap and lseek answer).
+		// B2: offset+length overflowing int64: EINVAL for reads, writes,
+		// mappings and offsets, EFBIG for allocations (as pread, pwrite,
+		// mmap, lseek and fallocate answer).
 		{"B2", "ReadAt/offset+length overflow", func(fx *errFixture) error { return n1(fx.rw.ReadAt(big, maxInt64-10)) }, syscall.EINVAL, false},
 		{"B2", "ReadAtFlags/offset+length overflow", func(fx *errFixture) error { return n1(fx.rw.ReadAtFlags(big, maxInt64, 0)) }, syscall.EINVAL, false},
-		{"B2", "WriteAt/offset+length overflow", func(fx *errFixture) error { return n1(fx.rw.WriteAt(big, maxInt64-10)) }, syscall.EFBIG, false},
-		{"B2", "WriteAt/offset MaxInt64", func(fx *errFixture) error { return n1(fx.rw.WriteAt(big[:1], maxInt64)) }, syscall.EFBIG, false},
-		{"B2", "WriteAtFlags/offset+length overflow", func(fx *errFixture) error { return n1(fx.rw.WriteAtFlags(big, maxInt64-99, 0)) }, syscall.EFBIG, false},
+		{"B2", "WriteAt/offset+length overflow", func(fx *errFixture) error { return n1(fx.rw.WriteAt(big, maxInt64-10)) }, syscall.EINVAL, false},
+		{"B2", "WriteAt/offset MaxInt64", func(fx *errFixture) error { return n1(fx.rw.WriteAt(big[:1], maxInt64)) }, syscall.EINVAL, false},
+		{"B2", "WriteAtFlags/offset+length overflow", func(fx *errFixture) error { return n1(fx.rw.WriteAtFlags(big, maxInt64-99, 0)) }, syscall.EINVAL, false},
 		{"B2", "Submit read/offset+length overflow", func(fx *errFixture) error { return submit(Op{File: fx.rw, Buf: big, Off: maxInt64 - 50}) }, syscall.EINVAL, false},
 		{"B2", "Submit write/offset+length overflow", func(fx *errFixture) error {
 			return submit(Op{File: fx.rw, Write: true, Buf: big, Off: maxInt64 - 50})
-		}, syscall.EFBIG, false},
+		}, syscall.EINVAL, false},
 		{"B2", "Allocate/offset+length overflow", func(fx *errFixture) error { return fx.rw.Allocate(0, maxInt64-10, 100) }, syscall.EFBIG, false},
 		{"B2", "Allocate/keep size overflow", func(fx *errFixture) error { return fx.rw.Allocate(unix.FALLOC_FL_KEEP_SIZE, maxInt64, maxInt64) }, syscall.EFBIG, false},
 		{"B2", "Allocate punch/overflow", func(fx *errFixture) error {

@@ -33,7 +33,9 @@ import (
 // opened for it fails with EBADF (os.File returns 0, nil), a negative
 // offset fails with EINVAL (os.File returns an error wrapping no errno),
 // and WriteAt on an O_APPEND handle fails with ErrWriteAtInAppendMode,
-// which matches EINVAL.
+// which matches EINVAL. One answer differs from the system call's:
+// SeekData and SeekHole with a negative offset fail with EINVAL, as every
+// negative offset does, where lseek answers ENXIO.
 //
 // What the modes change: in Exclusive mode reads at or past the size the
 // engine caches return io.EOF without I/O, and writes may stay in the
@@ -460,7 +462,8 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 		return 0, off, nil
 	}
 	if !atEnd && int64(len(p)) > (1<<63-1)-off {
-		return 0, off, f.pathErr(op, syscall.EFBIG)
+		// As pwrite: a range past int64 is EINVAL, before any size limit.
+		return 0, off, f.pathErr(op, syscall.EINVAL)
 	}
 	// RLIMIT_FSIZE: a write crossing the limit is short; past it, EFBIG.
 	// An append learns its offset from the size, so under a limit the
@@ -554,8 +557,10 @@ func (f *File) Write(p []byte) (int, error) {
 // Seek sets the offset for the next Read or Write: whence is io.SeekStart,
 // io.SeekCurrent, io.SeekEnd, or SeekData (3) / SeekHole (4), which report
 // the host's real extents merged with data only in the cache. A negative
-// result fails with EINVAL; SeekData/SeekHole at or past the end of file
-// fail with ENXIO; other whence values fail with EINVAL.
+// result, or one past the largest file the host's filesystem takes, fails
+// with EINVAL, as lseek(2) does; SeekData/SeekHole at or past the end of
+// file fail with ENXIO, and with a negative offset EINVAL (lseek answers
+// ENXIO); other whence values fail with EINVAL.
 func (f *File) Seek(offset int64, whence int) (int64, error) {
 	if f == nil {
 		return 0, errNilFile("seek")
@@ -593,7 +598,7 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	default:
 		return 0, f.pathErr("seek", syscall.EINVAL)
 	}
-	if pos < 0 {
+	if pos < 0 || !f.ino.seekable(pos) {
 		return 0, f.pathErr("seek", syscall.EINVAL)
 	}
 	f.pos = pos

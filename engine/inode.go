@@ -193,10 +193,7 @@ func (ino *inode) fitWrite(off int64, n int) int {
 	}
 	ino.mu.Lock()
 	defer ino.mu.Unlock()
-	// Leave the descriptor's offset as it was (it may be shared by a dup).
-	if pos, err := lseek(ino.fd, 0, io.SeekCurrent); err == nil {
-		defer lseek(ino.fd, pos, io.SeekStart)
-	}
+	defer keepOffset(ino.fd)()
 	limit := ino.e.maxFileSize()
 	takes := func(size int64) bool {
 		if size > limit {
@@ -224,6 +221,38 @@ func (ino *inode) fitWrite(off int64, n int) int {
 		}
 	}
 	return int(max(0, lo-off))
+}
+
+// seekable reports whether the host's filesystem takes pos as a file
+// offset: lseek(2) fails with EINVAL past its s_maxbytes, and Seek answers
+// as lseek does. Every filesystem takes offsets below 2 GiB, and fitEnd
+// holds one the host took; past both, lseek is asked once and a size the
+// engine serves is remembered in fitEnd.
+func (ino *inode) seekable(pos int64) bool {
+	if pos < 1<<31 || pos <= ino.fitEnd.Load() {
+		return true
+	}
+	ino.mu.Lock()
+	defer ino.mu.Unlock()
+	defer keepOffset(ino.fd)()
+	if _, err := lseek(ino.fd, pos, io.SeekStart); err == syscall.EINVAL {
+		return false
+	}
+	if pos <= ino.e.maxFileSize() && pos > ino.fitEnd.Load() {
+		ino.fitEnd.Store(pos)
+	}
+	return true
+}
+
+// keepOffset returns a func that puts fd's offset back where it is now:
+// the descriptor may be shared by a dup, so probing it with lseek must
+// leave no trace.
+func keepOffset(fd int32) func() {
+	pos, err := lseek(fd, 0, io.SeekCurrent)
+	if err != nil {
+		return func() {}
+	}
+	return func() { lseek(fd, pos, io.SeekStart) }
 }
 
 // size returns the file's size as the engine knows it: the cache's or
