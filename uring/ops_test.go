@@ -328,10 +328,11 @@ func TestErrnos(t *testing.T) {
 			ref: func(rw, _, _ int, b []byte) error { return unix.Fallocate(rw, 0, -1, 1) }},
 		{name: "offset_overflow", want: syscall.EINVAL,
 			req: func(rw, _, _ int32, b []byte) Request { return Request{Op: OpRead, Fd: rw, Buf: b, Off: 1<<63 - 2} }},
-		{name: "fallocate_range_overflow", want: syscall.EINVAL,
+		{name: "fallocate_range_overflow", want: syscall.EFBIG,
 			req: func(rw, _, _ int32, b []byte) Request {
 				return Request{Op: OpFallocate, Fd: rw, Off: 1 << 62, Len: 1 << 62}
-			}},
+			},
+			ref: func(rw, _, _ int, b []byte) error { return unix.Fallocate(rw, 0, 1<<62, 1<<62) }},
 		{name: "unknown_op", want: syscall.EINVAL,
 			req: func(rw, _, _ int32, b []byte) Request { return Request{Op: Op(200), Fd: rw} }},
 		{name: "write_on_read_only", want: syscall.EBADF,

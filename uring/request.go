@@ -123,7 +123,13 @@ func (r *Request) validate() syscall.Errno {
 			return syscall.EINVAL
 		}
 	case OpFallocate, OpSyncFileRange, OpFsync:
-		if r.Off < 0 || r.Len < 0 || r.Len > (1<<63-1)-r.Off {
+		if r.Off < 0 || r.Len < 0 {
+			return syscall.EINVAL
+		}
+		if r.Len > (1<<63-1)-r.Off {
+			if r.Op == OpFallocate {
+				return syscall.EFBIG // as fallocate(2) answers a range past int64
+			}
 			return syscall.EINVAL
 		}
 	}
