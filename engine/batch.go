@@ -101,15 +101,16 @@ func (b *batch) add(op *Op) {
 		return
 	}
 	b.open = append(b.open, entered{f, ticket})
+	// In the order of ReadAt and WriteAt.
 	switch {
-	case op.Write && !f.writable, !op.Write && !f.readable:
-		op.Err = f.pathErr(verb, syscall.EBADF)
+	case op.Write && f.append:
+		op.Err = f.pathErr("writeat", ErrWriteAtInAppendMode)
 		return
 	case op.Off < 0:
 		op.Err = f.pathErr(verb, syscall.EINVAL)
 		return
-	case op.Write && f.append:
-		op.Err = f.pathErr("writeat", ErrWriteAtInAppendMode)
+	case op.Write && !f.writable, !op.Write && !f.readable:
+		op.Err = f.pathErr(verb, syscall.EBADF)
 		return
 	case len(op.Buf) == 0:
 		return
@@ -130,6 +131,10 @@ func (b *batch) add(op *Op) {
 		b.reads = append(b.reads, pagecache.ReadOp{File: ino.cf, Buf: op.Buf, Off: op.Off})
 		b.readOf = append(b.readOf, op)
 	case direct || (uncached && !f.direct):
+		if direct && op.Write && f.directMisaligned(op.Off, len(op.Buf), false) {
+			op.Err = f.pathErr(verb, syscall.EINVAL)
+			return
+		}
 		if direct && ino.cf != nil {
 			// Dirty cached bytes must reach the host before a direct
 			// read, and cached pages must go before a direct write.

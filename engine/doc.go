@@ -37,7 +37,11 @@
 //   - O_DIRECT handles go to the host directly, after the cache's dirty
 //     bytes in the range are written back (reads) or the cached pages are
 //     written back and dropped (writes). Unaligned buffers are bounced;
-//     unaligned offsets or lengths of direct writes fail with EINVAL.
+//     direct writes whose offset or length the host's alignment refuses
+//     fail with EINVAL before anything is written, where the host states
+//     it (statx STATX_DIOALIGN; elsewhere the kernel answers, and Linux
+//     may have written the extents before an unaligned tail when it
+//     refuses a write).
 //   - With a cache: hits are copied out; misses are filled in one batch,
 //     with readahead of at most Options.Readahead (≤ 64 KiB) when they
 //     look sequential (a small random miss reads its own pages only, as

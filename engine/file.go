@@ -33,9 +33,13 @@ import (
 // opened for it fails with EBADF (os.File returns 0, nil), a negative
 // offset fails with EINVAL (os.File returns an error wrapping no errno),
 // and WriteAt on an O_APPEND handle fails with ErrWriteAtInAppendMode,
-// which matches EINVAL. One answer differs from the system call's:
-// SeekData and SeekHole with a negative offset fail with EINVAL, as every
-// negative offset does, where lseek answers ENXIO.
+// which matches EINVAL. When a call has several faults, the first in the
+// system call's order answers: a negative offset (EINVAL) before a
+// handle of the wrong mode (EBADF). Two answers differ from the system
+// call's: SeekData and SeekHole with a negative offset fail with EINVAL,
+// as every negative offset does, where lseek answers ENXIO; and Truncate
+// on a handle not open for writing fails with EBADF, as every write
+// does, where ftruncate answers EINVAL.
 //
 // What the modes change: in Exclusive mode reads at or past the size the
 // engine caches return io.EOF without I/O, and writes may stay in the
@@ -51,6 +55,10 @@ type File struct {
 
 	readable, writable, append, direct, osync, dsync bool
 	fsizeMax                                         int64 // RLIMIT_FSIZE at open
+	// dioAlign is the offset and length alignment the host asks of the
+	// direct writes of an O_DIRECT handle (statx STATX_DIOALIGN at open),
+	// or 0 when it does not say.
+	dioAlign int64
 
 	gate gate
 
@@ -199,6 +207,9 @@ func (e *Engine) Open(name string, flag int, perm fs.FileMode) (*File, error) {
 		append: flag&unix.O_APPEND != 0, direct: flag&unix.O_DIRECT != 0,
 		osync: flag&unix.O_SYNC == unix.O_SYNC, dsync: flag&unix.O_DSYNC != 0,
 		fsizeMax: fsizeLimit(),
+	}
+	if f.direct {
+		f.dioAlign = dioOffsetAlign(hfd)
 	}
 	f.gate.done = make(chan struct{})
 	ino, err := e.attach(f, inodeKey{dev: st.Dev, ino: st.Ino}, name, acc, &st)
@@ -392,11 +403,13 @@ func (f *File) readAt(p []byte, off int64, flags int, op string) (int, error) {
 		return 0, f.pathErr(op, fs.ErrClosed)
 	}
 	defer f.gate.leave(ticket)
+	// In the kernel's order: the offset, then the handle's mode, then
+	// the flags (preadv2).
 	switch {
-	case !f.readable:
-		return 0, f.pathErr(op, syscall.EBADF)
 	case off < 0:
 		return 0, f.pathErr(op, syscall.EINVAL)
+	case !f.readable:
+		return 0, f.pathErr(op, syscall.EBADF)
 	case flags&^supportedRWF != 0:
 		return 0, f.pathErr(op, syscall.EOPNOTSUPP)
 	case len(p) == 0:
@@ -449,13 +462,15 @@ func (f *File) writeAt(p []byte, off int64, flags int, atEnd bool, op string) (i
 		return 0, off, f.pathErr(op, fs.ErrClosed)
 	}
 	defer f.gate.leave(ticket)
+	// In the kernel's order: the offset, then the handle's mode, then
+	// the flags (pwritev2).
 	switch {
 	case f.append && !atEnd:
 		return 0, off, f.pathErr("writeat", ErrWriteAtInAppendMode)
-	case !f.writable:
-		return 0, off, f.pathErr(op, syscall.EBADF)
 	case off < 0 && !atEnd:
 		return 0, off, f.pathErr(op, syscall.EINVAL)
+	case !f.writable:
+		return 0, off, f.pathErr(op, syscall.EBADF)
 	case flags&^supportedRWF != 0:
 		return 0, off, f.pathErr(op, syscall.EOPNOTSUPP)
 	case len(p) == 0:
@@ -686,10 +701,10 @@ func (f *File) Truncate(size int64) error {
 	}
 	defer f.gate.leave(ticket)
 	switch {
-	case !f.writable:
-		return f.pathErr("truncate", syscall.EBADF)
 	case size < 0:
 		return f.pathErr("truncate", syscall.EINVAL)
+	case !f.writable:
+		return f.pathErr("truncate", syscall.EBADF) // ftruncate says EINVAL: see File
 	case size > f.fsizeMax:
 		return f.pathErr("truncate", syscall.EFBIG)
 	}
@@ -712,19 +727,22 @@ func (f *File) Allocate(mode uint32, off, length int64) error {
 		return f.pathErr("allocate", fs.ErrClosed)
 	}
 	defer f.gate.leave(ticket)
-	switch {
-	case !f.writable:
-		return f.pathErr("allocate", syscall.EBADF)
-	case off < 0 || length <= 0:
+	// In fallocate's order: the range, the mode, the handle's mode, then
+	// the range's end.
+	if off < 0 || length <= 0 {
 		return f.pathErr("allocate", syscall.EINVAL)
-	case off > (1<<63-1)-length:
-		return f.pathErr("allocate", syscall.EFBIG)
 	}
 	switch mode {
 	case 0, unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE,
 		unix.FALLOC_FL_ZERO_RANGE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE:
 	default:
 		return f.pathErr("allocate", syscall.EOPNOTSUPP)
+	}
+	switch {
+	case !f.writable:
+		return f.pathErr("allocate", syscall.EBADF)
+	case off > (1<<63-1)-length:
+		return f.pathErr("allocate", syscall.EFBIG)
 	}
 	if mode&unix.FALLOC_FL_KEEP_SIZE == 0 && off+length > f.fsizeMax {
 		return f.pathErr("allocate", syscall.EFBIG)

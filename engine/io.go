@@ -112,10 +112,11 @@ func (ino *inode) hostIO(op uring.Op, fd int32, p []byte, off int64, flags uint3
 	return n, err
 }
 
-// directAlign is the alignment O_DIRECT transfers are given: offsets and
-// lengths of direct writes must be multiples of it (EINVAL otherwise,
-// from the kernel); buffers that are not aligned are bounced. A transfer
-// that needs no bounce is pagecache.DirectAligned.
+// directAlign is the alignment the engine gives O_DIRECT transfers:
+// buffers that are not aligned to it are bounced, and bounced reads cover
+// whole aligned blocks of it. Offsets and lengths of direct writes are
+// the caller's and need only the host's alignment (File.dioAlign). A
+// transfer that needs no bounce is pagecache.DirectAligned.
 const directAlign = pagecache.PageSize
 
 // alignedBuf returns n bytes aligned to directAlign.
@@ -209,8 +210,11 @@ func (ino *inode) clampDirect(p []byte, n int, off int64, err error) int {
 // writeDirect serves a write on an O_DIRECT handle: cached pages in the
 // range are written back and dropped, then the host is written directly.
 // An unaligned buffer is bounced; an unaligned offset or length fails
-// with EINVAL (from the kernel).
+// with EINVAL (directMisaligned).
 func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd bool) (int, int64, error) {
+	if f.directMisaligned(off, len(p), atEnd) {
+		return 0, off, syscall.EINVAL
+	}
 	buf := p
 	if uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign != 0 {
 		buf = alignedBuf(len(p))
@@ -243,6 +247,28 @@ func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd boo
 	}
 	n, err := ino.hostIO(uring.OpWrite, f.fd, buf, off, rw)
 	return n, off, err
+}
+
+// directMisaligned reports whether a direct write of n bytes at off (at
+// the end of file when atEnd, where the host picks the offset) breaks the
+// host's alignment, which is then refused before anything is written:
+// the kernel checks it one extent of the file at a time, so a write
+// spanning extents whose unaligned tail it refuses has already written
+// the extents before it, and fails with EINVAL all the same.
+func (f *File) directMisaligned(off int64, n int, atEnd bool) bool {
+	a := f.dioAlign
+	return a > 1 && ((!atEnd && off%a != 0) || int64(n)%a != 0)
+}
+
+// dioOffsetAlign returns the alignment of file offsets and lengths the
+// host asks of direct I/O on fd (statx STATX_DIOALIGN, Linux 6.1), or 0
+// when it does not say.
+func dioOffsetAlign(fd int) int64 {
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &stx); err != nil || stx.Mask&unix.STATX_DIOALIGN == 0 {
+		return 0
+	}
+	return int64(stx.Dio_offset_align)
 }
 
 // mmapRead reads through the host mapping, clamped to the size.
