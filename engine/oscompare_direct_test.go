@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"syscall"
 	"testing"
 )
@@ -52,14 +51,7 @@ func TestCompareWithOSFileDirect(t *testing.T) {
 	if !directSupported(dir) {
 		t.Skipf("%s takes no O_DIRECT (tmpfs before Linux 6.6 refuses it): nothing to compare", dir)
 	}
-	base := uint64(0xd1ec7)
-	if v := os.Getenv("RINGFS_OSCOMPARE_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("RINGFS_OSCOMPARE_SEED: %v", err)
-		}
-		base = s
-	}
+	base := ocSeed(t, 0xd1ec7)
 	ops := envInt(t, "RINGFS_OSCOMPARE_OPS", 1500)
 	probe := dir + "/.dioalign"
 	writeHost(t, probe, nil)
@@ -192,11 +184,7 @@ func (c *ocdCompare) bLength() int {
 }
 
 func (c *ocdCompare) run(ops int) {
-	type op struct {
-		weight int
-		fn     func()
-	}
-	table := []op{
+	table := []ocOp[func()]{
 		{20, c.dRead},
 		{14, c.dWrite},
 		{2, c.dReadAll},
@@ -207,21 +195,10 @@ func (c *ocdCompare) run(ops int) {
 		{3, c.stat},
 	}
 	if c.unaligned {
-		table = append(table, op{14, c.uRead}, op{12, c.uWrite})
-	}
-	total := 0
-	for _, o := range table {
-		total += o.weight
+		table = append(table, ocOp[func()]{14, c.uRead}, ocOp[func()]{12, c.uWrite})
 	}
 	for i := 0; i < ops; i++ {
-		k := c.rng.IntN(total)
-		for _, o := range table {
-			if k < o.weight {
-				o.fn()
-				break
-			}
-			k -= o.weight
-		}
+		ocPick(c.rng, table)()
 		c.checkSizes()
 		if i%8 == 7 {
 			c.checkContents()

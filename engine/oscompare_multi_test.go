@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -37,26 +36,10 @@ import (
 // TestCompareWithOSFile (default 1200 calls per mode × flag set).
 func TestCompareWithOSFileHandles(t *testing.T) {
 	checkLeaks(t)
-	base := uint64(0x05c0de)
-	if v := os.Getenv("RINGFS_OSCOMPARE_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("RINGFS_OSCOMPARE_SEED: %v", err)
-		}
-		base = s
-	}
+	base := ocSeed(t, 0x05c0de)
 	ops := envInt(t, "RINGFS_OSCOMPARE_OPS", 1200)
 	t.Logf("seed %d (RINGFS_OSCOMPARE_SEED; mode i uses seed+i), %d calls per run", base, ops)
-	modes := []struct {
-		name string
-		opts Options
-	}{
-		{"exclusive", Options{Mode: Exclusive}},
-		{"exclusive/tiny", Options{Mode: Exclusive, CacheSize: 64 << 10}},
-		{"exclusive/nocache", Options{Mode: Exclusive, CacheSize: -1}},
-		{"writethrough", Options{Mode: Writethrough}},
-		{"shared", Options{Mode: Shared}},
-	}
+	modes := ocModes
 	flagSets := []struct {
 		name  string
 		flags [3]int
@@ -296,11 +279,7 @@ func (c *multiCompare) checkContents() {
 }
 
 func (c *multiCompare) run(ops int) {
-	type op struct {
-		weight int
-		fn     func(i int)
-	}
-	table := []op{
+	table := []ocOp[func(int)]{
 		{16, c.readAt},
 		{16, c.writeAt},
 		{10, c.read},
@@ -314,22 +293,12 @@ func (c *multiCompare) run(ops int) {
 		{3, c.closeOrReopen},
 		{10, func(int) { c.submit() }},
 	}
-	total := 0
-	for _, o := range table {
-		total += o.weight
-	}
 	for n := 0; n < ops; n++ {
-		k, i := c.rng.IntN(total), c.rng.IntN(3)
+		fn, i := ocPick(c.rng, table), c.rng.IntN(3)
 		if c.closed[i] && c.rng.IntN(3) == 0 {
 			c.reopen(i) // a closed handle stays so for a few calls
 		}
-		for _, o := range table {
-			if k < o.weight {
-				o.fn(i)
-				break
-			}
-			k -= o.weight
-		}
+		fn(i)
 		c.checkState()
 		if n%25 == 24 {
 			c.checkContents()

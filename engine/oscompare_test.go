@@ -37,26 +37,10 @@ import (
 //	RINGFS_OSCOMPARE_OPS=n   calls per mode × flags (default 2000)
 func TestCompareWithOSFile(t *testing.T) {
 	checkLeaks(t)
-	base := uint64(0x05c0de)
-	if v := os.Getenv("RINGFS_OSCOMPARE_SEED"); v != "" {
-		s, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("RINGFS_OSCOMPARE_SEED: %v", err)
-		}
-		base = s
-	}
+	base := ocSeed(t, 0x05c0de)
 	ops := envInt(t, "RINGFS_OSCOMPARE_OPS", 2000)
 	t.Logf("seed %d (RINGFS_OSCOMPARE_SEED; mode i uses seed+i), %d calls per run", base, ops)
-	modes := []struct {
-		name string
-		opts Options
-	}{
-		{"exclusive", Options{Mode: Exclusive}},
-		{"exclusive/tiny", Options{Mode: Exclusive, CacheSize: 64 << 10}},
-		{"exclusive/nocache", Options{Mode: Exclusive, CacheSize: -1}},
-		{"writethrough", Options{Mode: Writethrough}},
-		{"shared", Options{Mode: Shared}},
-	}
+	modes := ocModes
 	flagSets := []struct {
 		name string
 		flag int
@@ -74,6 +58,33 @@ func TestCompareWithOSFile(t *testing.T) {
 			})
 		}
 	}
+}
+
+// ocModes are the engines the differential tests compare with os.File:
+// every mode, and Exclusive with a cache that evicts and with none.
+var ocModes = []struct {
+	name string
+	opts Options
+}{
+	{"exclusive", Options{Mode: Exclusive}},
+	{"exclusive/tiny", Options{Mode: Exclusive, CacheSize: 64 << 10}},
+	{"exclusive/nocache", Options{Mode: Exclusive, CacheSize: -1}},
+	{"writethrough", Options{Mode: Writethrough}},
+	{"shared", Options{Mode: Shared}},
+}
+
+// ocSeed returns the differential tests' seed: RINGFS_OSCOMPARE_SEED,
+// else def.
+func ocSeed(t *testing.T, def uint64) uint64 {
+	v := os.Getenv("RINGFS_OSCOMPARE_SEED")
+	if v == "" {
+		return def
+	}
+	s, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("RINGFS_OSCOMPARE_SEED: %v", err)
+	}
+	return s
 }
 
 // ocRes is one side's answer to a call: n (or the Seek result), the
@@ -330,12 +341,30 @@ func (c *osCompare) data(n int) ([]byte, uint64) {
 	return pattern(n, c.seed, tag), tag
 }
 
-func (c *osCompare) run(ops int) {
-	type op struct {
-		weight int
-		fn     func()
+// ocOp is a call of a differential test and how often it is picked.
+type ocOp[F any] struct {
+	weight int
+	fn     F
+}
+
+// ocPick picks a call from table at random, by weight.
+func ocPick[F any](rng *rand.Rand, table []ocOp[F]) F {
+	total := 0
+	for _, o := range table {
+		total += o.weight
 	}
-	table := []op{
+	k := rng.IntN(total)
+	for _, o := range table {
+		if k < o.weight {
+			return o.fn
+		}
+		k -= o.weight
+	}
+	panic("ocPick: empty table")
+}
+
+func (c *osCompare) run(ops int) {
+	table := []ocOp[func()]{
 		{18, c.readAt},
 		{18, c.writeAt},
 		{12, c.read},
@@ -349,19 +378,8 @@ func (c *osCompare) run(ops int) {
 		{1, c.reopen},
 		{2, c.far},
 	}
-	total := 0
-	for _, o := range table {
-		total += o.weight
-	}
 	for i := 0; i < ops; i++ {
-		k := c.rng.IntN(total)
-		for _, o := range table {
-			if k < o.weight {
-				o.fn()
-				break
-			}
-			k -= o.weight
-		}
+		ocPick(c.rng, table)()
 		c.checkState()
 		if i%25 == 24 {
 			c.checkContents()
