@@ -628,7 +628,9 @@ const (
 
 // Stat returns the file's metadata from the host, with the size the
 // engine holds (which includes cached writes not yet written back). Its
-// Sys is a *syscall.Stat_t, as with os.File.
+// Sys is a *syscall.Stat_t, as with os.File. Everything else is the
+// host's: the modification time and the blocks allocated change when
+// cached writes reach the host (writeback), not when they are made.
 func (f *File) Stat() (fs.FileInfo, error) {
 	if f == nil {
 		return nil, errNilFile("stat")
