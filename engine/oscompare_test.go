@@ -62,7 +62,7 @@ func TestCompareWithOSFile(t *testing.T) {
 
 // ocModes are the engines the differential tests compare with os.File:
 // every mode; Exclusive with a cache that evicts, with none, with host
-// mappings, and on the psync backend.
+// mappings, with O_DIRECT fills and writeback, and on the psync backend.
 var ocModes = []struct {
 	name string
 	opts Options
@@ -71,6 +71,7 @@ var ocModes = []struct {
 	{"exclusive/tiny", Options{Mode: Exclusive, CacheSize: 64 << 10}},
 	{"exclusive/nocache", Options{Mode: Exclusive, CacheSize: -1}},
 	{"exclusive/hostmmap", Options{Mode: Exclusive, HostMmap: true}},
+	{"exclusive/directio", Options{Mode: Exclusive, DirectIO: true}},
 	{"exclusive/psync", Options{Mode: Exclusive, Backend: "psync"}},
 	{"writethrough", Options{Mode: Writethrough}},
 	{"shared", Options{Mode: Shared}},
