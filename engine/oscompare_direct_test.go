@@ -36,8 +36,8 @@ import (
 // offset or length the host's direct I/O alignment refuses fails with
 // EINVAL and changes nothing (the os direct handle makes the same write
 // from an aligned copy of the buffer, so the kernel answers what it
-// accepts) — except what the kernel itself writes of a refused write at
-// an aligned offset (see checkRefusedWrite).
+// accepts; the kernel may write part of a write it refuses at an aligned
+// offset, the engine must not: see checkRefusedWrite).
 //
 // Environment:
 //
