@@ -99,7 +99,7 @@ func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss
 			// Before planning anything of f: waiting lets go of f.mu.
 			// The files locked before stay locked; a fill in flight
 			// needs only its own file's lock to finish.
-			f.waitFills(0, allPages)
+			f.drain()
 		}
 	}
 	var reqs []uring.Request

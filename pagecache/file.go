@@ -103,6 +103,11 @@ type File struct {
 	// the writes, and eviction keeps their pages. +checklocks:mu
 	filling  []pageRange
 	fillDone sync.Cond
+	// draining counts callers waiting for every fill and write of the
+	// file to end (drain); while it is not zero no new one starts
+	// (waitFills), so that a stream of misses cannot keep them waiting.
+	// +checklocks:mu
+	draining int
 }
 
 // fileMu is a File's RWMutex with a sequence count for readers that take
@@ -170,17 +175,40 @@ func (f *File) fillingOverlaps(p0, p1 int64, fills bool) bool {
 }
 
 // waitFills waits until no fill or write in flight covers a page of
-// [p0, p1) and reports whether it had to wait: f.mu was then released
-// meanwhile, and the caller must look at the file's state afresh.
+// [p0, p1), and no caller is draining the file, and reports whether it
+// had to wait: f.mu was then released meanwhile, and the caller must look
+// at the file's state afresh. Callers are about to start a fill or write
+// of their own.
 //
-// Preconditions: f.mu is held for writing.
+// Preconditions: f.mu is held for writing; the caller has no fill or
+// write in flight.
 func (f *File) waitFills(p0, p1 int64) bool {
 	waited := false
-	for f.fillingOverlaps(p0, p1, true) {
+	for f.draining > 0 || f.fillingOverlaps(p0, p1, true) {
 		f.fillDone.Wait()
 		waited = true
 	}
 	return waited
+}
+
+// drain waits until no fill or write of the file is in flight. Fills and
+// writes that would start meanwhile wait for it (waitFills): with f.mu
+// released while it waits, misses could otherwise start new fills
+// faster than the old ones end, and keep it waiting forever (as they
+// did a Truncate, with one P and two goroutines reading in a loop).
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) drain() {
+	if len(f.filling) == 0 {
+		return
+	}
+	f.draining++
+	for len(f.filling) > 0 {
+		f.fillDone.Wait()
+	}
+	if f.draining--; f.draining == 0 {
+		f.fillDone.Broadcast() // the fills and writes held off
+	}
 }
 
 // hostFdReleased is File.hostFd once the file is released.
@@ -217,7 +245,7 @@ func (f *File) waitArounds() {
 //
 // Preconditions: f.mu is held for writing.
 func (f *File) waitIdle() {
-	f.waitFills(0, allPages)
+	f.drain()
 	f.waitArounds()
 }
 
@@ -230,9 +258,6 @@ func (f *File) waitWrites(p0, p1 int64) {
 		f.fillDone.Wait()
 	}
 }
-
-// allPages is every page a file can have, for waitFills.
-const allPages = 1 << 62
 
 // Range is a byte range [Start, End).
 type Range struct{ Start, End int64 }
