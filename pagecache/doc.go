@@ -119,10 +119,11 @@
 // Release, Discard) waits for it on File.fillDone first, so a fill and a
 // write of the same page never interleave and no fill installs bytes older
 // than a write. Those that wait for every fill and write of the file
-// (truncate, SetFd, Release, a batch locking it) count themselves in
-// File.draining meanwhile, and no new fill or write starts until they are
-// done: otherwise misses arriving faster than fills end could keep them
-// waiting forever. A write that writes the host (all of a write-through write;
+// (truncate, SetFd, Release, a batch locking it), and writeback waiting
+// for writes, count themselves in File.draining meanwhile, and no new
+// fill or write starts until they are done: otherwise misses or writes
+// arriving faster than the ones in flight end could keep them waiting
+// forever. A write that writes the host (all of a write-through write;
 // the partial pages it does not hold, of a cached write) and ends within
 // the file's size likewise records its pages in File.filling and writes the
 // host with mu released; fills, writes, truncate and the rest wait for it

@@ -63,11 +63,7 @@ func TestTruncateHoldsOffNewFills(t *testing.T) {
 	go read(10, first)
 	<-entered
 	go func() { truncated <- f.Truncate(48 * PageSize) }()
-	waitFor(t, "Truncate to wait for the fill in flight", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.draining > 0
-	})
+	waitDraining(f)
 	go read(20, second)
 	time.Sleep(100 * time.Millisecond) // time enough for the second fill to start, were it let
 	if secondIssued.Load() {
@@ -90,12 +86,87 @@ func TestTruncateHoldsOffNewFills(t *testing.T) {
 	checkInvariants(t, c, false, f)
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+// waitDraining waits until a caller drains f (File.draining), at most
+// 2 s: the test then checks what it is for, that new fills and writes
+// wait.
+func waitDraining(f *File) {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		d := f.draining
+		f.mu.Unlock()
+		if d > 0 {
+			return
 		}
 	}
+}
+
+// TestWritebackHoldsOffNewWrites: while a writeback waits for a write
+// whose host part is in flight, a new write that would write the host
+// does not start; it starts once the writeback has collected its pages.
+// Otherwise writes arriving faster than they end could keep a Sync
+// waiting, as misses did a Truncate (TestTruncateHoldsOffNewFills).
+func TestWritebackHoldsOffNewWrites(t *testing.T) {
+	data := pattern(8, 64*PageSize)
+	h := newHostFile(t, data, false)
+	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+	c := newCache(t, rb, Options{Capacity: 64 * PageSize, Readahead: PageSize})
+	f := openFile(t, c, h, int64(len(data)))
+	m := &model{data: append([]byte(nil), data...)}
+
+	// A write of part of a page that is not cached writes the host, its
+	// pages in File.filling meanwhile.
+	covers := func(r *uring.Request, pg int64) bool {
+		return r.Op.IsWrite() && r.Off <= pg*PageSize+7 && pg*PageSize+7 < r.Off+bufBytes(r)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var secondIssued atomic.Bool
+	rb.setBefore(func(reqs []uring.Request) {
+		for i := range reqs {
+			switch r := &reqs[i]; {
+			case covers(r, 10):
+				once.Do(func() { close(entered); <-release })
+			case covers(r, 30):
+				secondIssued.Store(true)
+			}
+		}
+	})
+	write := func(pg int64, seed uint64, done chan<- error) {
+		p := pattern(seed, 100)
+		n, _, err := f.WriteAt(p, pg*PageSize+7, 0)
+		if err == nil && n != len(p) {
+			err = fmt.Errorf("short write at page %d: %d", pg, n)
+		}
+		done <- err
+	}
+	first, second, synced := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	go write(10, 81, first)
+	<-entered
+	go func() { synced <- f.Writeback(Range{0, int64(len(data))}, SyncNone) }()
+	waitDraining(f)
+	go write(30, 82, second)
+	time.Sleep(100 * time.Millisecond) // time enough for the second write to start, were it let
+	if secondIssued.Load() {
+		close(release)
+		t.Fatal("a write reached the host while a writeback waited for the writes in flight")
+	}
+	close(release)
+	for _, ch := range []chan error{first, synced, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !secondIssued.Load() {
+		t.Fatal("the held-off write never reached the host")
+	}
+	rb.setBefore(nil)
+	copy(m.data[10*PageSize+7:], pattern(81, 100))
+	copy(m.data[30*PageSize+7:], pattern(82, 100))
+	if err := f.Writeback(Range{0, int64(len(data))}, SyncData); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.bytes(t); !bytes.Equal(got, m.data) {
+		t.Fatalf("host differs from the model first at %d", firstDiff(got, m.data))
+	}
+	checkInvariants(t, c, false, f)
 }

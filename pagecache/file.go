@@ -104,9 +104,9 @@ type File struct {
 	filling  []pageRange
 	fillDone sync.Cond
 	// draining counts callers waiting for every fill and write of the
-	// file to end (drain); while it is not zero no new one starts
-	// (waitFills), so that a stream of misses cannot keep them waiting.
-	// +checklocks:mu
+	// file to end (drain), or for writes (waitWrites); while it is not
+	// zero no new fill or write starts (waitFills), so that a stream of
+	// misses or writes cannot keep them waiting. +checklocks:mu
 	draining int
 }
 
@@ -250,12 +250,20 @@ func (f *File) waitIdle() {
 }
 
 // waitWrites waits until no write whose host part is in flight covers a
-// page of [p0, p1).
+// page of [p0, p1). Like drain, it holds off new fills and writes while
+// it waits, so that a stream of writes cannot keep it waiting.
 //
 // Preconditions: f.mu is held for writing.
 func (f *File) waitWrites(p0, p1 int64) {
+	if !f.fillingOverlaps(p0, p1, false) {
+		return
+	}
+	f.draining++
 	for f.fillingOverlaps(p0, p1, false) {
 		f.fillDone.Wait()
+	}
+	if f.draining--; f.draining == 0 {
+		f.fillDone.Broadcast()
 	}
 }
 
