@@ -65,20 +65,7 @@ func TestTruncateHoldsOffNewFills(t *testing.T) {
 	go func() { truncated <- f.Truncate(48 * PageSize) }()
 	waitDraining(f)
 	go read(20, second)
-	time.Sleep(100 * time.Millisecond) // time enough for the second fill to start, were it let
-	if secondIssued.Load() {
-		close(release)
-		t.Fatal("a fill started while Truncate waited for the fills in flight")
-	}
-	close(release)
-	for _, ch := range []chan error{first, truncated, second} {
-		if err := <-ch; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !secondIssued.Load() {
-		t.Fatal("the held-off fill never read the host")
-	}
+	expectHeldOff(t, "a fill", "Truncate", &secondIssued, release, first, truncated, second)
 	if got := f.Size(); got != 48*PageSize {
 		t.Fatalf("size %d after Truncate, want %d", got, 48*PageSize)
 	}
@@ -145,20 +132,7 @@ func TestWritebackHoldsOffNewWrites(t *testing.T) {
 	go func() { synced <- f.Writeback(Range{0, int64(len(data))}, SyncNone) }()
 	waitDraining(f)
 	go write(30, 82, second)
-	time.Sleep(100 * time.Millisecond) // time enough for the second write to start, were it let
-	if secondIssued.Load() {
-		close(release)
-		t.Fatal("a write reached the host while a writeback waited for the writes in flight")
-	}
-	close(release)
-	for _, ch := range []chan error{first, synced, second} {
-		if err := <-ch; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !secondIssued.Load() {
-		t.Fatal("the held-off write never reached the host")
-	}
+	expectHeldOff(t, "a write", "Writeback", &secondIssued, release, first, synced, second)
 	rb.setBefore(nil)
 	copy(m.data[10*PageSize+7:], pattern(81, 100))
 	copy(m.data[30*PageSize+7:], pattern(82, 100))
@@ -169,4 +143,26 @@ func TestWritebackHoldsOffNewWrites(t *testing.T) {
 		t.Fatalf("host differs from the model first at %d", firstDiff(got, m.data))
 	}
 	checkInvariants(t, c, false, f)
+}
+
+// expectHeldOff checks that what (a second fill or write, just started)
+// has not reached the host while waiter waits for the first one, which
+// release lets go; then that every call ends without error and the
+// second reached the host after all.
+func expectHeldOff(t *testing.T, what, waiter string, issued *atomic.Bool, release chan struct{}, done ...chan error) {
+	t.Helper()
+	time.Sleep(100 * time.Millisecond) // time enough for it to start, were it let
+	if issued.Load() {
+		close(release)
+		t.Fatalf("%s reached the host while %s waited for the ones in flight", what, waiter)
+	}
+	close(release)
+	for _, ch := range done {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !issued.Load() {
+		t.Fatalf("%s held off never reached the host", what)
+	}
 }
