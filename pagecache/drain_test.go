@@ -38,19 +38,9 @@ func TestTruncateHoldsOffNewFills(t *testing.T) {
 	covers := func(r *uring.Request, pg int64) bool {
 		return r.Op.IsRead() && r.Off <= pg*PageSize && pg*PageSize < r.Off+bufBytes(r)
 	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	var secondIssued atomic.Bool
-	rb.setBefore(func(reqs []uring.Request) {
-		for i := range reqs {
-			switch r := &reqs[i]; {
-			case covers(r, 10):
-				once.Do(func() { close(entered); <-release })
-			case covers(r, 20):
-				secondIssued.Store(true)
-			}
-		}
-	})
+	entered, release, secondIssued := blockAndWatch(rb,
+		func(r *uring.Request) bool { return covers(r, 10) },
+		func(r *uring.Request) bool { return covers(r, 20) })
 	read := func(pg int64, done chan<- error) {
 		p := make([]byte, 3*PageSize)
 		_, err := f.ReadAt(p, pg*PageSize)
@@ -65,7 +55,7 @@ func TestTruncateHoldsOffNewFills(t *testing.T) {
 	go func() { truncated <- f.Truncate(48 * PageSize) }()
 	waitDraining(f)
 	go read(20, second)
-	expectHeldOff(t, "a fill", "Truncate", &secondIssued, release, first, truncated, second)
+	expectHeldOff(t, "a fill", "Truncate", secondIssued, release, first, truncated, second)
 	if got := f.Size(); got != 48*PageSize {
 		t.Fatalf("size %d after Truncate, want %d", got, 48*PageSize)
 	}
@@ -105,19 +95,9 @@ func TestWritebackHoldsOffNewWrites(t *testing.T) {
 	covers := func(r *uring.Request, pg int64) bool {
 		return r.Op.IsWrite() && r.Off <= pg*PageSize+7 && pg*PageSize+7 < r.Off+bufBytes(r)
 	}
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	var secondIssued atomic.Bool
-	rb.setBefore(func(reqs []uring.Request) {
-		for i := range reqs {
-			switch r := &reqs[i]; {
-			case covers(r, 10):
-				once.Do(func() { close(entered); <-release })
-			case covers(r, 30):
-				secondIssued.Store(true)
-			}
-		}
-	})
+	entered, release, secondIssued := blockAndWatch(rb,
+		func(r *uring.Request) bool { return covers(r, 10) },
+		func(r *uring.Request) bool { return covers(r, 30) })
 	write := func(pg int64, seed uint64, done chan<- error) {
 		p := pattern(seed, 100)
 		n, _, err := f.WriteAt(p, pg*PageSize+7, 0)
@@ -132,7 +112,7 @@ func TestWritebackHoldsOffNewWrites(t *testing.T) {
 	go func() { synced <- f.Writeback(Range{0, int64(len(data))}, SyncNone) }()
 	waitDraining(f)
 	go write(30, 82, second)
-	expectHeldOff(t, "a write", "Writeback", &secondIssued, release, first, synced, second)
+	expectHeldOff(t, "a write", "Writeback", secondIssued, release, first, synced, second)
 	rb.setBefore(nil)
 	copy(m.data[10*PageSize+7:], pattern(81, 100))
 	copy(m.data[30*PageSize+7:], pattern(82, 100))
@@ -165,4 +145,24 @@ func expectHeldOff(t *testing.T, what, waiter string, issued *atomic.Bool, relea
 	if !issued.Load() {
 		t.Fatalf("%s held off never reached the host", what)
 	}
+}
+
+// blockAndWatch makes the first request that first accepts wait, ahead
+// of its Submit, until release is closed (entered is closed when it
+// starts waiting), and sets issued when a request that second accepts
+// is about to be submitted.
+func blockAndWatch(rb *recBackend, first, second func(*uring.Request) bool) (entered, release chan struct{}, issued *atomic.Bool) {
+	entered, release, issued = make(chan struct{}), make(chan struct{}), new(atomic.Bool)
+	var once sync.Once
+	rb.setBefore(func(reqs []uring.Request) {
+		for i := range reqs {
+			switch r := &reqs[i]; {
+			case first(r):
+				once.Do(func() { close(entered); <-release })
+			case second(r):
+				issued.Store(true)
+			}
+		}
+	})
+	return entered, release, issued
 }
