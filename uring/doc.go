@@ -26,7 +26,10 @@
 // (the one caller that reaps CQEs for all) is running outside a kernel
 // wait leaves them to it, and the leader submits all such requests with
 // one enter before it waits in the kernel or stops leading.
-// Stats().SQEsPerEnter shows how well that works.
+// Stats().SQEsPerEnter shows how well that works. Neither the submitter
+// nor the leader yields under GOMAXPROCS 1: there a yielding goroutine can
+// wait tens of milliseconds for its P while other goroutines run, and
+// every caller of the ring would wait with it.
 //
 // A request marked Inline is not submitted: the ring runs it with a plain
 // syscall in the calling goroutine, as Do does, before returning. That is

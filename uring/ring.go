@@ -70,6 +70,9 @@ type Ring struct {
 	// gathering is set while the holder of sqMu waits for other callers'
 	// requests (see gather).
 	gathering atomic.Bool
+	// yields counts the runtime.Gosched calls of gather and lead (tests
+	// check that one P makes none, see yieldsHelp).
+	yields atomic.Int64
 	// inlineRate is how much of what recent enters submitted was already
 	// complete when the enter returned, in 1/inlineOne units, averaged
 	// over a few enters; gather pays only when it is high. Written by the

@@ -405,7 +405,8 @@ const combineYields = 2
 // leaderYields is how many times a leader with nothing to reap yields to
 // the submitting callers before it waits in the kernel (it yields for as
 // long as a submission is gathering): the completion is usually one flush
-// away, and a wait in io_uring_enter blocks the thread.
+// away, and a wait in io_uring_enter blocks the thread. With one P it
+// does not yield (yieldsHelp).
 const leaderYields = 2
 
 // gather lets other callers queue their requests before the holder of
@@ -423,10 +424,14 @@ const leaderYields = 2
 // goroutines of single O_DIRECT reads took 5.7–6.2 µs a read and 2.9–3.1
 // µs of CPU without the pause, 6.7–7.2 µs and 3.4–3.5 µs with it; 32
 // goroutines of single reads of cached data spent 0.97–1.09 µs of CPU a
-// read with it and 1.29–1.30 µs without.
+// read with it and 1.29–1.30 µs without. With one P it does not pause
+// (yieldsHelp).
 //
 // Preconditions: r.sqMu is held.
 func (r *Ring) gather() {
+	if !yieldsHelp() {
+		return
+	}
 	r.gathering.Store(true)
 	for n, seen := 0, int32(-1); n < combineYields; n++ {
 		p := r.pendingN.Load()
@@ -434,6 +439,7 @@ func (r *Ring) gather() {
 			break // nobody joined
 		}
 		seen = p
+		r.yields.Add(1)
 		runtime.Gosched()
 	}
 	r.gathering.Store(false)
@@ -582,8 +588,9 @@ func (r *Ring) leadLoop(w *waiter, target int32) {
 		if w.remaining.Load() <= target {
 			return
 		}
-		if r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1) {
+		if (r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1)) && yieldsHelp() {
 			yields++
+			r.yields.Add(1)
 			runtime.Gosched()
 			continue
 		}
@@ -869,3 +876,13 @@ func (r *Ring) releaseWaiter(w *waiter) {
 	r.spare = append(r.spare, w)
 	r.mu.Unlock()
 }
+
+// yieldsHelp reports whether the pauses of gather and lead may yield
+// with runtime.Gosched: not with one P (GOMAXPROCS 1). Gosched puts its
+// caller on the scheduler's global queue, which one P serves only now and
+// then while the goroutines it runs wake each other (through mutexes, as
+// cache hits and writes do), and the caller holds sqMu or leads: every
+// request of the ring waited for it, for up to tens of milliseconds a
+// yield (TestOnePNoStarvation). GOMAXPROCS is read each time, because
+// the runtime may change it.
+func yieldsHelp() bool { return runtime.GOMAXPROCS(0) > 1 }
