@@ -450,13 +450,15 @@ func (r *Ring) gather() {
 // declared broken.
 const maxBusyRetries = 1000
 
-// backoff sleeps a little longer on each attempt, up to 10ms.
+// backoff sleeps a little longer on each attempt, up to 10ms. The first
+// attempts only yield, except under one P (yieldsHelp), where they sleep
+// 50µs: callers may hold sqMu.
 func backoff(attempt int) {
-	if attempt < 4 {
+	if attempt < 4 && yieldsHelp() {
 		runtime.Gosched()
 		return
 	}
-	d := time.Duration(attempt) * 50 * time.Microsecond
+	d := time.Duration(max(attempt, 1)) * 50 * time.Microsecond
 	if d > 10*time.Millisecond {
 		d = 10 * time.Millisecond
 	}
