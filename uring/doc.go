@@ -26,10 +26,11 @@
 // (the one caller that reaps CQEs for all) is running outside a kernel
 // wait leaves them to it, and the leader submits all such requests with
 // one enter before it waits in the kernel or stops leading.
-// Stats().SQEsPerEnter shows how well that works. Neither the submitter
-// nor the leader yields under GOMAXPROCS 1: there a yielding goroutine can
-// wait tens of milliseconds for its P while other goroutines run, and
-// every caller of the ring would wait with it.
+// Stats().SQEsPerEnter shows how well that works. Under GOMAXPROCS 1 a
+// yielding goroutine can wait tens of milliseconds for the P while other
+// goroutines run, and every caller of the ring would wait with it: there
+// the submitter does not pause, and the leader stops yielding for a
+// while after a slow yield.
 //
 // A request marked Inline is not submitted: the ring runs it with a plain
 // syscall in the calling goroutine, as Do does, before returning. That is

@@ -23,11 +23,15 @@ import (
 // one P serves only now and then while the goroutines it runs wake each
 // other. A submitter that yielded there while holding the ring's
 // submission lock, or a completion leader that did, stalled every other
-// request of the ring for up to tens of milliseconds per yield: the ring
-// made 3–18% as many reads as pread here (31–32% without the yields), and
-// a reliability row that truncates a file while it is read hung. With one
-// P the ring must not yield, and it must not fall to a twentieth of
-// pread's reads; with two it does yield, so the count is live.
+// request of the ring for up to tens of milliseconds per yield, and a
+// reliability row that truncates a file while it is read hung. With one
+// P submitters must not yield, and the leader's slow yields must take at
+// most a twenty-first of the time, plus the last one (leaderYield); the
+// ring must not fall to a twentieth of pread's reads. With two Ps the
+// ring does yield, so the counts are live. Either check fails when its
+// half of the policy is taken out: submitters yielding made 12 yields in
+// a run, and a leader yielding at every chance spent 194–323 ms in slow
+// yields against bounds of 123–137 ms.
 func TestOnePNoStarvation(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	const fileSize = 1 << 20
@@ -107,24 +111,37 @@ func TestOnePNoStarvation(t *testing.T) {
 	}
 
 	var ringOps, preadOps int64
-	y0 := r.yields.Load()
+	var ringTime time.Duration
+	start := time.Now()
+	slow0, slowNs0, gather0 := r.slowYields.Load(), r.slowYieldNs.Load(), r.gatherYields.Load()
 	for range 6 {
 		n, err := round(false, 100*time.Millisecond)
 		if err != nil {
 			t.Fatal(err)
 		}
 		preadOps += n
+		t0 := time.Now()
 		if n, err = round(true, 100*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
+		ringTime += time.Since(t0)
 		ringOps += n
 	}
-	t.Logf("GOMAXPROCS=1: %d reads through the ring, %d by pread (%.2f×)", ringOps, preadOps, float64(ringOps)/float64(preadOps))
-	if y := r.yields.Load() - y0; y != 0 {
-		t.Errorf("the ring yielded %d times with one P", y)
+	wall := time.Since(start)
+	slow := r.slowYields.Load() - slow0
+	slowTime := time.Duration(r.slowYieldNs.Load() - slowNs0)
+	t.Logf("GOMAXPROCS=1: %d reads through the ring, %d by pread (%.2f×); %d slow yields took %v of %v (%v in all)",
+		ringOps, preadOps, float64(ringOps)/float64(preadOps), slow, slowTime, ringTime, wall)
+	// Each slow yield but the last is followed by a pause 20 times as
+	// long, and a yield begins only when a pause has ended.
+	if bound := wall/(yieldPause+1) + time.Duration(r.maxSlowYieldNs.Load()); slowTime > bound {
+		t.Errorf("slow yields took %v, more than %v", slowTime, bound)
 	}
 	if ringOps*20 < preadOps {
 		t.Errorf("the ring made %d reads against pread's %d: starved", ringOps, preadOps)
+	}
+	if n := r.gatherYields.Load() - gather0; n != 0 {
+		t.Errorf("submissions yielded %d times with one P", n)
 	}
 
 	// With two Ps the same reads may yield: the counter sees yields.
@@ -132,11 +149,11 @@ func TestOnePNoStarvation(t *testing.T) {
 		return
 	}
 	runtime.GOMAXPROCS(2)
-	y0 = r.yields.Load()
+	y0 := r.gatherYields.Load() + r.leadYields.Load()
 	if _, err := round(true, 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	y := r.yields.Load() - y0
+	y := r.gatherYields.Load() + r.leadYields.Load() - y0
 	t.Logf("GOMAXPROCS=2: %d yields", y)
 	if y == 0 {
 		t.Errorf("no yield counted with two Ps")

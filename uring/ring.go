@@ -70,9 +70,14 @@ type Ring struct {
 	// gathering is set while the holder of sqMu waits for other callers'
 	// requests (see gather).
 	gathering atomic.Bool
-	// yields counts the runtime.Gosched calls of gather and lead (tests
-	// check that one P makes none, see yieldsHelp).
-	yields atomic.Int64
+	// gatherYields and leadYields count the runtime.Gosched calls of
+	// gather and lead; slowYields, slowYieldNs and maxSlowYieldNs count
+	// the leader's slow ones under one P (for tests, see leaderYield).
+	gatherYields, leadYields                atomic.Int64
+	slowYields, slowYieldNs, maxSlowYieldNs atomic.Int64
+	// noYieldUntil is when (ns since ringEpoch) the leader may yield
+	// again under one P. Written by the holder of cqMu.
+	noYieldUntil atomic.Int64
 	// inlineRate is how much of what recent enters submitted was already
 	// complete when the enter returned, in 1/inlineOne units, averaged
 	// over a few enters; gather pays only when it is high. Written by the

@@ -406,7 +406,7 @@ const combineYields = 2
 // the submitting callers before it waits in the kernel (it yields for as
 // long as a submission is gathering): the completion is usually one flush
 // away, and a wait in io_uring_enter blocks the thread. With one P it
-// does not yield (yieldsHelp).
+// stops yielding for a while after a slow yield (leaderYield).
 const leaderYields = 2
 
 // gather lets other callers queue their requests before the holder of
@@ -439,7 +439,7 @@ func (r *Ring) gather() {
 			break // nobody joined
 		}
 		seen = p
-		r.yields.Add(1)
+		r.gatherYields.Add(1)
 		runtime.Gosched()
 	}
 	r.gathering.Store(false)
@@ -590,10 +590,9 @@ func (r *Ring) leadLoop(w *waiter, target int32) {
 		if w.remaining.Load() <= target {
 			return
 		}
-		if (r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1)) && yieldsHelp() {
+		if (r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1)) && r.leaderMayYield() {
 			yields++
-			r.yields.Add(1)
-			runtime.Gosched()
+			r.leaderYield()
 			continue
 		}
 		r.leaderAwake.Store(false)
@@ -879,12 +878,56 @@ func (r *Ring) releaseWaiter(w *waiter) {
 	r.mu.Unlock()
 }
 
-// yieldsHelp reports whether the pauses of gather and lead may yield
-// with runtime.Gosched: not with one P (GOMAXPROCS 1). Gosched puts its
-// caller on the scheduler's global queue, which one P serves only now and
-// then while the goroutines it runs wake each other (through mutexes, as
-// cache hits and writes do), and the caller holds sqMu or leads: every
-// request of the ring waited for it, for up to tens of milliseconds a
-// yield (TestOnePNoStarvation). GOMAXPROCS is read each time, because
-// the runtime may change it.
+// yieldsHelp reports whether gather and backoff may yield with
+// runtime.Gosched: not with one P (GOMAXPROCS 1). Gosched puts its caller
+// on the scheduler's global queue, which one P serves only now and then
+// while the goroutines it runs wake each other (through mutexes, as
+// cache hits and writes do), and their callers hold sqMu: every request
+// of the ring waited for them, for up to tens of milliseconds a yield
+// (TestOnePNoStarvation). With one P gather's pause measured no gain
+// (engine BenchmarkSharedRead and ReadMiss/io=buffered under
+// GOMAXPROCS=1: the same figures with and without it). GOMAXPROCS is
+// read each time, because the runtime may change it.
 func yieldsHelp() bool { return runtime.GOMAXPROCS(0) > 1 }
+
+// The completion leader's yields (see leaderYields) are worth keeping with
+// one P: there a wait in io_uring_enter holds the only P until the
+// runtime's monitor takes it back (tens of microseconds), so 32
+// goroutines of O_DIRECT reads under GOMAXPROCS=1 made 2.5–2.7× the reads
+// of os.File with them and 0.8–0.9× without (go test -run '^$' -bench
+// DirectRead ./engine/). But a yield can also take tens of milliseconds
+// there (see yieldsHelp). So with one P the leader times each yield, and
+// after one slower than slowYield it does not yield for yieldPause times
+// as long: at most a twenty-first of the time goes to slow yields.
+const (
+	slowYield  = time.Millisecond
+	yieldPause = 20
+)
+
+// leaderMayYield reports whether the leader may yield now.
+func (r *Ring) leaderMayYield() bool {
+	return runtime.GOMAXPROCS(0) > 1 || time.Since(ringEpoch) >= time.Duration(r.noYieldUntil.Load())
+}
+
+// leaderYield yields the leader's P once; with one P it times the yield
+// (see slowYield).
+func (r *Ring) leaderYield() {
+	r.leadYields.Add(1)
+	if runtime.GOMAXPROCS(0) > 1 {
+		runtime.Gosched()
+		return
+	}
+	t0 := time.Since(ringEpoch)
+	runtime.Gosched()
+	if d := time.Since(ringEpoch) - t0; d > slowYield {
+		r.noYieldUntil.Store(int64(t0 + d + yieldPause*d))
+		r.slowYields.Add(1)
+		r.slowYieldNs.Add(int64(d))
+		if int64(d) > r.maxSlowYieldNs.Load() {
+			r.maxSlowYieldNs.Store(int64(d))
+		}
+	}
+}
+
+// ringEpoch is the origin of Ring.noYieldUntil (monotonic clock).
+var ringEpoch = time.Now()
