@@ -21,11 +21,7 @@ import (
 // goroutines reading in a loop with one P kept a Truncate waiting for
 // minutes (reliability row K4 under GOMAXPROCS=1).
 func TestTruncateHoldsOffNewFills(t *testing.T) {
-	data := pattern(7, 64*PageSize)
-	h := newHostFile(t, data, false)
-	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
-	c := newCache(t, rb, Options{Capacity: 64 * PageSize, Readahead: PageSize})
-	f := openFile(t, c, h, int64(len(data)))
+	data, _, rb, c, f := recordedFile(t, 7)
 
 	// A read of three pages whose middle one is cached takes the locked
 	// path (its pages are not all missing): its fill is recorded in
@@ -83,11 +79,7 @@ func waitDraining(f *File) {
 // Otherwise writes arriving faster than they end could keep a Sync
 // waiting, as misses did a Truncate (TestTruncateHoldsOffNewFills).
 func TestWritebackHoldsOffNewWrites(t *testing.T) {
-	data := pattern(8, 64*PageSize)
-	h := newHostFile(t, data, false)
-	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
-	c := newCache(t, rb, Options{Capacity: 64 * PageSize, Readahead: PageSize})
-	f := openFile(t, c, h, int64(len(data)))
+	data, h, rb, c, f := recordedFile(t, 8)
 	m := &model{data: append([]byte(nil), data...)}
 
 	// A write of part of a page that is not cached writes the host, its

@@ -19,11 +19,7 @@ import (
 // one file queued behind each other and the cache). With dirty bytes it
 // writes them back, and on a released file it fails with EBADF.
 func TestFlushRangeClean(t *testing.T) {
-	data := pattern(5, 64*PageSize)
-	h := newHostFile(t, data, false)
-	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
-	c := newCache(t, rb, Options{Capacity: 64 * PageSize, Readahead: PageSize})
-	f := openFile(t, c, h, int64(len(data)))
+	data, h, rb, _, f := recordedFile(t, 5)
 	m := &model{data: append([]byte(nil), data...)}
 
 	entered, release := rb.blockFirst(func(r *uring.Request) bool { return r.Op.IsRead() && r.Off == 10*PageSize })

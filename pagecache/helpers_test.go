@@ -158,6 +158,18 @@ func openFile(t testing.TB, c *Cache, h *hostFile, size int64) *File {
 	return f
 }
 
+// recordedFile opens a 64-page host file of pattern(seed) in a 64-page
+// cache (readahead one page) over a recording uring backend, for tests
+// that block and watch its host I/O.
+func recordedFile(t testing.TB, seed uint64) ([]byte, *hostFile, *recBackend, *Cache, *File) {
+	t.Helper()
+	data := pattern(seed, 64*PageSize)
+	h := newHostFile(t, data, false)
+	rb := &recBackend{Backend: openBackend(t, uring.BackendUring, nil)}
+	c := newCache(t, rb, Options{Capacity: 64 * PageSize, Readahead: PageSize})
+	return data, h, rb, c, openFile(t, c, h, int64(len(data)))
+}
+
 // releaseFile writes f back and releases it, unless already released.
 func releaseFile(t testing.TB, f *File) {
 	if f.Released() {
