@@ -198,12 +198,22 @@ func (f *File) waitFills(p0, p1 int64) bool {
 // did a Truncate, with one P and two goroutines reading in a loop).
 //
 // Preconditions: f.mu is held for writing.
-func (f *File) drain() {
-	if len(f.filling) == 0 {
+func (f *File) drain() { f.holdOffUntilIdle(0, allPages, true) }
+
+// allPages is every page a file can have, for drain.
+const allPages = 1 << 62
+
+// holdOffUntilIdle waits until no fill or write in flight (only writes
+// unless fills) covers a page of [p0, p1), counted in f.draining
+// meanwhile so that no new fill or write starts (waitFills).
+//
+// Preconditions: f.mu is held for writing.
+func (f *File) holdOffUntilIdle(p0, p1 int64, fills bool) {
+	if !f.fillingOverlaps(p0, p1, fills) {
 		return
 	}
 	f.draining++
-	for len(f.filling) > 0 {
+	for f.fillingOverlaps(p0, p1, fills) {
 		f.fillDone.Wait()
 	}
 	if f.draining--; f.draining == 0 {
@@ -254,18 +264,7 @@ func (f *File) waitIdle() {
 // it waits, so that a stream of writes cannot keep it waiting.
 //
 // Preconditions: f.mu is held for writing.
-func (f *File) waitWrites(p0, p1 int64) {
-	if !f.fillingOverlaps(p0, p1, false) {
-		return
-	}
-	f.draining++
-	for f.fillingOverlaps(p0, p1, false) {
-		f.fillDone.Wait()
-	}
-	if f.draining--; f.draining == 0 {
-		f.fillDone.Broadcast()
-	}
-}
+func (f *File) waitWrites(p0, p1 int64) { f.holdOffUntilIdle(p0, p1, false) }
 
 // Range is a byte range [Start, End).
 type Range struct{ Start, End int64 }
