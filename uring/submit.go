@@ -590,9 +590,8 @@ func (r *Ring) leadLoop(w *waiter, target int32) {
 		if w.remaining.Load() <= target {
 			return
 		}
-		if (r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1)) && r.leaderMayYield() {
+		if (r.gathering.Load() || (yields < leaderYields && r.submitters.Load() > 1)) && r.leaderYield() {
 			yields++
-			r.leaderYield()
 			continue
 		}
 		r.leaderAwake.Store(false)
@@ -907,20 +906,20 @@ const (
 	yieldPause = 20
 )
 
-// leaderMayYield reports whether the leader may yield now.
-func (r *Ring) leaderMayYield() bool {
-	return runtime.GOMAXPROCS(0) > 1 || time.Since(ringEpoch) >= time.Duration(r.noYieldUntil.Load())
-}
-
-// leaderYield yields the leader's P once; with one P it times the yield
-// (see slowYield).
-func (r *Ring) leaderYield() {
-	r.leadYields.Add(1)
+// leaderYield yields the leader's P once, unless there is one P and the
+// leader is pausing its yields, and reports whether it yielded. With one
+// P it times the yield (see slowYield).
+func (r *Ring) leaderYield() bool {
 	if runtime.GOMAXPROCS(0) > 1 {
+		r.leadYields.Add(1)
 		runtime.Gosched()
-		return
+		return true
 	}
 	t0 := time.Since(ringEpoch)
+	if t0 < time.Duration(r.noYieldUntil.Load()) {
+		return false
+	}
+	r.leadYields.Add(1)
 	runtime.Gosched()
 	if d := time.Since(ringEpoch) - t0; d > slowYield {
 		r.noYieldUntil.Store(int64(t0 + d + yieldPause*d))
@@ -930,6 +929,7 @@ func (r *Ring) leaderYield() {
 			r.maxSlowYieldNs.Store(int64(d))
 		}
 	}
+	return true
 }
 
 // ringEpoch is the origin of Ring.noYieldUntil (monotonic clock).
