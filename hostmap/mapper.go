@@ -101,7 +101,9 @@ type Mapper struct {
 	// written with mapsMu held for writing.
 	table chunkTable
 
-	stats counters
+	// stats receives the Mapper's counts: its own, or the Counters given
+	// to NewMapperCounting, shared with other Mappers.
+	stats *Counters
 
 	// hook, if set (by tests, before any use), is called with refsMu and
 	// mapsMu held after each mmap, upgrade and munmap of a chunk (r is the
@@ -114,8 +116,15 @@ type Mapper struct {
 // owned by the caller, who must keep it open until Close returns; the
 // Mapper never closes it. Writable chunks and Mappings need fd open
 // O_RDWR (otherwise EACCES); every mapping needs read access.
-func NewMapper(fd int) *Mapper {
+func NewMapper(fd int) *Mapper { return NewMapperCounting(fd, new(Counters)) }
+
+// NewMapperCounting is NewMapper with the Mapper's counters and gauges
+// kept in c, which several Mappers may share: then each of their Stats
+// is the sum over all of them, and it keeps the counts of Mappers already
+// closed.
+func NewMapperCounting(fd int, c *Counters) *Mapper {
 	m := &Mapper{
+		stats:  c,
 		fd:     fd,
 		chunks: make(map[int64]*chunk),
 		free:   make([]*chunk, 0, maxFree),

@@ -37,18 +37,22 @@ func (s Stats) Sub(prev Stats) Stats {
 	return d
 }
 
-// counters is the live, atomically updated form of Stats. The gauges are
-// changed under the Mapper's locks but read without them.
-type counters struct {
+// Counters is the live, atomically updated form of Stats, of one Mapper
+// or shared by several (NewMapperCounting). The gauges are changed under
+// the Mappers' locks but read without them. The zero value is ready.
+type Counters struct {
 	mappedBytes, chunksLive, spansLive, liveRefs, mappingsOpen atomic.Int64
 	chunksMapped, chunksUnmapped, spansMapped, spansUnmapped   atomic.Uint64
 	upgrades, faultsCaught, unmapFailures                      atomic.Uint64
 }
 
-// Stats returns a snapshot of m's counters. Each field is read atomically;
-// the snapshot as a whole is not taken at one instant.
-func (m *Mapper) Stats() Stats {
-	c := &m.stats
+// Stats returns a snapshot of m's counters (of all the Mappers sharing
+// them, see NewMapperCounting).
+func (m *Mapper) Stats() Stats { return m.stats.Stats() }
+
+// Stats returns a snapshot of c. Each field is read atomically; the
+// snapshot as a whole is not taken at one instant.
+func (c *Counters) Stats() Stats {
 	return Stats{
 		MappedBytes:    c.mappedBytes.Load(),
 		ChunksLive:     c.chunksLive.Load(),

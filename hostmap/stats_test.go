@@ -61,6 +61,40 @@ func TestStats(t *testing.T) {
 	t.Logf("%s", js)
 }
 
+// TestSharedCounters: Mappers made with NewMapperCounting on one Counters
+// report its totals, gauges included, and the counts of a Mapper stay in
+// them after its Close (the gauges back at zero).
+func TestSharedCounters(t *testing.T) {
+	var c Counters
+	var ms []*Mapper
+	for range 2 {
+		m := NewMapperCounting(int(newFile(t, 4*mib, os.O_RDWR).Fd()), &c)
+		ms = append(ms, m)
+		if err := m.IncRef(Range{0, 4 * mib}); err != nil {
+			t.Fatal(err)
+		}
+		for _, off := range []int64{0, 2 * mib} { // chunks map at first use
+			if _, err := m.ReadAt(make([]byte, 1), off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	live := Stats{MappedBytes: 4 * ChunkSize, ChunksLive: 4, LiveRefs: 2048, ChunksMapped: 4}
+	for i, m := range ms {
+		if got := m.Stats(); got != live {
+			t.Errorf("Mapper %d: %+v\nwant %+v", i, got, live)
+		}
+	}
+	for _, m := range ms {
+		m.DecRef(Range{0, 4 * mib})
+		m.Close()
+	}
+	want := Stats{ChunksMapped: 4, ChunksUnmapped: 4}
+	if got := c.Stats(); got != want {
+		t.Errorf("after both closed: %+v\nwant %+v", got, want)
+	}
+}
+
 // TestCloseRacesMappings: the Mapper closes while goroutines map, close,
 // reference and sync; afterwards every call but Mapping.Close fails with
 // ErrClosed, Mappings opened before stay usable, and when the last one
