@@ -100,6 +100,66 @@ func TestOutputsFailEarly(t *testing.T) {
 	}
 }
 
+// TestCheckedBeforeCreating: a command line that bench refuses only
+// after looking at the file, the working set or the workloads is still
+// refused before any file is created or written, and before --cpuprofile
+// is overwritten.
+func TestCheckedBeforeCreating(t *testing.T) {
+	notOurs := filepath.Join(t.TempDir(), "notours")
+	if err := os.WriteFile(notOurs, bytes.Repeat([]byte("keep me "), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"working set larger than the file", []string{"--size", "16MiB", "--working-set", "32MiB", "--backends", "os"},
+			"--working-set 32 MiB is larger than the file"},
+		{"new --file, working set larger", []string{"--file", "NEW", "--size", "16MiB", "--working-set", "32MiB", "--backends", "os"},
+			"--working-set 32 MiB is larger than the file"},
+		{"no backend applies", []string{"--size", "16MiB", "--backends", "mmap", "--workloads", "randread-direct"},
+			"no backend applies"},
+		{"--file not ours", []string{"--file", notOurs, "--backends", "os"}, "--overwrite"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			out := t.TempDir()
+			profile := filepath.Join(out, "cpu.prof")
+			if err := os.WriteFile(profile, []byte("an earlier profile"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			newFile := filepath.Join(out, "new.dat")
+			args := []string{"--cpuprofile", profile}
+			for _, a := range tt.args {
+				if a == "NEW" {
+					a = newFile
+				}
+				args = append(args, a)
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), args, &stdout, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("exit status %d, stderr %q; want %d and %q", code, stderr.String(), exitUsage, tt.want)
+			}
+			if strings.Contains(stderr.String(), "test data") {
+				t.Errorf("the scratch file was written first: %q", stderr.String())
+			}
+			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+				t.Errorf("TMPDIR holds %d entries, want none: %s", len(ents), ents[0].Name())
+			}
+			if _, err := os.Stat(newFile); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("--file %s was created: %v", newFile, err)
+			}
+			if b, _ := os.ReadFile(profile); string(b) != "an earlier profile" {
+				t.Errorf("--cpuprofile was overwritten: %d bytes", len(b))
+			}
+		})
+	}
+}
+
 // TestUnavailableBackend: naming a backend this binary or machine lacks
 // is a usage error too.
 func TestUnavailableBackend(t *testing.T) {

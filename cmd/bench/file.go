@@ -11,30 +11,27 @@ import (
 	"syscall"
 )
 
-// prepareFile makes the scratch file: a new temporary file, or --file,
-// filled with the pattern (generation 0). A --file that already holds
-// the pattern at the wanted size is used as it is.
-func (r *runner) prepareFile() error {
+// checkFile decides the scratch file's size, working set and ringfs
+// cache size, and checks an existing --file, without creating or
+// changing any file: a bad command line is refused before anything is
+// written.
+func (r *runner) checkFile() error {
 	cfg := r.cfg
 	r.size = cfg.size
-	var f *os.File
-	var err error
-	fill := true
-	if cfg.file == "" {
-		f, err = os.CreateTemp("", "ringfs-bench-*.dat")
-		if err != nil {
-			return fmt.Errorf("creating the scratch file: %w (set TMPDIR or use --file)", err)
-		}
-		r.temp = true
-	} else {
-		st, serr := os.Stat(cfg.file)
+	r.needsFill = true
+	if cfg.file != "" {
+		st, err := os.Stat(cfg.file)
 		switch {
-		case errors.Is(serr, fs.ErrNotExist):
-		case serr != nil:
-			return serr
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return err
 		case !st.Mode().IsRegular():
 			return usagef("--file %s is not a regular file", cfg.file)
-		case st.Size() > 0:
+		default:
+			r.exists = true
+			if st.Size() == 0 {
+				break
+			}
 			if !cfg.sizeSet && st.Size() >= minSize {
 				r.size = st.Size() &^ (1<<20 - 1)
 			}
@@ -42,15 +39,9 @@ func (r *runner) prepareFile() error {
 			if !holds && !cfg.overwrite {
 				return usagef("--file %s exists and does not hold bench's data; bench overwrites the file it runs on: pass --overwrite to allow it", cfg.file)
 			}
-			fill = !holds || st.Size() < r.size
-		}
-		f, err = os.OpenFile(cfg.file, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return err
+			r.needsFill = !holds || st.Size() < r.size
 		}
 	}
-	r.path = f.Name()
-	f.Close()
 	r.workingSet = cfg.workingSet
 	if r.workingSet == 0 {
 		r.workingSet = defaultWorkingSet
@@ -67,7 +58,31 @@ func (r *runner) prepareFile() error {
 	if r.workingSet > defaultWorkingSet+32<<20 {
 		r.cacheSize = r.workingSet + 64<<20
 	}
-	if fill {
+	return nil
+}
+
+// prepareFile makes the scratch file checkFile decided on: a new
+// temporary file, or --file, filled with the pattern (generation 0). A
+// --file that already holds the pattern at the wanted size is used as it
+// is.
+func (r *runner) prepareFile() error {
+	var f *os.File
+	var err error
+	if r.cfg.file == "" {
+		f, err = os.CreateTemp("", "ringfs-bench-*.dat")
+		if err != nil {
+			return fmt.Errorf("creating the scratch file: %w (set TMPDIR or use --file)", err)
+		}
+		r.temp = true
+	} else {
+		f, err = os.OpenFile(r.cfg.file, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+	}
+	r.path = f.Name()
+	f.Close()
+	if r.needsFill {
 		fmt.Fprintf(r.log, "bench: writing %s of test data to %s\n", describeSize(r.size), r.path)
 		if err := r.fill(r.size); err != nil {
 			return err

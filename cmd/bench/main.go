@@ -53,6 +53,10 @@ type runner struct {
 	directOK bool
 	// temp: the file is bench's own, removed at the end unless --keep.
 	temp bool
+	// exists: --file names an existing file (checkFile).
+	exists bool
+	// needsFill: the file must be written with the pattern (checkFile).
+	needsFill bool
 	// engines are the engine backends' engines, one per backend for the
 	// run (see openSession).
 	engines map[*backend]*engine.Engine
@@ -78,17 +82,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return exitUsage
 	}
-	if cfg.cpuProfile != "" {
-		f, err := os.Create(cfg.cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "bench: %v\n", err)
-			return exitError
+	// Everything the command line can get wrong is checked before any
+	// file is created or written.
+	if err := r.checkFile(); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return exitUsage
 		}
-		pprof.StartCPUProfile(f)
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		}()
+		return exitError
+	}
+	if len(r.plan(sel, true)) == 0 {
+		fmt.Fprintf(stderr, "bench: no backend applies to the chosen workloads\n")
+		return exitUsage
 	}
 	// The outputs that can fail are set up before the scratch file is
 	// written and any cell runs.
@@ -108,21 +114,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		defer plot.discard()
 	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return exitError
+		}
+		pprof.StartCPUProfile(f)
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	if err := r.prepareFile(); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
-		var ue *usageError
-		if errors.As(err, &ue) {
-			return exitUsage
-		}
 		return exitError
 	}
 	defer r.cleanup()
 	r.progress = newProgress(stderr)
 
-	cells := r.plan(sel)
+	cells := r.plan(sel, r.directOK)
 	if len(cells) == 0 {
-		fmt.Fprintf(stderr, "bench: no backend applies to the chosen workloads\n")
-		return exitUsage
+		fmt.Fprintf(stderr, "bench: nothing to run: the file system of %s does not support O_DIRECT\n", r.path)
+		return exitError
 	}
 	r.progress.total = len(cells)
 	results := make([]result, 0, len(cells))
@@ -277,14 +291,15 @@ func (r *runner) available(b *backend) (bool, string) {
 }
 
 // plan lists the cells in run order: workload by workload, each variant,
-// each backend.
-func (r *runner) plan(sel []*backend) []cell {
+// each backend. directOK says whether the file system takes O_DIRECT;
+// without it the direct workloads are left out, with a notice.
+func (r *runner) plan(sel []*backend, directOK bool) []cell {
 	var cells []cell
 	for wi, w := range workloads {
 		if !containsWorkload(r.cfg.workloads, w) {
 			continue
 		}
-		if w.direct && !r.directOK {
+		if w.direct && !directOK {
 			fmt.Fprintf(r.log, "bench: skipping %s: the file system of %s does not support O_DIRECT\n", w.name, r.path)
 			continue
 		}
