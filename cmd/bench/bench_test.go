@@ -8,14 +8,59 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
+
+// TestMain lets a test run bench as a child process: the test binary
+// started again with RINGFS_BENCH_AS_MAIN=1 is the command. With
+// RINGFS_BENCH_FSIZE=N it first sets its RLIMIT_FSIZE to N bytes, so
+// that writing a file past N fails with EFBIG (Go ignores SIGXFSZ).
+func TestMain(m *testing.M) {
+	if os.Getenv("RINGFS_BENCH_AS_MAIN") == "1" {
+		if s := os.Getenv("RINGFS_BENCH_FSIZE"); s != "" {
+			n, err := strconv.ParseUint(s, 10, 64)
+			if err == nil {
+				err = unix.Setrlimit(unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: n, Max: n})
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "RINGFS_BENCH_FSIZE: %v\n", err)
+				os.Exit(3)
+			}
+		}
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+// benchCommand is bench run with args as a child process (see TestMain),
+// in dir and with TMPDIR=dir, and env added to its environment.
+func benchCommand(dir string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "RINGFS_BENCH_AS_MAIN=1", "TMPDIR="+dir)
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// scratchFiles lists the files named like bench's temporary file in dir.
+func scratchFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "ringfs-bench-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
 
 // TestUsageErrors: a bad command line exits with status 2 and says what
 // is wrong, before any file is written.
@@ -155,6 +200,58 @@ func TestCheckedBeforeCreating(t *testing.T) {
 			}
 			if b, _ := os.ReadFile(profile); string(b) != "an earlier profile" {
 				t.Errorf("--cpuprofile was overwritten: %d bytes", len(b))
+			}
+		})
+	}
+}
+
+// TestSetupFailureRemovesWhatItCreated: when writing the scratch file
+// fails (here the file size limit makes the first truncate fail, as a
+// full disk or a --size past the file system's largest file does), a
+// file bench created is removed, even with --keep, and a --file that
+// existed before the run is kept.
+func TestSetupFailureRemovesWhatItCreated(t *testing.T) {
+	existing := filepath.Join(t.TempDir(), "existing.dat")
+	if err := os.WriteFile(existing, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{path: existing, size: 16 << 20}
+	if err := r.fill(r.size); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		file string // the --file, if any
+		kept bool   // whether it must still exist
+	}{
+		{"temporary file", nil, "", false},
+		{"temporary file with --keep", []string{"--keep"}, "", false},
+		{"new --file", []string{"--file", "NEW"}, "NEW", false},
+		{"existing --file", []string{"--file", existing, "--size", "32MiB"}, existing, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			newFile := filepath.Join(dir, "new.dat")
+			args := []string{"--size", "16MiB", "--working-set", "1MiB", "--backends", "os", "--workloads", "seqread", "--duration", "1ms"}
+			for _, a := range tt.args {
+				args = append(args, strings.Replace(a, "NEW", newFile, 1))
+			}
+			file := strings.Replace(tt.file, "NEW", newFile, 1)
+			cmd := benchCommand(dir, []string{"RINGFS_BENCH_FSIZE=" + strconv.Itoa(8<<20)}, args...)
+			out, err := cmd.CombinedOutput()
+			if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != exitError || !strings.Contains(string(out), "file too large") {
+				t.Fatalf("bench: %v, want exit status 1 and EFBIG:\n%s", err, out)
+			}
+			if left := scratchFiles(t, dir); len(left) != 0 {
+				t.Errorf("scratch file left behind: %v", left)
+			}
+			if file != "" {
+				_, err := os.Stat(file)
+				if exists := err == nil; exists != tt.kept {
+					t.Errorf("--file %s exists: %v, want %v", file, exists, tt.kept)
+				}
 			}
 		})
 	}

@@ -75,12 +75,16 @@ func (r *runner) prepareFile() error {
 		}
 		r.temp = true
 	} else {
-		f, err = os.OpenFile(r.cfg.file, os.O_RDWR|os.O_CREATE, 0o644)
+		flags := os.O_RDWR
+		if !r.exists {
+			flags |= os.O_CREATE | os.O_EXCL // so that created is true only of a file bench made
+		}
+		f, err = os.OpenFile(r.cfg.file, flags, 0o644)
 		if err != nil {
 			return err
 		}
 	}
-	r.path = f.Name()
+	r.path, r.created = f.Name(), !r.exists
 	f.Close()
 	if r.needsFill {
 		fmt.Fprintf(r.log, "bench: writing %s of test data to %s\n", describeSize(r.size), r.path)
@@ -88,6 +92,7 @@ func (r *runner) prepareFile() error {
 			return err
 		}
 	}
+	r.written = true
 	r.directOK = probeDirect(r.path)
 	return nil
 }
@@ -151,15 +156,16 @@ func probeDirect(path string) bool {
 
 func (r *runner) keepFile() bool { return !r.temp || r.cfg.keep }
 
+// cleanup removes the file if bench created it and either did not
+// finish writing the pattern (setup failed or was interrupted) or it is
+// the temporary file without --keep. A --file that existed before the
+// run is never removed.
 func (r *runner) cleanup() {
-	if r.path == "" {
-		return
+	switch {
+	case r.path == "":
+	case r.created && (!r.written || r.temp && !r.cfg.keep):
+		os.Remove(r.path)
+	case r.temp:
+		fmt.Fprintf(r.log, "bench: kept %s\n", r.path)
 	}
-	if r.keepFile() {
-		if r.temp {
-			fmt.Fprintf(r.log, "bench: kept %s\n", r.path)
-		}
-		return
-	}
-	os.Remove(r.path)
 }

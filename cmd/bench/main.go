@@ -55,6 +55,12 @@ type runner struct {
 	temp bool
 	// exists: --file names an existing file (checkFile).
 	exists bool
+	// created: bench created the file in this run (the temporary file,
+	// or a --file that did not exist).
+	created bool
+	// written: the file holds the pattern; until then a file bench
+	// created is removed at the end, whatever --keep says.
+	written bool
 	// needsFill: the file must be written with the pattern (checkFile).
 	needsFill bool
 	// engines are the engine backends' engines, one per backend for the
@@ -126,11 +132,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			f.Close()
 		}()
 	}
+	defer r.cleanup() // also after a failed prepareFile: it may have created the file
 	if err := r.prepareFile(); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return exitError
 	}
-	defer r.cleanup()
 	r.progress = newProgress(stderr)
 
 	cells := r.plan(sel, r.directOK)
