@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -119,7 +120,8 @@ func TestOutputsFailEarly(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"plot in a missing directory", []string{"--plot", filepath.Join(tmp, "no", "such", "dir.svg")}, "bench: plot: open"},
+		{"plot in a missing directory", []string{"--plot", filepath.Join(tmp, "no", "such", "dir.svg")}, "bench: plot: create " + filepath.Join(tmp, "no", "such", "dir.svg")},
+		{"plot on a directory", []string{"--plot", private}, "bench: plot: create " + private + ": is a directory"},
 		{"stats socket on a file", []string{"--stats-socket", taken}, "bench: stats socket: listen"},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -252,6 +254,84 @@ func TestSetupFailureRemovesWhatItCreated(t *testing.T) {
 				if exists := err == nil; exists != tt.kept {
 					t.Errorf("--file %s exists: %v, want %v", file, exists, tt.kept)
 				}
+			}
+		})
+	}
+}
+
+// cancelOn is a log writer that cancels a run when a line it is given
+// contains a string.
+type cancelOn struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	s      string
+	cancel func()
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if bytes.Contains(p, []byte(c.s)) {
+		c.cancel()
+	}
+	return c.buf.Write(p)
+}
+
+func (c *cancelOn) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// TestFailedRunKeepsOldPlot: a run that fails, whether on its command
+// line, in its setup or interrupted while its cells run, writes no plot and leaves the
+// file that was at the --plot path byte for byte, with no temporary file
+// beside it.
+func TestFailedRunKeepsOldPlot(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	notOurs := filepath.Join(t.TempDir(), "notours")
+	if err := os.WriteFile(notOurs, bytes.Repeat([]byte("keep me "), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := []byte("<svg>old</svg>\n")
+	tests := []struct {
+		name     string
+		args     []string
+		cancelOn string // cancel the run when the log says this
+	}{
+		{"usage error", []string{"--file", notOurs, "--backends", "os"}, ""},
+		{"setup failure", []string{"--file", filepath.Join(notOurs+".d", "x.dat"), "--backends", "os"}, ""},
+		{"interrupted", []string{"--size", "16MiB", "--working-set", "1MiB", "--backends", "os",
+			"--workloads", "seqread,randwrite", "--duration", "50ms"}, "trace: warm os"},
+	}
+	defer func(was bool) { trace = was }(trace)
+	trace = true // the trace lines mark when the cells run
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			plot := filepath.Join(dir, "old.svg")
+			if err := os.WriteFile(plot, old, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			stderr := &cancelOn{s: tt.cancelOn, cancel: func() {}}
+			if tt.cancelOn != "" {
+				stderr.cancel = cancel
+			}
+			var stdout bytes.Buffer
+			code := run(ctx, append(tt.args, "--plot", plot), &stdout, stderr)
+			if code == exitOK {
+				t.Fatalf("the run succeeded; stderr:\n%s", stderr.String())
+			}
+			if tt.cancelOn != "" && !strings.Contains(stderr.String(), "bench: interrupted") {
+				t.Errorf("the run was not interrupted; stderr:\n%s", stderr.String())
+			}
+			if b, err := os.ReadFile(plot); !bytes.Equal(b, old) {
+				t.Errorf("the old plot changed: %q, %v", b, err)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+				t.Errorf("%s holds %d entries, want only old.svg", dir, len(ents))
 			}
 		})
 	}
@@ -468,6 +548,9 @@ func TestEndToEnd(t *testing.T) {
 	bin := buildBench(t)
 	dir := t.TempDir()
 	plot := filepath.Join(dir, "bench.svg")
+	if err := os.WriteFile(plot, []byte("<svg>old</svg>\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "--quick", "--json", "--size", "64MiB", "--working-set", "16MiB", "--duration", "30ms",
 		"--jobs", "2", "--backends", strings.Join(inProcessBackends, ","), "--plot", plot)
 	cmd.Env = append(os.Environ(), "TMPDIR="+dir)

@@ -56,8 +56,8 @@
 //	--backends LIST    comma-separated backends; --workloads LIST likewise
 //	--json             print one JSON document instead of the tables
 //	--gobench          print Go benchmark lines instead (compare runs with benchstat)
-//	--plot FILE        also write an SVG bar chart of IOPS per backend per workload
-//	                   (created before the run starts, removed if the run fails)
+//	--plot FILE        also write an SVG bar chart of IOPS per backend per workload, when
+//	                   the run succeeds; a failed run leaves an existing FILE as it was
 //	--stats-socket P   serve the running engine's stats on a Unix socket, for `fsctl stats`
 //	--cpuprofile FILE  profile the whole run
 //	--seed N           seed of the random offsets

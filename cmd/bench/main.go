@@ -208,12 +208,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return exitError
 	}
-	if plot != nil {
-		if err := plot.write(doc); err != nil {
-			fmt.Fprintf(stderr, "bench: plot: %v\n", err)
-			return exitError
-		}
-	}
 	code := exitOK
 	if ioFailed {
 		code = exitError
@@ -227,6 +221,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if ctx.Err() != nil {
 		fmt.Fprintf(stderr, "bench: interrupted\n")
 		code = exitError
+	}
+	// A failed run has no plot: the deferred discard removes it.
+	if plot != nil && code == exitOK {
+		if err := plot.write(doc); err != nil {
+			fmt.Fprintf(stderr, "bench: plot: %v\n", err)
+			return exitError
+		}
 	}
 	return code
 }

@@ -3,39 +3,60 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"html"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 )
 
-// plotOutput is the --plot file. It is created before the run, so that a
-// path that cannot be written fails at once rather than after minutes of
-// benchmarks, and removed again when the run ends without a plot.
+// plotOutput is the --plot file. The chart goes to a temporary file in
+// the same directory, created before the run, so that a directory that
+// cannot be written fails at once rather than after minutes of
+// benchmarks; it is renamed to the path only when the run succeeded, so
+// that a failed run leaves whatever was at the path as it was.
 type plotOutput struct {
-	f       *os.File
+	path    string
+	f       *os.File // the temporary file
 	written bool
 }
 
 func createPlot(path string) (*plotOutput, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return nil, &fs.PathError{Op: "create", Path: path, Err: syscall.EISDIR}
 	}
-	return &plotOutput{f: f}, nil
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the temporary name would only confuse
+		}
+		return nil, &fs.PathError{Op: "create", Path: path, Err: err}
+	}
+	return &plotOutput{path: path, f: f}, nil
 }
 
-// write writes plotSVG(doc) and closes the file.
+// write writes plotSVG(doc) to the temporary file, closes it and renames
+// it to the path.
 func (p *plotOutput) write(doc *document) error {
 	_, err := p.f.WriteString(plotSVG(doc))
+	if err == nil {
+		err = p.f.Chmod(0o644) // CreateTemp made it 0600
+	}
 	if cerr := p.f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(p.f.Name(), p.path)
 	}
 	p.written = err == nil
 	return err
 }
 
-// discard removes the file unless write succeeded.
+// discard removes the temporary file unless write succeeded.
 func (p *plotOutput) discard() {
 	if !p.written {
 		p.f.Close()
