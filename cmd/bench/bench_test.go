@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,7 +18,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -218,7 +221,7 @@ func TestSetupFailureRemovesWhatItCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &runner{path: existing, size: 16 << 20}
-	if err := r.fill(r.size); err != nil {
+	if err := r.fill(context.Background(), r.size); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -334,6 +337,105 @@ func TestFailedRunKeepsOldPlot(t *testing.T) {
 				t.Errorf("%s holds %d entries, want only old.svg", dir, len(ents))
 			}
 		})
+	}
+}
+
+// TestSignalWhileWriting: SIGINT, SIGTERM or SIGHUP (the terminal
+// closed) while the scratch file is being written stops the writing
+// within moments, removes the file and exits with status 1.
+func TestSignalWhileWriting(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			// 4 GiB would take many seconds to write: only a prompt
+			// stop ends the run within the deadline below.
+			cmd := benchCommand(dir, nil, "--size", "4GiB", "--working-set", "1MiB", "--backends", "os",
+				"--workloads", "seqread", "--duration", "1ms")
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			lines := make(chan string, 16)
+			go func() {
+				defer close(lines)
+				sc := bufio.NewScanner(stderr)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+			}()
+			var log strings.Builder
+			for l := range lines {
+				log.WriteString(l + "\n")
+				if strings.Contains(l, "test data") {
+					break
+				}
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			sent := time.Now()
+			exited := make(chan struct{})
+			go func() {
+				for l := range lines {
+					log.WriteString(l + "\n")
+				}
+				close(exited)
+			}()
+			select {
+			case <-exited:
+			case <-time.After(3 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Fatalf("bench still ran 3 s after %v; stderr:\n%s", sig, log.String())
+			}
+			cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != exitError || !strings.Contains(log.String(), "interrupted") {
+				t.Errorf("exit status %d after %v, want 1 and a word of it; stderr:\n%s", code, time.Since(sent), log.String())
+			}
+			if left := scratchFiles(t, dir); len(left) != 0 {
+				t.Errorf("scratch file left behind: %v", left)
+			}
+		})
+	}
+}
+
+// TestSecondSignal: the first signal cancels the run; a second removes
+// the files the run would have removed, and no others, and exits at
+// once with status 1.
+func TestSecondSignal(t *testing.T) {
+	dir := t.TempDir()
+	scratch, kept := filepath.Join(dir, "scratch"), filepath.Join(dir, "kept")
+	for _, p := range []string{scratch, kept} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forcedExit.add(scratch)
+	forcedExit.add(kept)
+	forcedExit.drop(kept)
+	sigs := make(chan os.Signal, 2)
+	canceled := make(chan struct{})
+	exited := make(chan int, 1)
+	var stderr bytes.Buffer
+	go handleSignals(sigs, func() { close(canceled) }, &stderr, func(code int) { exited <- code })
+	sigs <- syscall.SIGINT
+	<-canceled
+	if _, err := os.Stat(scratch); err != nil {
+		t.Errorf("the first signal removed the scratch file: %v", err)
+	}
+	sigs <- syscall.SIGINT
+	if code := <-exited; code != exitError {
+		t.Errorf("exit status %d, want %d", code, exitError)
+	}
+	if _, err := os.Stat(scratch); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the scratch file is still there: %v", err)
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("a file the run keeps was removed: %v", err)
 	}
 }
 

@@ -65,6 +65,12 @@
 // An unknown backend or workload, or one not available here (iouringgo
 // not built in, fio not installed), is a usage error: exit status 2.
 //
+// Ctrl-C (SIGINT), SIGTERM or SIGHUP stops the run within moments, also
+// while the scratch file is being written: the tables show what ran,
+// the files bench created are removed as at the end of any failed run,
+// and the exit status is 1. A second signal removes them and exits at
+// once.
+//
 // # Output
 //
 // Each row: IOPS, throughput, latency p50/p99/max, CPU time per

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -65,7 +66,7 @@ func (r *runner) checkFile() error {
 // temporary file, or --file, filled with the pattern (generation 0). A
 // --file that already holds the pattern at the wanted size is used as it
 // is.
-func (r *runner) prepareFile() error {
+func (r *runner) prepareFile(ctx context.Context) error {
 	var f *os.File
 	var err error
 	if r.cfg.file == "" {
@@ -86,20 +87,27 @@ func (r *runner) prepareFile() error {
 	}
 	r.path, r.created = f.Name(), !r.exists
 	f.Close()
+	if r.created {
+		forcedExit.add(r.path)
+	}
 	if r.needsFill {
 		fmt.Fprintf(r.log, "bench: writing %s of test data to %s\n", describeSize(r.size), r.path)
-		if err := r.fill(r.size); err != nil {
+		if err := r.fill(ctx, r.size); err != nil {
 			return err
 		}
 	}
 	r.written = true
+	if r.keepFile() {
+		forcedExit.drop(r.path) // complete, and kept at the end: kept at a forced exit too
+	}
 	r.directOK = probeDirect(r.path)
 	return nil
 }
 
 // fill writes generation 0 of the pattern over [0, n) of the file (and
-// sets its size to r.size), then fsyncs it.
-func (r *runner) fill(n int64) error {
+// sets its size to r.size), then fsyncs it. It stops with ctx's error
+// when ctx is done (a signal), checking between 1 MiB writes.
+func (r *runner) fill(ctx context.Context, n int64) error {
 	f, err := os.OpenFile(r.path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -112,6 +120,9 @@ func (r *runner) fill(n int64) error {
 	buf := alignedBuf(chunk)
 	prepare(buf, 0)
 	for off := int64(0); off < n; off += chunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		b := buf[:min(chunk, n-off)]
 		stamp(b, off, 0)
 		if _, err := f.WriteAt(b, off); err != nil {
@@ -165,6 +176,7 @@ func (r *runner) cleanup() {
 	case r.path == "":
 	case r.created && (!r.written || r.temp && !r.cfg.keep):
 		os.Remove(r.path)
+		forcedExit.drop(r.path)
 	case r.temp:
 		fmt.Fprintf(r.log, "bench: kept %s\n", r.path)
 	}

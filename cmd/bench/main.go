@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,10 +21,63 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	// SIGHUP: the terminal closed; the run must still clean up.
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go handleSignals(sigs, cancel, os.Stderr, os.Exit)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
 	os.Exit(code)
+}
+
+// handleSignals stops the run at the first signal: cancel makes it wind
+// down and remove its files (the scratch file's writing stops within a
+// megabyte, a cell within its current operations). A second signal
+// removes what the run would have removed (forcedExit) and ends the
+// process at once with exit status 1.
+func handleSignals(sigs <-chan os.Signal, cancel func(), stderr io.Writer, exit func(int)) {
+	sig := <-sigs
+	fmt.Fprintf(stderr, "\nbench: %v: stopping (a second signal exits at once)\n", sig)
+	cancel()
+	<-sigs
+	forcedExit.removeAll()
+	fmt.Fprintf(stderr, "bench: second signal: exiting\n")
+	exit(exitError)
+}
+
+// forcedExit is what a second signal removes before the process exits:
+// the files of the run that its end would remove.
+var forcedExit removals
+
+// removals is a set of paths to remove, safe for concurrent use.
+type removals struct {
+	mu    sync.Mutex
+	paths map[string]bool // guarded by mu
+}
+
+func (x *removals) add(path string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.paths == nil {
+		x.paths = make(map[string]bool)
+	}
+	x.paths[path] = true
+}
+
+func (x *removals) drop(path string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.paths, path)
+}
+
+// removeAll removes every path in the set and empties it.
+func (x *removals) removeAll() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for p := range x.paths {
+		os.Remove(p)
+	}
+	x.paths = nil
 }
 
 // Exit statuses.
@@ -133,7 +187,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 	defer r.cleanup() // also after a failed prepareFile: it may have created the file
-	if err := r.prepareFile(); err != nil {
+	if err := r.prepareFile(ctx); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(stderr, "bench: interrupted while writing the scratch file\n")
+			return exitError
+		}
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return exitError
 	}
@@ -157,7 +215,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				inproc = append(inproc, c)
 			}
 		}
-		if err := r.restorePattern(); err != nil {
+		if err := r.restorePattern(ctx); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
 			fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
 			return exitError
 		}
@@ -170,7 +231,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if c.b.inProcess() || ctx.Err() != nil {
 				continue
 			}
-			if err := r.restorePattern(); err != nil {
+			if err := r.restorePattern(ctx); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
 				fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
 				return exitError
 			}
@@ -189,7 +253,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ioFailed = true
 	}
 	if r.fioWrote && r.keepFile() {
-		if err := r.fill(r.workingSet); err != nil {
+		if err := r.fill(ctx, r.workingSet); err != nil {
 			fmt.Fprintf(stderr, "bench: restoring the pattern after fio: %v\n", err)
 		}
 	}
@@ -247,12 +311,12 @@ func groupCells(cells []cell) [][]cell {
 
 // restorePattern rewrites the working set with the pattern after fio
 // wrote its own data there.
-func (r *runner) restorePattern() error {
+func (r *runner) restorePattern(ctx context.Context) error {
 	if !r.fioWrote {
 		return nil
 	}
 	r.fioWrote = false
-	return r.fill(r.workingSet)
+	return r.fill(ctx, r.workingSet)
 }
 
 // selectBackends returns the backends to run: the ones asked for, or

@@ -36,6 +36,7 @@ func createPlot(path string) (*plotOutput, error) {
 		}
 		return nil, &fs.PathError{Op: "create", Path: path, Err: err}
 	}
+	forcedExit.add(f.Name())
 	return &plotOutput{path: path, f: f}, nil
 }
 
@@ -53,6 +54,9 @@ func (p *plotOutput) write(doc *document) error {
 		err = os.Rename(p.f.Name(), p.path)
 	}
 	p.written = err == nil
+	if p.written {
+		forcedExit.drop(p.f.Name())
+	}
 	return err
 }
 
@@ -61,6 +65,7 @@ func (p *plotOutput) discard() {
 	if !p.written {
 		p.f.Close()
 		os.Remove(p.f.Name())
+		forcedExit.drop(p.f.Name())
 	}
 }
 
