@@ -568,6 +568,69 @@ func TestFioArgs(t *testing.T) {
 	}
 }
 
+// TestFioFilename: fio reads ':' in --filename as a separator unless a
+// backslash precedes it, and "-" as stdin or stdout.
+func TestFioFilename(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ path, want string }{
+		{"/tmp/plain.dat", "/tmp/plain.dat"},
+		{"/tmp/a:b.dat", `/tmp/a\:b.dat`},
+		{"/tmp/F:\\x", `/tmp/F\:\x`},
+		{`/tmp/p\:q`, `/tmp/p\\:q`},
+		{"/tmp/:lead:trail:", `/tmp/\:lead\:trail\:`},
+		{`/tmp/back\slash`, `/tmp/back\slash`},
+		{"-", wd + "/-"},
+		{"rel:x", wd + `/rel\:x`},
+	}
+	for _, tt := range tests {
+		if got := fioFilename(tt.path); got != tt.want {
+			t.Errorf("fioFilename(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+}
+
+// TestFioOddNames runs fio's rows on files whose names fio would
+// otherwise misread (when fio is installed): fio reads and reports on
+// the file asked for, and creates no other.
+func TestFioOddNames(t *testing.T) {
+	if _, err := exec.LookPath("fio"); err != nil {
+		t.Skip("fio is not installed")
+	}
+	for _, name := range []string{"a:b.dat", `p\:q:.dat`, "-"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir) // fio would create a misread relative name here
+			t.Setenv("TMPDIR", dir)
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), []string{"--json", "--file", name, "--size", "16MiB", "--working-set", "1MiB",
+				"--backends", "os,fio-psync", "--workloads", "randread-hot", "--jobs", "1", "--duration", "1ms"}, &stdout, &stderr)
+			if code != exitOK {
+				t.Fatalf("exit status %d; stderr:\n%s", code, stderr.String())
+			}
+			ents, _ := os.ReadDir(dir)
+			if len(ents) != 1 || ents[0].Name() != name {
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				t.Errorf("the directory holds %q, want only %q", names, name)
+			}
+			var doc document
+			if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range doc.Results {
+				if r.Ops <= 0 || r.Error != "" {
+					t.Errorf("%s: ops %d, error %q", r.Backend, r.Ops, r.Error)
+				}
+			}
+		})
+	}
+}
+
 func TestHistogram(t *testing.T) {
 	var h histogram
 	for v := int64(1); v <= 100000; v++ {

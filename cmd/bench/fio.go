@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,7 @@ func (r *runner) fioArgs(c cell) []string {
 	rw := map[kind]string{randRead: "randread", randWrite: "randwrite", seqRead: "read", seqWrite: "write", mixed: "randrw"}[w.kind]
 	args := []string{
 		"--name=" + w.name,
-		"--filename=" + r.path,
+		"--filename=" + fioFilename(r.path),
 		"--ioengine=" + b.fio,
 		"--rw=" + rw,
 		"--bs=" + strconv.Itoa(w.block),
@@ -81,6 +82,21 @@ func (r *runner) fioArgs(c cell) []string {
 		args = append(args, "--ramp_time="+strconv.FormatInt(max(r.duration.Milliseconds()/2, 100), 10)+"ms")
 	}
 	return args
+}
+
+// fioFilename is path as fio's --filename must spell it. fio splits the
+// option at every ':' into several file names, except at a colon right
+// after a backslash, where it drops that one backslash and keeps the
+// colon; a backslash anywhere else is an ordinary character. So every
+// colon gets a backslash and nothing else changes: F:\x is written
+// F\:\x, and p\:q (a backslash in the name before the colon) p\\:q.
+// The path is made absolute because fio reads the name "-" as stdin or
+// stdout.
+func fioFilename(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return strings.ReplaceAll(path, ":", `\:`)
 }
 
 // runFio runs fio for c and converts its JSON report.
