@@ -631,6 +631,34 @@ func TestFioOddNames(t *testing.T) {
 	}
 }
 
+// TestHeaderNamesEnlargedCache: a working set beyond the default ringfs
+// cache's reach gets a larger cache, and the table header says so.
+func TestHeaderNamesEnlargedCache(t *testing.T) {
+	tests := []struct {
+		workingSet int64
+		want       string // in the header; "" for no mention of the cache
+	}{
+		{192 << 20, ""},
+		{224 << 20, ""},
+		{240 << 20, "; ringfs cache 304 MiB (the default 256 MiB, enlarged to hold the working set)"},
+		{1 << 30, "; ringfs cache 1.1 GiB (the default 256 MiB, enlarged"},
+	}
+	for _, tt := range tests {
+		r := &runner{cfg: &config{size: 2 << 30, workingSet: tt.workingSet}}
+		if err := r.checkFile(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := writeTables(&out, r.document(nil, nil)); err != nil {
+			t.Fatal(err)
+		}
+		header, _, _ := strings.Cut(out.String(), "\n\n")
+		if tt.want == "" && strings.Contains(header, "ringfs cache") || !strings.Contains(header, tt.want) {
+			t.Errorf("working set %s: header\n%s\nwant it to say %q", describeSize(tt.workingSet), header, tt.want)
+		}
+	}
+}
+
 func TestHistogram(t *testing.T) {
 	var h histogram
 	for v := int64(1); v <= 100000; v++ {

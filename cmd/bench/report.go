@@ -118,6 +118,10 @@ func writeTables(out io.Writer, doc *document) error {
 	if c.FallbackReason != "" {
 		fmt.Fprintf(bw, " (%s)", c.FallbackReason)
 	}
+	if c.RingfsCacheBytes != engine.DefaultCacheSize {
+		fmt.Fprintf(bw, "; ringfs cache %s (the default %s, enlarged to hold the working set)",
+			describeSize(c.RingfsCacheBytes), describeSize(engine.DefaultCacheSize))
+	}
 	if c.Fio != "" {
 		fmt.Fprintf(bw, "; %s", c.Fio)
 	}
