@@ -510,6 +510,31 @@ func TestParseFio(t *testing.T) {
 	}
 }
 
+// TestParseFioCapsAtMax: fio's percentiles are bucket bounds and can
+// exceed the exact max it reports (fio-io_uring printed p99 473.1µs with
+// max 471.5µs); the row shows no percentile above its max.
+func TestParseFioCapsAtMax(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		p50, p99 float64
+		want     latency
+	}{
+		{"p99 above max", 20000, 473088, latency{P50: 20000, P99: 471500, Max: 471500}},
+		{"both above max", 480000, 481000, latency{P50: 471500, P99: 471500, Max: 471500}},
+		{"below max", 20000, 400000, latency{P50: 20000, P99: 400000, Max: 471500}},
+	} {
+		out := fmt.Sprintf(`{"jobs":[{"jobname":"x","read":{"total_ios":10,"runtime":100,
+			"lat_ns":{"max":471500.0,"N":10,"percentile":{"50.000000":%v,"99.000000":%v}}}}]}`, tt.p50, tt.p99)
+		got, err := parseFio([]byte(out), randRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.lat != tt.want {
+			t.Errorf("%s: latency %+v, want %+v", tt.name, got.lat, tt.want)
+		}
+	}
+}
+
 func TestParseFioErrors(t *testing.T) {
 	psync, err := os.ReadFile("testdata/fio-psync-randread.json")
 	if err != nil {

@@ -249,5 +249,11 @@ func parseFio(out []byte, k kind) (fioResult, error) {
 			res.lat.P99 = int64(v)
 		}
 	}
+	// fio's percentiles are approximations, a value within one of its
+	// histogram buckets (each up to 1/64 of its values wide), while max
+	// is exact, so a p99 can come out above max. No operation took
+	// longer than max: cap them, as the in-process rows' histogram does.
+	res.lat.P50 = min(res.lat.P50, res.lat.Max)
+	res.lat.P99 = min(res.lat.P99, res.lat.Max)
 	return res, nil
 }
