@@ -99,10 +99,26 @@ func TestUsageErrors(t *testing.T) {
 			if !strings.Contains(stderr.String(), tt.want) {
 				t.Errorf("stderr does not say %q:\n%s", tt.want, stderr.String())
 			}
+			if want := "bench: " + tt.want; !strings.HasPrefix(stderr.String(), "bench: ") || strings.Count(stderr.String(), "\n") != 2 {
+				t.Errorf("stderr is not %q and a pointer to -h:\n%s", want, stderr.String())
+			}
 			if stdout.Len() != 0 {
 				t.Errorf("stdout not empty: %q", stdout.String())
 			}
 		})
+	}
+}
+
+// TestHelp: -h and --help print the help on stdout and exit 0, as fsctl
+// does.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help", "-help"} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), []string{arg}, &stdout, &stderr)
+		if code != exitOK || stderr.Len() != 0 || !strings.HasPrefix(stdout.String(), "usage: bench") ||
+			!strings.Contains(stdout.String(), "-working-set") {
+			t.Errorf("%s: exit status %d, stdout %q, stderr %q; want 0 and the help on stdout only", arg, code, stdout.String(), stderr.String())
+		}
 	}
 }
 

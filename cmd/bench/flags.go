@@ -56,12 +56,13 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-// parseFlags parses args (without the program name). Help output and
-// flag errors go to out.
-func parseFlags(args []string, out io.Writer) (*config, error) {
+// parseFlags parses args (without the program name). -h and --help
+// write the help to help and return flag.ErrHelp; errors are returned,
+// for the caller to report, and print nothing.
+func parseFlags(args []string, help io.Writer) (*config, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard)
 	var size, workingSet, backendList, workloadList string
 	fs.StringVar(&cfg.file, "file", "", "run on this `path` instead of a temporary file; it is kept afterwards (see --overwrite)")
 	fs.StringVar(&size, "size", "", "size of the scratch file, e.g. 1GiB, 256MiB (default 1GiB, 256MiB with --quick)")
@@ -79,12 +80,13 @@ func parseFlags(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&cfg.statsSocket, "stats-socket", "", "serve the running engine's stats on this Unix socket `path` (for fsctl stats)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the random offsets")
-	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: bench [flags]\n\nbench compares ringfs with os.File, mmap and fio on this machine.\n\n")
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {} // the flag package calls it on every error too
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(help, "usage: bench [flags]\n\nbench compares ringfs with os.File, mmap and fio on this machine.\n")
+			fmt.Fprintf(help, "Exit status: 0 ok, 1 an I/O, verification or setup error, 2 a usage error.\n\n")
+			fs.SetOutput(help)
+			fs.PrintDefaults()
 			return nil, err
 		}
 		return nil, &usageError{msg: err.Error()}

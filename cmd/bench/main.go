@@ -127,7 +127,7 @@ type runner struct {
 var trace = os.Getenv("RINGFS_BENCH_TRACE") != ""
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseFlags(args, stderr)
+	cfg, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
