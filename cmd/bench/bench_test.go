@@ -700,6 +700,39 @@ func TestHeaderNamesEnlargedCache(t *testing.T) {
 	}
 }
 
+// TestSpeedups: a row is compared with the os row of its workload that
+// has as many operations in flight, and the footer says so.
+func TestSpeedups(t *testing.T) {
+	rows := []result{
+		{Workload: "randread-direct", Backend: "os", Jobs: 32, Depth: 1, IOPS: 100},
+		{Workload: "randread-direct", Backend: "os", Jobs: 1, Depth: 1, IOPS: 10}, // no such row today; it must not be picked
+		{Workload: "randread-direct", Backend: "ringfs", Jobs: 1, Depth: 32, IOPS: 200},
+		{Workload: "randread-direct", Backend: "fio-io_uring", Jobs: 1, Depth: 32, IOPS: 150},
+		{Workload: "randread-direct", Backend: "ringfs", Jobs: 1, Depth: 1, IOPS: 30},
+		{Workload: "randread-direct", Backend: "ringfs", Jobs: 4, Depth: 1, IOPS: 40},
+		{Workload: "randread-hot", Backend: "ringfs", Jobs: 32, Depth: 1, IOPS: 1000},
+	}
+	setSpeedups(rows)
+	want := []float64{1, 1, 2, 1.5, 3, -1, -1} // -1: none
+	for i, r := range rows {
+		got := -1.0
+		if r.SpeedupVsOS != nil {
+			got = *r.SpeedupVsOS
+		}
+		if got != want[i] {
+			t.Errorf("%s/%s jobs=%d depth=%d: speedup %v, want %v", r.Workload, r.Backend, r.Jobs, r.Depth, got, want[i])
+		}
+	}
+	var out bytes.Buffer
+	doc := &document{Config: docConfig{Date: "2026-01-01", RingfsCacheBytes: 256 << 20}, Results: rows}
+	if err := writeTables(&out, doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "vs os: IOPS over the os row with as many operations in flight (jobs × depth).") {
+		t.Errorf("the footer does not say what is compared:\n%s", out.String())
+	}
+}
+
 func TestHistogram(t *testing.T) {
 	var h histogram
 	for v := int64(1); v <= 100000; v++ {

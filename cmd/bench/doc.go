@@ -76,7 +76,9 @@
 // Each row: IOPS, throughput, latency p50/p99/max, CPU time per
 // operation, heap allocations per operation (in-process rows), SQEs per
 // io_uring_enter (rows of io_uring engines that entered the kernel), and
-// the speedup over the os row with the same goroutine count.
+// the speedup over the os row with as many operations in flight (jobs ×
+// depth: one goroutine with Submit batches of 32 is compared with os's
+// 32 goroutines).
 //
 // The JSON document is
 //

@@ -184,7 +184,7 @@ func writeTables(out io.Writer, doc *document) error {
 			fmt.Fprintf(bw, "  note: %s\n", n)
 		}
 	}
-	fmt.Fprintf(bw, "\nvs os: IOPS over the os row with the same jobs. CPU/op: process CPU time (user+system) per op; fio: its job threads'.\n")
+	fmt.Fprintf(bw, "\nvs os: IOPS over the os row with as many operations in flight (jobs × depth). CPU/op: process CPU time (user+system) per op; fio: its job threads'.\n")
 	return bw.Flush()
 }
 

@@ -44,23 +44,23 @@ func (r *result) finish() {
 }
 
 // setSpeedups fills speedup_vs_os: each row's IOPS over the os row of the
-// same workload with the same goroutine count (or, failing that, the
-// workload's only os row).
+// same workload with as many operations in flight (jobs × depth), so that
+// one goroutine with Submit batches of 32, or fio with one job at depth
+// 32, is compared with os's 32 goroutines. A row with no such os row
+// gets none.
 func setSpeedups(rs []result) {
 	for i := range rs {
 		r := &rs[i]
-		var base *result
+		if r.Error != "" {
+			continue
+		}
 		for j := range rs {
 			o := &rs[j]
-			if o.Backend != "os" || o.Workload != r.Workload || o.Error != "" || o.IOPS == 0 {
-				continue
+			if o.Backend == "os" && o.Workload == r.Workload && o.Error == "" && o.IOPS > 0 &&
+				o.Jobs*o.Depth == r.Jobs*r.Depth {
+				r.SpeedupVsOS = ptr(r.IOPS / o.IOPS)
+				break
 			}
-			if o.Jobs == r.Jobs || base == nil {
-				base = o
-			}
-		}
-		if base != nil && r.Error == "" {
-			r.SpeedupVsOS = ptr(r.IOPS / base.IOPS)
 		}
 	}
 }
