@@ -110,7 +110,8 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // TestHelp: -h and --help print the help on stdout and exit 0, as fsctl
-// does.
+// does; the help says what the stats socket's directory must be, which
+// the socket refuses otherwise.
 func TestHelp(t *testing.T) {
 	for _, arg := range []string{"-h", "--help", "-help"} {
 		var stdout, stderr bytes.Buffer
@@ -119,6 +120,20 @@ func TestHelp(t *testing.T) {
 			!strings.Contains(stdout.String(), "-working-set") {
 			t.Errorf("%s: exit status %d, stdout %q, stderr %q; want 0 and the help on stdout only", arg, code, stdout.String(), stderr.String())
 		}
+		if !strings.Contains(stdout.String(), "its directory must be yours and not group- or world-writable") {
+			t.Errorf("%s: the help does not say what the stats socket's directory must be", arg)
+		}
+	}
+	// What the help says is what the socket checks.
+	t.Setenv("TMPDIR", t.TempDir())
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"--stats-socket", filepath.Join(open, "s")}, &stdout, &stderr)
+	if code != exitError || !strings.Contains(stderr.String(), "not group/world-writable") {
+		t.Errorf("a socket in a world-writable directory: exit status %d, stderr %q", code, stderr.String())
 	}
 }
 

@@ -58,7 +58,9 @@
 //	--gobench          print Go benchmark lines instead (compare runs with benchstat)
 //	--plot FILE        also write an SVG bar chart of IOPS per backend per workload, when
 //	                   the run succeeds; a failed run leaves an existing FILE as it was
-//	--stats-socket P   serve the running engine's stats on a Unix socket, for `fsctl stats`
+//	--stats-socket P   serve the running engine's stats on a Unix socket, for `fsctl stats`;
+//	                   P's directory must be owned by the user running bench and not be
+//	                   group- or world-writable (so not /tmp itself)
 //	--cpuprofile FILE  profile the whole run
 //	--seed N           seed of the random offsets
 //

@@ -77,7 +77,7 @@ func parseFlags(args []string, help io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON document instead of tables")
 	fs.BoolVar(&cfg.gobench, "gobench", false, "print Go benchmark lines (for benchstat) instead of tables")
 	fs.StringVar(&cfg.plot, "plot", "", "write a bar chart of IOPS to this SVG `file` when the run succeeds")
-	fs.StringVar(&cfg.statsSocket, "stats-socket", "", "serve the running engine's stats on this Unix socket `path` (for fsctl stats)")
+	fs.StringVar(&cfg.statsSocket, "stats-socket", "", "serve the running engine's stats on this Unix socket `path` (for fsctl stats); its directory must be yours and not group- or world-writable")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the random offsets")
 	fs.Usage = func() {} // the flag package calls it on every error too
