@@ -470,6 +470,29 @@ func TestSecondSignal(t *testing.T) {
 	}
 }
 
+// TestScratchFileMustFit: a scratch file larger than its file system's
+// free space is refused before it is created (on tmpfs, writing it would
+// first exhaust the machine's memory).
+func TestScratchFileMustFit(t *testing.T) {
+	for _, file := range []string{"", "new.dat"} {
+		dir := t.TempDir()
+		t.Setenv("TMPDIR", dir)
+		args := []string{"--size", "1PiB", "--working-set", "1MiB", "--backends", "os", "--workloads", "seqread"}
+		if file != "" {
+			args = append(args, "--file", filepath.Join(dir, file))
+		}
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), args, &stdout, &stderr)
+		if code != exitError || !strings.Contains(stderr.String(), "scratch file does not fit in "+dir) ||
+			strings.Contains(stderr.String(), "test data") {
+			t.Errorf("--file %q: exit status %d, stderr %q; want 1 and that it does not fit, before writing", file, code, stderr.String())
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("--file %q: %s holds %s", file, dir, ents[0].Name())
+		}
+	}
+}
+
 // TestUnavailableBackend: naming a backend this binary or machine lacks
 // is a usage error too.
 func TestUnavailableBackend(t *testing.T) {

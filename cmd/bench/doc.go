@@ -47,7 +47,8 @@
 //	--file PATH        run on PATH instead of a temporary file (kept afterwards). A PATH that
 //	                   exists and does not hold bench's pattern is refused unless --overwrite.
 //	                   A PATH bench creates is removed again if writing the pattern fails.
-//	--size N           scratch file size (1GiB; 256MiB with --quick)
+//	--size N           scratch file size (1GiB; 256MiB with --quick); a size beyond the file
+//	                   system's free space is refused before the file is created
 //	--working-set N    the hot and write workloads' region (192MiB; 64MiB with --quick)
 //	--keep             keep the temporary file; --file it later to skip writing it again
 //	--duration D       timed length of each cell (600ms; 100ms with --quick)

@@ -9,7 +9,10 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // checkFile decides the scratch file's size, working set and ringfs
@@ -43,6 +46,9 @@ func (r *runner) checkFile() error {
 			r.needsFill = !holds || st.Size() < r.size
 		}
 	}
+	if err := r.checkSpace(); err != nil {
+		return err
+	}
 	r.workingSet = cfg.workingSet
 	if r.workingSet == 0 {
 		r.workingSet = defaultWorkingSet
@@ -58,6 +64,32 @@ func (r *runner) checkFile() error {
 	// hot; beyond the default's reach, size the cache to fit.
 	if r.workingSet > defaultWorkingSet+32<<20 {
 		r.cacheSize = r.workingSet + 64<<20
+	}
+	return nil
+}
+
+// checkSpace refuses a scratch file larger than its file system's free
+// space before it is created: writing it would fail only at the end,
+// and on tmpfs it would first take the machine's memory.
+func (r *runner) checkSpace() error {
+	if !r.needsFill {
+		return nil
+	}
+	dir := os.TempDir()
+	need := r.size
+	if r.cfg.file != "" {
+		dir = filepath.Dir(r.cfg.file)
+		if st, err := os.Stat(r.cfg.file); err == nil {
+			need -= st.Size()
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil // the file's creation will say what is wrong
+	}
+	if free := int64(st.Bavail) * st.Bsize; need > free {
+		return fmt.Errorf("a %s scratch file does not fit in %s (%s free): use a smaller --size, or set TMPDIR or --file elsewhere",
+			describeSize(r.size), dir, describeSize(free))
 	}
 	return nil
 }
