@@ -37,7 +37,11 @@
 // report it), and the kernel page-cache residency: cachestat(2) on Linux
 // 6.5 and later, mincore(2) on a read-only mapping otherwise, drawn as a
 // vmtouch-style bar ('O' a fully resident run of pages, 'o' a partly
-// resident one, ' ' none). It reads no file data, so it leaves the page
+// resident one, ' ' none). The kernel reveals a file's residency only to
+// its owner and to whoever may write to it (cachestat refuses the others,
+// and mincore answers them that every page is resident): for anyone else
+// inspect reports the residency as unknown, with that reason, rather than
+// what mincore claims. It reads no file data, so it leaves the page
 // cache as it found it, and opens files with O_NOATIME when allowed.
 //
 // probe reports the kernel version, kernel.io_uring_disabled ("absent" on
@@ -75,7 +79,9 @@
 //	0  success; also a --watch ended by SIGINT or SIGTERM, and a probe
 //	   that found io_uring blocked (the report says so)
 //	1  failure: the engine could not be reached or answered badly, a file
-//	   could not be inspected (inspect goes on with the others first)
+//	   could not be inspected (inspect goes on with the others first; a
+//	   file inspected but for an unknown page-cache residency or O_DIRECT
+//	   alignment is not a failure: the report says what is unknown, and why)
 //	2  usage error: unknown command or flag, missing or bad argument
 //
 // # Security

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -37,10 +38,13 @@ alignment the kernel reports (statx STATX_DIOALIGN; "unknown"
 where the kernel or filesystem does not say), and how much of it is in the
 kernel's page cache (cachestat(2), or mincore(2) on a mapping on kernels
 without it), drawn as a bar: 'O' a fully resident run of pages, 'o' a
-partly resident one, ' ' none.
+partly resident one, ' ' none. The kernel reveals the residency only to a
+file's owner and to whoever may write to it; for others it is shown as
+unknown, with the reason.
 
 Inspect reads no data: the page cache is left as it was. It goes on past
-a file it cannot inspect and exits with status 1 at the end if any failed.`,
+a file it cannot inspect and exits with status 1 at the end if any failed;
+an unknown residency or alignment is not a failure.`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		asJSON := fs.Bool("json", false, "print a JSON document instead of the human view")
 		return func(_ context.Context, s *streams, args []string) error {
@@ -212,7 +216,7 @@ func inspectFile(path string, method residencyMethod) fileReport {
 	if d.Extents, err = scanExtents(fd, fst.Size); err != nil {
 		return fail("lseek", err)
 	}
-	d.PageCache = residency(fd, fst.Size, method)
+	d.PageCache = residency(fd, fst.Size, method, mincoreTruthful(fd, path, &fst, &sfs))
 	r.Details = d
 	return r
 }
@@ -315,10 +319,19 @@ func seek(fd int, off int64, whence int) (int64, error) {
 	}
 }
 
+// concealed is why residency is unknown where the kernel keeps it from
+// the caller: since Linux 5.0 it reveals a file's page-cache residency
+// only to the file's owner (or a holder of CAP_FOWNER) and to whoever may
+// write to the file. cachestat refuses the others with EPERM; mincore
+// answers them, but with every page resident, whatever is cached.
+const concealed = "the kernel reveals a file's page-cache residency only to its owner and to whoever may write to it"
+
 // residency measures how much of the file is in the kernel's page cache:
-// with cachestat(2) (Linux 6.5+), or where that is missing or refused,
-// with mincore(2) on a read-only shared mapping (which faults nothing in).
-func residency(fd int, size int64, method residencyMethod) pageCacheDoc {
+// with cachestat(2) (Linux 6.5+), or where that is missing, with
+// mincore(2) on a read-only shared mapping (which faults nothing in).
+// mincoreOK says whether mincore would tell the truth (mincoreTruthful);
+// where neither call would, the residency is unavailable, never guessed.
+func residency(fd int, size int64, method residencyMethod, mincoreOK bool) pageCacheDoc {
 	ps := int64(unix.Getpagesize())
 	pc := pageCacheDoc{Method: "none", PageSizeBytes: ps, Pages: (size + ps - 1) / ps, Map: []residencyCell{}}
 	if size == 0 {
@@ -327,18 +340,59 @@ func residency(fd int, size int64, method residencyMethod) pageCacheDoc {
 	pc.Map = cells(pc.Pages, ps)
 	var err error
 	if method == residencyAuto {
-		if err = cachestatResidency(fd, &pc); err == nil {
+		err = cachestatResidency(fd, &pc)
+		switch {
+		case err == nil:
 			return pc.finish(size)
-		}
-		if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EOPNOTSUPP) {
+		case errors.Is(err, unix.EPERM):
+			// The kernel applies the same rule to cachestat and to
+			// mincore: refused here, mincore would claim every page.
+			return pc.unavailable("cachestat", fmt.Errorf("%v: %s", err, concealed))
+		case !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP):
 			return pc.unavailable("cachestat", err)
 		}
 		pc.Map = cells(pc.Pages, ps)
+	}
+	if !mincoreOK {
+		return pc.unavailable("mincore", errors.New(concealed+"; to others mincore reports every page resident"))
 	}
 	if err = mincoreResidency(fd, size, &pc); err != nil {
 		return pc.unavailable("mincore", err)
 	}
 	return pc.finish(size)
+}
+
+// mincoreTruthful reports whether mincore tells this process the truth
+// about the open file fd (at path), by the kernel's rule (mm/mincore.c,
+// can_do_mincore): the caller owns the file or holds CAP_FOWNER, or may
+// write to it. Otherwise mincore reports every page resident. Where the
+// answer is in doubt the check says no: on a read-only mount nobody but
+// the owner may write (whether the kernel looks at the mount or only at
+// the filesystem).
+func mincoreTruthful(fd int, path string, st *unix.Stat_t, sfs *unix.Statfs_t) bool {
+	if st.Uid == uint32(unix.Geteuid()) || hasCapability(unix.CAP_FOWNER) {
+		return true
+	}
+	if sfs.Flags&unix.ST_RDONLY != 0 {
+		return false
+	}
+	// Through /proc/self/fd the check is of the open file itself, not of
+	// whatever is at path now.
+	err := unix.Faccessat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.W_OK, unix.AT_EACCESS)
+	if errors.Is(err, unix.ENOENT) { // no /proc
+		err = unix.Faccessat(unix.AT_FDCWD, path, unix.W_OK, unix.AT_EACCESS)
+	}
+	return err == nil
+}
+
+// hasCapability reports whether capability c is in the effective set.
+func hasCapability(c int) bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil || c/32 >= len(data) {
+		return false
+	}
+	return data[c/32].Effective&(1<<(c%32)) != 0
 }
 
 func (pc pageCacheDoc) finish(size int64) pageCacheDoc {

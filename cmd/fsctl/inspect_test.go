@@ -3,10 +3,15 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -349,5 +354,150 @@ func TestInspectPlainSyscalls(t *testing.T) {
 	}
 	if r := runFsctl(t, "inspect", path); r.code != 0 || !strings.Contains(r.stdout, "ringfs I/O  plain syscalls") {
 		t.Errorf("human view (exit %d) lacks the plain syscalls line:\n%s", r.code, r.stdout)
+	}
+}
+
+// nobody is the user TestInspectConcealedResidency runs fsctl as.
+const nobody = 65534
+
+// runAs runs bin with args and extra environment as user uid (group
+// uid, no supplementary groups), and returns its exit status and output.
+func runAs(t *testing.T, uid uint32, env []string, bin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	// A -race binary sleeps a second at exit unless told not to.
+	cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("%s as uid %d: %v", bin, uid, err)
+	}
+	return r
+}
+
+// copyExecutable copies the running test binary to dir, for another user
+// to run.
+func copyExecutable(t *testing.T, dir string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "fsctl.test")
+	if err := os.WriteFile(path, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestInspectConcealedResidency: the kernel shows a file's page-cache
+// residency only to its owner and to whoever may write to it; mincore
+// answers anyone else that every page is resident. Run as another user,
+// inspect says the residency of a file that user may only read is
+// unknown (with cachestat and with mincore alone, exit status 0), and
+// measures it for a file that user owns or may write: a file evicted
+// from the page cache is not shown as cached.
+func TestInspectConcealedResidency(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run fsctl as another user")
+	}
+	fsctl := fsctlBinary(t)
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir), binDir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	helper := copyExecutable(t, binDir)
+	const pages = 64
+	ps := os.Getpagesize()
+	for i, tc := range []struct {
+		name  string
+		owner int
+		mode  os.FileMode
+		known bool
+	}{
+		{"another's file, read-only to us", 0, 0o644, false},
+		{"our own file", nobody, 0o444, true},
+		{"another's file we may write", 0, 0o666, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f%d", i))
+			if err := os.WriteFile(path, bytes.Repeat([]byte{'c'}, pages*ps), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			evicted := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) == nil
+			var sfs unix.Statfs_t
+			if unix.Fstatfs(int(f.Fd()), &sfs) != nil || sfs.Type == unix.TMPFS_MAGIC || sfs.Type == unix.RAMFS_MAGIC {
+				evicted = false // the pages are the file's only copy
+			}
+			if err := os.Chmod(path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(path, tc.owner, tc.owner); err != nil {
+				t.Fatal(err)
+			}
+
+			auto := runAs(t, nobody, nil, fsctl, "inspect", "--json", path)
+			mc := runAs(t, nobody, []string{helperMincoreEnv + "=" + path}, helper)
+			for _, run := range []struct {
+				how string
+				r   result
+			}{{"fsctl inspect", auto}, {"mincore alone", mc}} {
+				if run.r.code != 0 {
+					t.Fatalf("%s: exit %d: %s", run.how, run.r.code, run.r.stderr)
+				}
+				var rep fileReport
+				if run.how == "fsctl inspect" {
+					var d inspectDoc
+					if err := json.Unmarshal([]byte(run.r.stdout), &d); err != nil || len(d.Files) != 1 {
+						t.Fatalf("%s: %v: %s", run.how, err, run.r.stdout)
+					}
+					rep = d.Files[0]
+				} else if err := json.Unmarshal([]byte(run.r.stdout), &rep); err != nil {
+					t.Fatalf("%s: %v: %s", run.how, err, run.r.stdout)
+				}
+				if rep.Error != "" || rep.Details == nil {
+					t.Fatalf("%s: %+v", run.how, rep)
+				}
+				pc := rep.PageCache
+				switch {
+				case !tc.known:
+					if pc.Method != "unavailable" || !strings.Contains(pc.Error, "only to its owner") ||
+						pc.ResidentPages != 0 || len(pc.Map) != 0 {
+						t.Errorf("%s: page cache by %s: %d of %d pages (%q), want unavailable: residency concealed",
+							run.how, pc.Method, pc.ResidentPages, pc.Pages, pc.Error)
+					}
+				case pc.Method != "cachestat" && pc.Method != "mincore":
+					t.Errorf("%s: page cache by %s (%q), want it measured", run.how, pc.Method, pc.Error)
+				case evicted && pc.ResidentPages >= pages:
+					t.Errorf("%s: %d of %d pages resident by %s after DONTNEED", run.how, pc.ResidentPages, pages, pc.Method)
+				}
+			}
+			h := runAs(t, nobody, nil, fsctl, "inspect", path)
+			if h.code != 0 || tc.known == strings.Contains(h.stdout, "page cache  unknown (") {
+				t.Errorf("human view (exit %d, known %v):\n%s%s", h.code, tc.known, h.stdout, h.stderr)
+			}
+		})
 	}
 }

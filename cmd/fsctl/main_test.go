@@ -31,6 +31,9 @@ const (
 	helperSocketEnv = "FSCTL_TEST_SOCKET"
 	helperFileEnv   = "FSCTL_TEST_FILE"
 	helperCacheSize = 4 << 20
+	// helperMincoreEnv names a file whose residency the test binary
+	// measures with mincore alone, printing the report as JSON.
+	helperMincoreEnv = "FSCTL_TEST_MINCORE"
 )
 
 var binDir string // holds the fsctl binary built by TestMain
@@ -38,6 +41,9 @@ var binDir string // holds the fsctl binary built by TestMain
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runEngineHelper(os.Stdin, os.Stdout))
+	}
+	if path := os.Getenv(helperMincoreEnv); path != "" {
+		os.Exit(writeJSONExit(os.Stdout, inspectFile(path, residencyMincore)))
 	}
 	var err error
 	if binDir, err = os.MkdirTemp("", "fsctl-test-"); err != nil {
@@ -272,6 +278,14 @@ func runEngineHelper(in io.Reader, out io.Writer) int {
 	}
 	if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
 		return fail(err)
+	}
+	return 0
+}
+
+func writeJSONExit(w io.Writer, v any) int {
+	if err := writeJSON(w, v); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return 0
 }
