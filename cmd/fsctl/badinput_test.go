@@ -190,7 +190,7 @@ func TestSocketSwappedForSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v map[string]any
-	err = c.get(t.Context(), "/stats", &v)
+	err = c.get(t.Context(), "/stats", &v, nil)
 	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
 		t.Errorf("get through a swapped-in symlink: %v", err)
 	}
@@ -227,4 +227,72 @@ func newFlagSetForTest(asJSON *bool) *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(asJSON, "json", false, "")
 	return fs
+}
+
+// engineStatsJSON is the least an engine's GET /stats answer holds.
+const engineStatsJSON = `{"mode":"exclusive","backend":"uring","started_unix_ns":1700000000000000000,"uptime_ns":5000000000}`
+
+// answering serves stats for GET /stats and files for GET /files.
+func answering(stats, files string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(stats)) })
+	mux.HandleFunc("GET /files", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(files)) })
+	return mux
+}
+
+// TestNotAnEngine: JSON that no engine sends is refused (exit status 1,
+// a clear message) rather than shown as an engine's zeros or as an
+// engine that holds no files.
+func TestNotAnEngine(t *testing.T) {
+	for _, tc := range []struct {
+		name, stats, files string
+		cmd                string
+		code               int
+		stderr             string // for exit status 1
+	}{
+		{"error object", `{"message":"page not found"}`, `[]`, "stats", 1, "no mode, no backend, no started_unix_ns"},
+		{"empty object", `{}`, `[]`, "stats", 1, "not a ringfs engine's answer"},
+		{"null stats", `null`, `[]`, "stats", 1, "not a ringfs engine's answer"},
+		{"array for stats", `[]`, `[]`, "stats", 1, "malformed response"},
+		{"no start time", `{"mode":"exclusive","backend":"uring","uptime_ns":1}`, `[]`, "stats", 1, "no started_unix_ns"},
+		{"negative uptime", `{"mode":"exclusive","backend":"uring","started_unix_ns":1,"uptime_ns":-1}`, `[]`, "stats", 1, "negative uptime"},
+		{"engine", engineStatsJSON, `[]`, "stats", 0, ""},
+		{"null files", engineStatsJSON, `null`, "cache", 1, "GET /files on"},
+		{"empty list, not an engine", `{}`, `[]`, "cache", 1, "GET /stats on"},
+		{"file without path", engineStatsJSON, `[{}]`, "cache", 1, "file 0 has no path"},
+		{"null file", engineStatsJSON, `[null]`, "cache", 1, "file 0 has no path"},
+		{"negative size", engineStatsJSON, `[{"path":"/d","size_bytes":-1}]`, "cache", 1, "negative size"},
+		{"engine with no files", engineStatsJSON, `[]`, "cache", 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startFakeServer(t, answering(tc.stats, tc.files))
+			for _, asJSON := range []bool{false, true} {
+				args := []string{tc.cmd, "--socket", s.path}
+				if asJSON {
+					args = append(args, "--json")
+				}
+				r := runInProcess(t, args...)
+				if r.code != tc.code {
+					t.Fatalf("%q: exit %d, want %d; stderr %q", args, r.code, tc.code, r.stderr)
+				}
+				if tc.code == 0 {
+					if r.stdout == "" {
+						t.Errorf("%q: no output", args)
+					}
+					continue
+				}
+				if r.stdout != "" || !strings.Contains(r.stderr, tc.stderr) || !strings.Contains(r.stderr, "fsctl: "+tc.cmd+": ") {
+					t.Errorf("%q: stdout %q, stderr %q, want it to contain %q", args, r.stdout, r.stderr, tc.stderr)
+				}
+			}
+		})
+	}
+	// GET /files answering otherwise than an engine leaves the dirty
+	// bytes unknown in stats, which still shows the engine's stats.
+	s := startFakeServer(t, answering(engineStatsJSON, `null`))
+	r := runInProcess(t, "stats", "--socket", s.path)
+	if r.code != 0 || !strings.Contains(r.stderr, "dirty bytes unknown") || !strings.Contains(r.stdout, "exclusive mode, uring backend") {
+		t.Errorf("stats with GET /files answering null: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }

@@ -30,8 +30,13 @@ reported to a handle). The most resident files come first.`,
 				return err
 			}
 			defer c.close()
-			var files []engine.FileStats
-			if err := c.get(ctx, "/files", &files); err != nil {
+			// An empty list says nothing of who answered: the stats
+			// say whether an engine does.
+			if _, err := c.getStats(ctx); err != nil {
+				return err
+			}
+			files, err := c.getFiles(ctx)
+			if err != nil {
 				return err
 			}
 			doc := newCacheDoc(files)

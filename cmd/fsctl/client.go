@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ringfs/ringfs/engine"
 )
 
 // Limits of a conversation with a stats server: fsctl never waits or
@@ -137,8 +139,14 @@ func unwrapOpError(err error) error {
 	return err
 }
 
+// maxQuotedAnswer is how much of an answer that is not an engine's is
+// quoted back.
+const maxQuotedAnswer = 120
+
 // get fetches path from the server and decodes its JSON body into v.
-func (c *statsClient) get(ctx context.Context, path string, v any) error {
+// check, when not nil, then says whether v is an engine's answer: a
+// server that answers with some other JSON is not the engine.
+func (c *statsClient) get(ctx context.Context, path string, v any, check func() error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://ringfs"+path, nil)
 	if err != nil {
 		return err
@@ -173,7 +181,71 @@ func (c *statsClient) get(ctx context.Context, path string, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("GET %s: malformed response: %v", path, err)
 	}
+	if check != nil {
+		if err := check(); err != nil {
+			quoted := strings.TrimSpace(string(body[:min(len(body), maxQuotedAnswer)]))
+			if len(body) > maxQuotedAnswer {
+				quoted += "…"
+			}
+			return fmt.Errorf("GET %s on %s: not a ringfs engine's answer (%v): %s", path, safe(c.socket), err, safe(quoted))
+		}
+	}
 	return nil
+}
+
+// checkStats says whether st is an engine's: engine.Stats always names
+// the mode and the backend and gives the engine's start time.
+func checkStats(st *engine.Stats) error {
+	var bad []string
+	if st.Mode == "" {
+		bad = append(bad, "no mode")
+	}
+	if st.Backend == "" {
+		bad = append(bad, "no backend")
+	}
+	if st.StartedUnixNs <= 0 {
+		bad = append(bad, "no started_unix_ns")
+	}
+	if st.UptimeNs < 0 || st.OpenFiles < 0 || st.OpenHandles < 0 {
+		bad = append(bad, "negative uptime or count")
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// checkFiles says whether files is an engine's list: a JSON array (the
+// engine never sends null, even holding no files) of files with a path
+// and no negative size or count.
+func checkFiles(files []engine.FileStats) error {
+	if files == nil {
+		return errors.New("null, not a list of files")
+	}
+	for i, f := range files {
+		if f.Path == "" {
+			return fmt.Errorf("file %d has no path", i)
+		}
+		if f.SizeBytes < 0 || f.ResidentBytes < 0 || f.DirtyBytes < 0 || f.Handles < 0 || f.Mappings < 0 {
+			return fmt.Errorf("file %d has a negative size or count", i)
+		}
+	}
+	return nil
+}
+
+// getStats fetches an engine's stats, refusing an answer that is not one.
+func (c *statsClient) getStats(ctx context.Context) (engine.Stats, error) {
+	var st engine.Stats
+	err := c.get(ctx, "/stats", &st, func() error { return checkStats(&st) })
+	return st, err
+}
+
+// getFiles fetches the files an engine holds, refusing an answer that is
+// not an engine's list.
+func (c *statsClient) getFiles(ctx context.Context) ([]engine.FileStats, error) {
+	var files []engine.FileStats
+	err := c.get(ctx, "/files", &files, func() error { return checkFiles(files) })
+	return files, err
 }
 
 // close releases idle connections.

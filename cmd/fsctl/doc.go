@@ -24,7 +24,8 @@
 // counts and rates of that interval (engine.Stats.Sub of consecutive
 // snapshots), redrawing in place on a terminal, until SIGINT or SIGTERM.
 //
-// cache reads GET /files: every file the engine holds with its size,
+// cache reads GET /stats, to check that an engine answers, and GET
+// /files: every file the engine holds with its size,
 // resident and dirty bytes, open handles and mappings, and whether a
 // writeback error is pending; most resident first.
 //
@@ -81,7 +82,10 @@
 //	1  failure: the engine could not be reached or answered badly, a file
 //	   could not be inspected (inspect goes on with the others first; a
 //	   file inspected but for an unknown page-cache residency or O_DIRECT
-//	   alignment is not a failure: the report says what is unknown, and why)
+//	   alignment is not a failure: the report says what is unknown, and why).
+//	   An answer that is not an engine's is a bad one: stats without the
+//	   mode, backend and start time every engine gives (such as {} or
+//	   null), or a file list that is null or holds a file without a path
 //	2  usage error: unknown command or flag, missing or bad argument
 //
 // # Security

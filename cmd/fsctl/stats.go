@@ -76,12 +76,12 @@ type statsSource struct {
 // bytes and pending errors summed over its files (nil otherwise: the
 // stats alone are still worth showing).
 func (st *statsSource) fetch(ctx context.Context) (engine.Stats, *filesSummary, error) {
-	var cur engine.Stats
-	if err := st.c.get(ctx, "/stats", &cur); err != nil {
+	cur, err := st.c.getStats(ctx)
+	if err != nil {
 		return cur, nil, err
 	}
-	var files []engine.FileStats
-	if err := st.c.get(ctx, "/files", &files); err != nil {
+	files, err := st.c.getFiles(ctx)
+	if err != nil {
 		if ctx.Err() != nil {
 			return cur, nil, ctx.Err()
 		}
