@@ -201,28 +201,28 @@ func TestIntervalDoc(t *testing.T) {
 	if d.Totals.Latency.Read.MaxNs != later.ReadLatency.MaxNs || d.Gauges.RingInflight != 7 {
 		t.Errorf("totals and gauges come from the later snapshot: %+v %+v", d.Totals.Latency.Read, d.Gauges)
 	}
-	if !restarted(later, cur) || restarted(cur, later) {
+	if discontinuity(later, cur) == "" || discontinuity(cur, later) != "" {
 		t.Errorf("restart detection")
 	}
 	other := later
 	other.Backend = "psync"
-	if !restarted(cur, other) {
+	if discontinuity(cur, other) == "" {
 		t.Errorf("a different backend on the socket is another engine")
 	}
 	// An engine started since, which has already done more than the
 	// one before had and been up longer: only its start time tells.
 	prev, next := cur, later
 	prev.StartedUnixNs, next.StartedUnixNs = 1.7e18, 1.7e18
-	if restarted(prev, next) {
+	if discontinuity(prev, next) != "" {
 		t.Errorf("snapshots of one engine")
 	}
 	again := next
 	again.StartedUnixNs += int64(time.Hour)
 	again.UptimeNs += int64(time.Minute)
-	if !restarted(prev, again) {
+	if discontinuity(prev, again) == "" {
 		t.Errorf("an engine started later on the socket is another engine")
 	}
-	if restarted(cur, again) {
+	if discontinuity(cur, again) != "" {
 		t.Errorf("a document without a start time is compared by its counters")
 	}
 }

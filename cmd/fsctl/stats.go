@@ -32,7 +32,9 @@ since the engine started.
 
 With --watch it redraws every DURATION with that interval's counts and
 rates (the difference of two snapshots), until SIGINT or SIGTERM, which
-end it with exit status 0. With --json it prints one JSON document, or
+end it with exit status 0. When another engine answers (or the engine
+restarted, or a counter went down) a frame shows the totals since its
+start instead, and stderr says why. With --json it prints one JSON document, or
 with --watch one document per line (its "interval" holds the counts of
 the last interval).`,
 	setup: func(fs *flag.FlagSet) runFunc {
@@ -148,8 +150,8 @@ func watchStats(ctx context.Context, s *streams, st *statsSource, every time.Dur
 			return ended(err)
 		}
 		base := &prev
-		if restarted(prev, cur) {
-			s.warnf("stats: the engine on the socket restarted; counting from its start")
+		if why := discontinuity(prev, cur); why != "" {
+			s.warnf("stats: %s: counting from the engine's start", why)
 			base = nil
 		}
 		if err := emit(newStatsDoc(cur, base, files)); err != nil {

@@ -2,7 +2,13 @@
 
 package main
 
-import "github.com/ringfs/ringfs/engine"
+import (
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/ringfs/ringfs/engine"
+)
 
 // The JSON document of "fsctl stats". Keys are stable under
 // schema_version 1: integers only, units last in the name. Counters
@@ -209,15 +215,61 @@ func newLatency(l engine.Latency, interval bool) latencyDoc {
 	return d
 }
 
-// restarted reports whether cur cannot follow prev: a different engine
-// (or a restarted one) answers on the socket. Its start time says so
-// (documents without one are compared by what changes only across
-// engines: counters of one engine never go down).
-func restarted(prev, cur engine.Stats) bool {
-	if prev.StartedUnixNs != 0 && cur.StartedUnixNs != 0 && prev.StartedUnixNs != cur.StartedUnixNs {
-		return true
+// discontinuity says why cur cannot follow prev, or "" when it can: a
+// different engine (or a restarted one) answers on the socket, which its
+// start time, mode or backend says, or a counter went down, which no
+// counter of one engine does. The difference of the two would be
+// meaningless, and in unsigned arithmetic enormous. (Documents without a
+// start time are compared by their counters alone.)
+func discontinuity(prev, cur engine.Stats) string {
+	switch {
+	case prev.StartedUnixNs != 0 && cur.StartedUnixNs != 0 && prev.StartedUnixNs != cur.StartedUnixNs,
+		cur.Mode != prev.Mode, cur.Backend != prev.Backend:
+		return "another engine answers on the socket (or the engine restarted)"
+	case cur.UptimeNs < prev.UptimeNs:
+		return "the engine's uptime went back"
 	}
-	return cur.UptimeNs < prev.UptimeNs || cur.Mode != prev.Mode || cur.Backend != prev.Backend ||
-		cur.Reads.Ops() < prev.Reads.Ops() || cur.Writes.Ops() < prev.Writes.Ops() ||
-		cur.Ring.Enters < prev.Ring.Enters
+	for _, c := range []struct {
+		name      string
+		prev, cur any
+	}{
+		{"", newCounters(prev, false), newCounters(cur, false)},
+		{"read_latency", prev.ReadLatency, cur.ReadLatency},
+		{"write_latency", prev.WriteLatency, cur.WriteLatency},
+		{"sync_latency", prev.SyncLatency, cur.SyncLatency},
+	} {
+		if name, was, now := wentDown(reflect.ValueOf(c.prev), reflect.ValueOf(c.cur), c.name); name != "" {
+			return fmt.Sprintf("the engine's counter %s went down, from %d to %d", name, was, now)
+		}
+	}
+	return ""
+}
+
+// wentDown finds a counter (an unsigned integer) of cur below its value in
+// prev, two values of one type, and names it by its JSON keys under path.
+func wentDown(prev, cur reflect.Value, path string) (name string, was, now uint64) {
+	switch cur.Kind() {
+	case reflect.Uint64:
+		if cur.Uint() < prev.Uint() {
+			return path, prev.Uint(), cur.Uint()
+		}
+	case reflect.Array:
+		for i := range cur.Len() {
+			if name, was, now := wentDown(prev.Index(i), cur.Index(i), fmt.Sprintf("%s[%d]", path, i)); name != "" {
+				return name, was, now
+			}
+		}
+	case reflect.Struct:
+		for i := range cur.NumField() {
+			f := cur.Type().Field(i)
+			sub := path
+			if key, _, _ := strings.Cut(f.Tag.Get("json"), ","); key != "" && !f.Anonymous {
+				sub = strings.TrimPrefix(path+"."+key, ".")
+			}
+			if name, was, now := wentDown(prev.Field(i), cur.Field(i), sub); name != "" {
+				return name, was, now
+			}
+		}
+	}
+	return "", 0, 0
 }
