@@ -4,27 +4,43 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ringfs/ringfs/engine"
 )
 
-// statsHub serves engine stats on one Unix socket for the whole run,
-// although every cell has its own engine: connections are handed to the
-// running engine's ServeStats, and between engine cells to a small server
-// that answers with the last engine's final stats. So `fsctl stats` can
-// watch a run from start to end on one path.
-type statsHub struct {
-	l    net.Listener
-	idle *http.Server
+// Limits of the hub's server, those of engine.ServeStats: small GET
+// requests only, and a slow client cannot hold it.
+const (
+	hubMaxBody      = 1 << 10
+	hubMaxHeader    = 8 << 10
+	hubReadTimeout  = 5 * time.Second
+	hubWriteTimeout = 10 * time.Second
+	hubIdleTimeout  = 30 * time.Second
+)
 
-	mu   sync.Mutex
-	cur  *connQueue // the running engine's, or nil
-	rest *connQueue // the idle server's
-	last engine.Stats
-	have bool
+// statsHub serves engine stats on one Unix socket for the whole run,
+// although every cell has its own engine, with the routes of
+// engine.ServeStats (GET /stats, GET /files?limit=N). Each request is
+// answered from the engine timing a round at that moment, whichever
+// connection it came on: a client that keeps its connection open sees
+// the next engine too. Between rounds both routes describe the last
+// engine as its round ended, its final stats and the files it held then,
+// so that they agree; before the first round both answer 503. So
+// `fsctl stats --watch` can follow a run from start to end on one path.
+type statsHub struct {
+	srv *http.Server
+
+	// mu is held for reading while a request reads the running engine,
+	// so that detach, which takes it for writing, returns only once no
+	// request uses that engine.
+	mu        sync.RWMutex
+	cur       *engine.Engine     // +checklocks:mu; the running round's, or nil
+	last      *engine.Stats      // +checklocks:mu; the last engine's at the end of its round
+	lastFiles []engine.FileStats // +checklocks:mu; its files then, most resident first
 }
 
 func newStatsHub(path string) (*statsHub, error) {
@@ -32,25 +48,73 @@ func newStatsHub(path string) (*statsHub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &statsHub{l: l, rest: newConnQueue(l.Addr())}
+	h := &statsHub{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		h.mu.Lock()
-		st, have := h.last, h.have
-		h.mu.Unlock()
-		if !have {
-			http.Error(w, "no ringfs engine has run yet", http.StatusServiceUnavailable)
+	mux.HandleFunc("GET /stats", h.serveStats)
+	mux.HandleFunc("GET /files", h.serveFiles)
+	h.srv = &http.Server{
+		Handler:           http.MaxBytesHandler(mux, hubMaxBody),
+		ReadHeaderTimeout: hubReadTimeout,
+		ReadTimeout:       hubReadTimeout,
+		WriteTimeout:      hubWriteTimeout,
+		IdleTimeout:       hubIdleTimeout,
+		MaxHeaderBytes:    hubMaxHeader,
+	}
+	go h.srv.Serve(l)
+	return h, nil
+}
+
+const noEngineYet = "no ringfs engine has run yet"
+
+func (h *statsHub) serveStats(w http.ResponseWriter, _ *http.Request) {
+	h.mu.RLock()
+	var st engine.Stats
+	have := true
+	switch {
+	case h.cur != nil:
+		st = h.cur.Stats()
+	case h.last != nil:
+		st = *h.last
+	default:
+		have = false
+	}
+	h.mu.RUnlock()
+	if !have {
+		http.Error(w, noEngineYet, http.StatusServiceUnavailable)
+		return
+	}
+	serveJSON(w, st)
+}
+
+func (h *statsHub) serveFiles(w http.ResponseWriter, r *http.Request) {
+	n := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			http.Error(w, "limit must be a non-negative integer", http.StatusBadRequest)
 			return
 		}
-		serveJSON(w, st)
-	})
-	mux.HandleFunc("GET /files", func(w http.ResponseWriter, _ *http.Request) {
-		serveJSON(w, []engine.FileStats{})
-	})
-	h.idle = &http.Server{Handler: mux}
-	go h.idle.Serve(h.rest)
-	go h.acceptLoop()
-	return h, nil
+	}
+	h.mu.RLock()
+	var files []engine.FileStats
+	have := true
+	switch {
+	case h.cur != nil:
+		files = h.cur.FilesTop(n)
+	case h.last != nil:
+		files = h.lastFiles
+		if n > 0 && len(files) > n {
+			files = files[:n]
+		}
+	default:
+		have = false
+	}
+	h.mu.RUnlock()
+	if !have {
+		http.Error(w, noEngineYet, http.StatusServiceUnavailable)
+		return
+	}
+	serveJSON(w, files)
 }
 
 func serveJSON(w http.ResponseWriter, v any) {
@@ -60,116 +124,24 @@ func serveJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-func (h *statsHub) acceptLoop() {
-	for {
-		c, err := h.l.Accept()
-		if err != nil {
-			return
-		}
-		h.mu.Lock()
-		q := h.cur
-		if q == nil {
-			q = h.rest
-		}
-		h.mu.Unlock()
-		if !q.put(c) {
-			c.Close()
-		}
-	}
-}
-
-// attach hands new connections to e's stats server until detach.
+// attach answers requests from e until detach.
 func (h *statsHub) attach(e *engine.Engine) {
-	q := newConnQueue(h.l.Addr())
 	h.mu.Lock()
-	h.cur = q
+	h.cur = e
 	h.mu.Unlock()
-	go e.ServeStats(q)
 }
 
-// detach keeps e's final stats for the idle server and stops handing
-// connections to e.
+// detach keeps e's final stats and files for the time until the next
+// round, and stops asking e: once it returns, no request uses e.
 func (h *statsHub) detach(e *engine.Engine) {
-	st := e.Stats()
 	h.mu.Lock()
-	q := h.cur
-	h.cur, h.last, h.have = nil, st, true
-	h.mu.Unlock()
-	if q != nil {
-		for _, c := range q.closeAndDrain() {
-			if !h.rest.put(c) {
-				c.Close()
-			}
-		}
+	defer h.mu.Unlock()
+	if h.cur != e {
+		return
 	}
+	st := e.Stats()
+	h.cur, h.last, h.lastFiles = nil, &st, e.Files()
 }
 
-func (h *statsHub) close() {
-	h.l.Close()
-	h.idle.Close()
-	h.rest.Close()
-}
-
-// connQueue is a net.Listener fed by statsHub.acceptLoop.
-type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	mu   sync.Mutex
-	done chan struct{}
-	shut bool
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn, 16), done: make(chan struct{})}
-}
-
-func (q *connQueue) put(c net.Conn) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.shut {
-		return false
-	}
-	select {
-	case q.ch <- c:
-		return true
-	default:
-		return false
-	}
-}
-
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (q *connQueue) Close() error {
-	for _, c := range q.closeAndDrain() {
-		c.Close()
-	}
-	return nil
-}
-
-// closeAndDrain closes the queue and returns the connections it held.
-func (q *connQueue) closeAndDrain() []net.Conn {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if !q.shut {
-		q.shut = true
-		close(q.done)
-	}
-	var cs []net.Conn
-	for {
-		select {
-		case c := <-q.ch:
-			cs = append(cs, c)
-		default:
-			return cs
-		}
-	}
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
+// close stops the server and removes the socket.
+func (h *statsHub) close() { h.srv.Close() }
