@@ -23,7 +23,9 @@
 // errors and latency percentiles. With --watch it prints a frame every interval with the
 // counts and rates of that interval (engine.Stats.Sub of consecutive
 // snapshots), redrawing in place on a terminal, until SIGINT or SIGTERM.
-// Two snapshots that do not follow one another (another engine answers
+// It connects anew for every snapshot, so that a socket served in front of
+// several engines in turn (bench --stats-socket) is followed from one to
+// the next. Two snapshots that do not follow one another (another engine answers
 // on the socket, as it restarted or as bench moved to its next engine, or
 // any counter went down) give no interval: fsctl says why on stderr, and
 // that frame shows the totals since the engine started.

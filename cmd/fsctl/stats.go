@@ -145,6 +145,10 @@ func watchStats(ctx context.Context, s *streams, st *statsSource, every time.Dur
 			return nil
 		case <-t.C:
 		}
+		// A new connection for every snapshot: a server in front of
+		// several engines (bench --stats-socket) may hand each
+		// connection to the engine running when it was made.
+		st.c.close()
 		cur, files, err := st.fetch(ctx)
 		if err != nil {
 			return ended(err)

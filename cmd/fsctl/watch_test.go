@@ -7,7 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -139,5 +141,48 @@ func TestDiscontinuity(t *testing.T) {
 		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: discontinuity %q", tc.want, got)
 		}
+	}
+}
+
+type connKey struct{}
+
+// TestWatchFollowsEngines: a server that hands each connection to the
+// engine running when it was made (as bench's stats socket once did) is
+// followed from engine to engine, since the watch connects anew for every
+// snapshot, and a change of engine is taken as a restart, never as an
+// interval across two engines.
+func TestWatchFollowsEngines(t *testing.T) {
+	var conns atomic.Int64
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		n := r.Context().Value(connKey{}).(int64) // the engine bound to this connection
+		st := snapshot(1.7e18+n, 1e9, 10)
+		st.Backend = []string{"uring", "psync"}[n%2]
+		b, _ := json.Marshal(st)
+		w.Write(b)
+	})
+	mux.HandleFunc("GET /files", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("[]")) })
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, conns.Add(1))
+	}}
+	go srv.Serve(l)
+	defer srv.Close()
+
+	docs, stderr := watchInProcess(t, path, 3)
+	for i := 1; i < len(docs); i++ {
+		if docs[i].Engine.Backend == docs[i-1].Engine.Backend {
+			t.Errorf("frames %d and %d both from the %s engine: the watch kept its first connection", i, i+1, docs[i].Engine.Backend)
+		}
+		if docs[i].Interval != nil {
+			t.Errorf("frame %d has an interval across two engines", i+1)
+		}
+	}
+	if !strings.Contains(stderr, "another engine answers on the socket") {
+		t.Errorf("stderr %q does not say the engine changed", stderr)
 	}
 }
