@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ringfs/ringfs/hostmap"
 	"github.com/ringfs/ringfs/pagecache"
 	"github.com/ringfs/ringfs/uring"
 )
@@ -143,6 +144,13 @@ type Engine struct {
 	log      *slog.Logger
 	started  time.Time
 	st       stats
+	// mmStats counts for every host mapper of the engine's files, also
+	// those of files since released (hostmap.NewMapperCounting).
+	mmStats hostmap.Counters
+
+	// holders counts Sync calls holding inodes (holdInodes); Close waits
+	// for them before it releases the inodes.
+	holders sync.WaitGroup
 
 	mu sync.Mutex
 	// inodes maps device+inode to the state shared by a file's handles.
@@ -215,13 +223,16 @@ func (e *Engine) Mode() Mode { return e.opts.Mode }
 func (e *Engine) BackendName() string { return e.be.Name() }
 
 // Sync writes back and fsyncs every file the engine holds and returns
-// every failure, joined. After Close it fails with fs.ErrClosed.
+// every failure, joined. After Close it fails with fs.ErrClosed; a Sync
+// running when Close begins finishes first.
 func (e *Engine) Sync() error {
-	if e.isClosed() {
+	inos, ok := e.holdInodes()
+	if !ok {
 		return &fs.PathError{Op: "sync", Path: "engine", Err: fs.ErrClosed}
 	}
+	defer e.holders.Done()
 	var errs []error
-	for _, ino := range e.liveInodes() {
+	for _, ino := range inos {
 		if err := ino.sync(pagecache.SyncFull); err != nil {
 			errs = append(errs, &fs.PathError{Op: "sync", Path: ino.path, Err: unwrapErrno(err)})
 		}
@@ -230,22 +241,32 @@ func (e *Engine) Sync() error {
 	return errors.Join(errs...)
 }
 
-// liveInodes returns the inodes with a reference taken on each.
-func (e *Engine) liveInodes() []*inode {
+// holdInodes returns the inodes with a reference taken on each, and
+// counts the caller in e.holders (it calls e.holders.Done when it has
+// dropped them); false once the engine is closed.
+func (e *Engine) holdInodes() ([]*inode, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return nil, false
+	}
+	e.holders.Add(1)
 	out := make([]*inode, 0, len(e.inodes))
 	for _, ino := range e.inodes {
 		ino.refs++
 		out = append(out, ino)
 	}
-	return out
+	return out, true
 }
 
 // Close closes every open handle (waiting for their in-flight calls),
-// writes back and fsyncs all cached data, and releases the cache, the
-// backend and the stats servers. It returns every failure joined; data
-// whose writeback failed is lost only here, after being reported.
+// writes back and fsyncs every file it holds that was open for writing,
+// and releases the cache, the backend and the stats servers. It
+// returns every failure joined, including writeback errors that no handle
+// has reported yet; data whose writeback failed is lost only here, after
+// being reported. A file the engine no longer holds (its handles and
+// mappings all closed, its data written back) is not fsynced here: the
+// last Close wrote it back without fsync, as os.File's Close does.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -256,6 +277,13 @@ func (e *Engine) Close() error {
 	handles := make([]*File, 0, len(e.handles))
 	for f := range e.handles {
 		handles = append(handles, f)
+	}
+	// Held, the inodes outlive their handles' Close (which then does not
+	// write them back) until they are synced below.
+	held := make([]*inode, 0, len(e.inodes))
+	for _, ino := range e.inodes {
+		ino.refs++
+		held = append(held, ino)
 	}
 	servers := e.servers
 	e.servers = nil
@@ -270,18 +298,17 @@ func (e *Engine) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	// What is left are inodes kept after failed writeback.
-	e.mu.Lock()
-	rest := make([]*inode, 0, len(e.inodes))
-	for _, ino := range e.inodes {
-		rest = append(rest, ino)
-	}
-	e.inodes = map[inodeKey]*inode{}
-	e.mu.Unlock()
-	for _, ino := range rest {
-		if err := ino.sync(pagecache.SyncFull); err != nil {
+	for _, ino := range held {
+		if err := e.closeInode(ino); err != nil {
 			errs = append(errs, &fs.PathError{Op: "close", Path: ino.path, Err: unwrapErrno(err)})
 		}
+	}
+	// Sync calls begun before Close hold inodes too.
+	e.holders.Wait()
+	e.mu.Lock()
+	e.inodes = map[inodeKey]*inode{}
+	e.mu.Unlock()
+	for _, ino := range held {
 		ino.destroy()
 	}
 	if e.cache != nil {
@@ -293,6 +320,29 @@ func (e *Engine) Close() error {
 		errs = append(errs, fmt.Errorf("engine: closing backend: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// closeInode writes back and fsyncs ino for Close if it was open for
+// writing. It returns the error of that, or else one recorded before
+// that no handle has seen.
+//
+// Preconditions: Close holds a reference on ino.
+func (e *Engine) closeInode(ino *inode) error {
+	e.mu.Lock()
+	written, closing := ino.written, ino.closing
+	e.mu.Unlock()
+	if closing != nil {
+		<-closing // the last handle's Close, begun before, is writing it back
+	}
+	cursor := ino.errs.Sample()
+	var err error
+	if written { // (a file never open for writing has nothing to write back)
+		err = ino.sync(pagecache.SyncFull)
+	}
+	if err == nil {
+		err = ino.errs.Check(&cursor)
+	}
+	return err
 }
 
 // unwrapErrno returns the syscall.Errno inside err, or err.

@@ -310,4 +310,5 @@ func (fx *faultFsx) run(ops int) {
 		}
 	}
 	fx.heal()
+	fx.inj.Heal() // the cleanup's Engine.Close, which fsyncs, runs without faults
 }

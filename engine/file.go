@@ -288,6 +288,7 @@ func (e *Engine) attach(f *File, key inodeKey, name string, acc int, st *unix.St
 		}
 		ino.refs++
 		ino.handles++
+		ino.written = ino.written || acc != unix.O_RDONLY
 		e.handles[f] = struct{}{}
 		ino.mode.Store(st.Mode)
 		e.mu.Unlock()

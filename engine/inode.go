@@ -31,6 +31,9 @@ type inode struct {
 	// writeback runs. +checklocks:Engine.mu
 	refs, handles int
 	closing       chan struct{}
+	// written is set once a handle open for writing has been attached:
+	// Engine.Close fsyncs the file. +checklocks:Engine.mu
+	written bool
 
 	// inline is set for a file on tmpfs or ramfs (uring.InlineFile),
 	// unless the engine is ring-only: its host reads and writes run as

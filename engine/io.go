@@ -69,18 +69,26 @@ func (ino *inode) write(f *File, p []byte, off int64, flags int, atEnd bool) (in
 		return n, at, pathMmap, err
 	}
 	rw := uint32(flags) &^ (unix.RWF_SYNC | unix.RWF_DSYNC) // durability is handled by the caller
+	n, at, err := ino.hostWrite(f.fd, p, off, rw, atEnd)
+	return n, at, pathHost, err
+}
+
+// hostWrite writes p to the host at off, or at the end of file when
+// atEnd (RWF_APPEND), and returns the bytes written and the offset used.
+// An append's offset is the kernel's choice, read back from the size the
+// write left (a write appended by another process in between moves it).
+func (ino *inode) hostWrite(fd int32, p []byte, off int64, rw uint32, atEnd bool) (int, int64, error) {
 	if atEnd {
 		rw |= unix.RWF_APPEND
 	}
-	n, err := ino.hostIO(uring.OpWrite, f.fd, p, off, rw)
+	n, err := ino.hostIO(uring.OpWrite, fd, p, off, rw)
 	if atEnd && n > 0 {
-		// The kernel chose the offset; the size now ends the write.
 		var st unix.Stat_t
-		if serr := fstat(f.fd, &st); serr == nil {
+		if serr := fstat(fd, &st); serr == nil {
 			off = st.Size - int64(n)
 		}
 	}
-	return n, off, pathHost, err
+	return n, off, err
 }
 
 // reqPool recycles single-request arrays, which escape to the heap when
@@ -242,11 +250,7 @@ func (ino *inode) writeDirect(f *File, p []byte, off int64, flags int, atEnd boo
 		}
 		return n, off, err
 	}
-	if atEnd {
-		rw |= unix.RWF_APPEND
-	}
-	n, err := ino.hostIO(uring.OpWrite, f.fd, buf, off, rw)
-	return n, off, err
+	return ino.hostWrite(f.fd, buf, off, rw, atEnd)
 }
 
 // directMisaligned reports whether a direct write of n bytes at off (at
@@ -358,7 +362,7 @@ func (ino *inode) mapRefs(end int64) (*hostmap.Mapper, error) {
 // Preconditions: ino.mu is held.
 func (ino *inode) mapRefsLocked(end int64) (*hostmap.Mapper, error) {
 	if ino.hm == nil {
-		ino.hm = hostmap.NewMapper(int(ino.fd))
+		ino.hm = hostmap.NewMapperCounting(int(ino.fd), &ino.e.mmStats)
 	}
 	have := ino.mmRef.Load()
 	if end <= have {

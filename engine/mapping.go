@@ -28,10 +28,14 @@ import (
 // survive; ReadAt and WriteAt on the Mapping turn that into an error
 // instead. Writing to a read-only mapping's Bytes faults the same way. A
 // Mapping stays valid after its File is closed; the file's state is kept
-// until the Mapping is closed too.
+// until the Mapping is closed too. Close waits for the Mapping's ReadAt
+// and WriteAt calls in flight, and calls after it fail with fs.ErrClosed.
 type Mapping struct {
-	ino    *inode
-	m      *hostmap.Mapping
+	ino *inode
+	m   *hostmap.Mapping
+	// gate counts ReadAt and WriteAt in flight, so that Close does not
+	// unmap the memory under a copy; closed is set once Close has begun.
+	gate   gate
 	closed atomic.Bool
 }
 
@@ -63,7 +67,9 @@ func (f *File) Map(off, length int64, writable bool) (*Mapping, error) {
 		f.e.dropRef(ino, false)
 		return nil, f.pathErr("mmap", err)
 	}
-	return &Mapping{ino: ino, m: mp}, nil
+	m := &Mapping{ino: ino, m: mp}
+	m.gate.done = make(chan struct{})
+	return m, nil
 }
 
 // openMapping maps a range, switching the file out of the cache on its
@@ -79,7 +85,7 @@ func (ino *inode) openMapping(off, length int64, writable bool) (*hostmap.Mappin
 		}
 	}
 	if ino.hm == nil {
-		ino.hm = hostmap.NewMapper(int(ino.fd))
+		ino.hm = hostmap.NewMapperCounting(int(ino.fd), &ino.e.mmStats)
 	}
 	mp, err := ino.hm.Map(off, length, writable)
 	if err != nil {
@@ -128,10 +134,13 @@ func (m *Mapping) ReadAt(p []byte, off int64) (int, error) {
 	if m == nil {
 		return 0, errNilMapping("read")
 	}
-	b := m.Bytes()
-	switch {
-	case m.closed.Load():
+	ticket, ok := m.gate.enter()
+	if !ok {
 		return 0, m.pathErr("read", fs.ErrClosed)
+	}
+	defer m.gate.leave(ticket)
+	b := m.m.Bytes()
+	switch {
 	case off < 0 || int64(len(p)) > (1<<63-1)-off:
 		return 0, m.pathErr("read", syscall.EINVAL)
 	case len(p) == 0:
@@ -155,6 +164,11 @@ func (m *Mapping) WriteAt(p []byte, off int64) (int, error) {
 	if m == nil {
 		return 0, errNilMapping("write")
 	}
+	ticket, ok := m.gate.enter()
+	if !ok {
+		return 0, m.pathErr("write", fs.ErrClosed)
+	}
+	defer m.gate.leave(ticket)
 	if !m.m.Writable() {
 		return 0, m.pathErr("write", syscall.EACCES)
 	}
@@ -178,11 +192,11 @@ func (m *Mapping) pathErr(op string, err error) error {
 	return &fs.PathError{Op: op, Path: m.ino.path, Err: err}
 }
 
+// window returns the n bytes of the mapping at off.
+//
+// Preconditions: the caller is inside m.gate.
 func (m *Mapping) window(off int64, n int) ([]byte, error) {
-	b := m.Bytes()
-	if b == nil {
-		return nil, fs.ErrClosed
-	}
+	b := m.m.Bytes()
 	if off < 0 || off > int64(len(b)) || int64(n) > int64(len(b))-off {
 		return nil, syscall.EINVAL
 	}
@@ -195,7 +209,7 @@ func (m *Mapping) Close() error {
 	if m == nil {
 		return errNilMapping("close")
 	}
-	if m.closed.Swap(true) {
+	if m.closed.Swap(true) || !m.gate.close() {
 		return m.pathErr("close", fs.ErrClosed)
 	}
 	err := m.pathErr("close", m.m.Close())
@@ -208,11 +222,4 @@ func (m *Mapping) Close() error {
 	ino.mu.Unlock()
 	ino.e.dropRef(ino, false)
 	return err
-}
-
-// mapperIfAny returns the inode's mapper without creating one.
-func (ino *inode) mapperIfAny() *hostmap.Mapper {
-	ino.mu.Lock()
-	defer ino.mu.Unlock()
-	return ino.hm
 }

@@ -285,33 +285,9 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	s.OpenHandles = len(e.handles)
 	s.OpenFiles = len(e.inodes)
-	var maps []*hostmap.Mapper
-	for _, ino := range e.inodes {
-		if hm := ino.mapperIfAny(); hm != nil {
-			maps = append(maps, hm)
-		}
-	}
 	e.mu.Unlock()
-	for _, hm := range maps {
-		s.Mmap = addMmap(s.Mmap, hm.Stats())
-	}
+	s.Mmap = e.mmStats.Stats()
 	return s
-}
-
-func addMmap(a, b hostmap.Stats) hostmap.Stats {
-	a.MappedBytes += b.MappedBytes
-	a.ChunksLive += b.ChunksLive
-	a.SpansLive += b.SpansLive
-	a.LiveRefs += b.LiveRefs
-	a.MappingsOpen += b.MappingsOpen
-	a.ChunksMapped += b.ChunksMapped
-	a.ChunksUnmapped += b.ChunksUnmapped
-	a.SpansMapped += b.SpansMapped
-	a.SpansUnmapped += b.SpansUnmapped
-	a.Upgrades += b.Upgrades
-	a.FaultsCaught += b.FaultsCaught
-	a.UnmapFailures += b.UnmapFailures
-	return a
 }
 
 // Sub returns s minus prev for every counter (gauges and identity come
