@@ -127,7 +127,10 @@
 // timeouts. RLIMIT_FSIZE is read when a file is opened. Writes are held to
 // the largest file the host's filesystem takes (a write crossing it is
 // short and fails with EFBIG, as under RLIMIT_FSIZE), also those the cache
-// keeps. With HostMmap, files are limited to 2 TiB
+// keeps. With a cache, files are limited to 2^63 bytes less one page
+// (pagecache.MaxFileSize; only tmpfs-like filesystems take more): writes,
+// truncates and allocations past it fail with EFBIG, and Open of a file
+// already larger with EOVERFLOW. With HostMmap, files are limited to 2 TiB
 // (hostmap.MaxRangeLength): writes, truncates and allocations past it fail
 // with EFBIG. A write of n > 0 bytes (and Allocate) clears setuid, and
 // setgid when group-execute is set, for every writer (cached writes reach

@@ -175,9 +175,12 @@ func (ino *inode) upgrade(hfd int32, access int) {
 const maxMmapSize = hostmap.MaxRangeLength
 
 // maxFileSize is the largest file the engine itself serves (the host may
-// take less).
+// take less): with a cache, pagecache.MaxFileSize.
 func (e *Engine) maxFileSize() int64 {
-	if e.opts.HostMmap && e.opts.Mode != Shared {
+	switch {
+	case e.cache != nil:
+		return pagecache.MaxFileSize
+	case e.opts.HostMmap && e.opts.Mode != Shared:
 		return maxMmapSize
 	}
 	return 1<<63 - 1

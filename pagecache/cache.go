@@ -25,6 +25,13 @@ const PageSize = 4096
 
 const pageShift = 12
 
+// MaxFileSize is the largest file a cache serves: 2^63 bytes less one
+// page. Arithmetic on the last page of the offset space (its end, the
+// page after it) would overflow an int64, so that page is never cached:
+// writes, truncations and allocations reaching into it fail with EFBIG,
+// and NewFile refuses a file already larger with EOVERFLOW.
+const MaxFileSize = 1<<63 - PageSize
+
 // MaxReadahead is the most a fill reads beyond what was asked for.
 const MaxReadahead = 64 << 10
 
@@ -628,6 +635,9 @@ func fillFd(fd, directFd int32) int32 {
 // file's current size. The caller keeps both descriptors open until
 // Release returns.
 func (c *Cache) NewFile(fd, directFd int32, size int64) (*File, error) {
+	if size < 0 || size > MaxFileSize {
+		return nil, syscall.EOVERFLOW
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {

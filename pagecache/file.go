@@ -296,8 +296,12 @@ func (f *File) Size() int64 { return f.size.Load() }
 
 // SetSize replaces the logical size without touching the host or the
 // pages (for callers that learned the host size changed, as in Shared
-// mode). Pages past the new size are dropped.
+// mode). Pages past the new size are dropped. A size past MaxFileSize
+// is taken as MaxFileSize. A page cached across the old end keeps its
+// bytes past it (zeros) when the size grows: Invalidate it if the host
+// may hold data there.
 func (f *File) SetSize(size int64) {
+	size = min(size, MaxFileSize)
 	// wbMu: a writeback in flight pins pages that a shrink would drop.
 	f.wbMu.Lock()
 	defer f.wbMu.Unlock()
@@ -341,8 +345,8 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 // ReadAtHit is ReadAt that also reports whether the cache held all of
 // the readable range (a hit: no host I/O).
 func (f *File) ReadAtHit(p []byte, off int64) (n int, hit bool, err error) {
-	if off < 0 {
-		return 0, false, syscall.EINVAL
+	if off < 0 || int64(len(p)) > (1<<63-1)-off {
+		return 0, false, syscall.EINVAL // as pread
 	}
 	n, end, hit, ok := f.copyHit(p, off)
 	switch {
@@ -376,10 +380,11 @@ func (f *File) copyHit(p []byte, off int64) (n int, end int64, hit, ok bool) {
 	if f.released {
 		return 0, off, false, false
 	}
-	end = min(off+int64(len(p)), f.size.Load())
-	if off >= end {
+	size := f.size.Load()
+	if off >= size {
 		return 0, off, true, true
 	}
+	end = off + min(int64(len(p)), size-off) // (off+len(p) may overflow)
 	n = f.copyOut(p[:end-off], off)
 	if off+int64(n) == end {
 		f.c.st.addHit(n)
@@ -1322,8 +1327,11 @@ func (f *File) releaseLocked() {
 // end are dropped (dirty bytes there are never written), the tail of a
 // partial last page is zeroed.
 func (f *File) Truncate(size int64) error {
-	if size < 0 {
+	switch {
+	case size < 0:
 		return syscall.EINVAL
+	case size > MaxFileSize:
+		return syscall.EFBIG
 	}
 	if !f.lockAll() {
 		return syscall.EBADF
@@ -1371,8 +1379,11 @@ func (c *Cache) ftruncate(fd int32, size int64) error {
 // pages in them are dropped, dirty bytes included; partial pages are
 // zeroed in place), and the size grows unless mode has KEEP_SIZE.
 func (f *File) Allocate(mode uint32, off, length int64) error {
-	if off < 0 || length <= 0 || off > (1<<63-1)-length {
+	switch {
+	case off < 0 || length <= 0:
 		return syscall.EINVAL
+	case off > MaxFileSize-length:
+		return syscall.EFBIG // (fallocate's answer to a range past the largest file)
 	}
 	if !f.lockAll() {
 		return syscall.EBADF

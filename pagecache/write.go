@@ -60,7 +60,7 @@ func (f *File) WriteAt(p []byte, off int64, fl WriteFlags) (int, int64, error) {
 		if fl&Append != 0 {
 			off = f.size.Load()
 		}
-		if int64(len(p)) > (1<<63-1)-off {
+		if int64(len(p)) > MaxFileSize-off {
 			f.mu.Unlock()
 			f.c.putFree(fc.frames)
 			return 0, off, syscall.EFBIG

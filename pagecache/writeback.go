@@ -454,8 +454,11 @@ func (f *File) DirectWrite(p []byte, off int64, fl WriteFlags, directFd int32) (
 	if fl&Append != 0 {
 		off = f.size.Load()
 	}
-	if off < 0 || int64(len(p)) > (1<<63-1)-off {
+	switch {
+	case off < 0 || int64(len(p)) > (1<<63-1)-off:
 		return 0, off, syscall.EINVAL
+	case int64(len(p)) > MaxFileSize-off:
+		return 0, off, syscall.EFBIG
 	}
 	r := Range{off, off + int64(len(p))}
 	if err := f.dropRange(r); err != nil {
