@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -368,19 +367,7 @@ func runAs(t *testing.T, uid uint32, env []string, bin string, args ...string) r
 	// A -race binary sleeps a second at exit unless told not to.
 	cmd.Env = append(append(os.Environ(), "GORACE=atexit_sleep_ms=0"), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("%s as uid %d: %v", bin, uid, err)
-	}
-	return r
+	return runCmd(t, cmd, fmt.Sprintf("%s as uid %d", bin, uid))
 }
 
 // copyExecutable copies the running test binary to dir, for another user

@@ -101,6 +101,13 @@ func runFsctl(t *testing.T, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, fsctlBinary(t), args...)
+	return runCmd(t, cmd, "fsctl "+strings.Join(args, " "))
+}
+
+// runCmd runs cmd and returns its exit status and output; it fails t
+// when cmd could not run (what names it).
+func runCmd(t *testing.T, cmd *exec.Cmd, what string) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -111,7 +118,7 @@ func runFsctl(t *testing.T, args ...string) result {
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 	default:
-		t.Fatalf("fsctl %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	return r
 }
