@@ -37,10 +37,11 @@ type Op struct {
 // fails only when the engine is closed.
 func (e *Engine) Submit(ops []Op) error {
 	if e.isClosed() {
+		err := &fs.PathError{Op: "submit", Path: "engine", Err: fs.ErrClosed}
 		for i := range ops {
-			ops[i].N, ops[i].Err = 0, &fs.PathError{Op: "submit", Path: "engine", Err: fs.ErrClosed}
+			ops[i].N, ops[i].Err = 0, err
 		}
-		return fs.ErrClosed
+		return err
 	}
 	b := batchPool.Get().(*batch)
 	b.e, b.start = e, monoNow()

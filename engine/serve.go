@@ -33,7 +33,7 @@ const (
 // or the engine is: GET /stats returns Stats as JSON, GET /files the
 // FileStats list (GET /files?limit=N: the N most resident). At most statsMaxConns connections are served at once;
 // reads, writes and idle connections time out. It returns nil when the
-// engine closed it.
+// engine closed it, and fails with fs.ErrClosed on a closed engine.
 func (e *Engine) ServeStats(l net.Listener) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, e.Stats()) })
@@ -59,7 +59,7 @@ func (e *Engine) ServeStats(l net.Listener) error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return fs.ErrClosed
+		return &fs.PathError{Op: "serve", Path: "engine", Err: fs.ErrClosed}
 	}
 	e.servers[srv] = struct{}{}
 	e.mu.Unlock()
