@@ -66,6 +66,7 @@ func (b *batch) reset() {
 	clear(b.hostOf)
 	clear(b.open)
 	b.e, b.reads, b.readOf, b.host, b.hostOf, b.open = nil, b.reads[:0], b.readOf[:0], b.host[:0], b.hostOf[:0], b.open[:0]
+	b.hostSize = b.hostSize[:0]
 }
 
 // batch sorts the operations of a Submit by how they are served.
@@ -76,7 +77,10 @@ type batch struct {
 	readOf []*Op
 	host   []uring.Request // direct and uncached operations
 	hostOf []*Op
-	open   []entered // handles whose gate was entered
+	// hostSize is, for each of host, the cached size before its range
+	// was written back (see clampDirect).
+	hostSize []int64
+	open     []entered // handles whose gate was entered
 }
 
 func (b *batch) add(op *Op) {
@@ -136,6 +140,7 @@ func (b *batch) add(op *Op) {
 			op.Err = f.pathErr(verb, syscall.EINVAL)
 			return
 		}
+		size := ino.cachedSize()
 		if direct && ino.cf != nil {
 			// Dirty cached bytes must reach the host before a direct
 			// read, and cached pages must go before a direct write.
@@ -161,6 +166,7 @@ func (b *batch) add(op *Op) {
 		}
 		b.host = append(b.host, uring.Request{Op: kind, Fd: f.fd, Buf: op.Buf, Off: op.Off, Inline: ino.inline})
 		b.hostOf = append(b.hostOf, op)
+		b.hostSize = append(b.hostSize, size)
 	default:
 		b.single(op)
 	}
@@ -210,7 +216,7 @@ func (b *batch) run() {
 			if op.File.direct {
 				op.N, op.Err = op.File.ino.directReadRest(op.File, op.Buf, op.N, op.Off, 0, op.Err)
 			}
-			op.N = op.File.ino.clampDirect(op.Buf, op.N, op.Off, op.Err)
+			op.N = op.File.ino.clampDirect(op.Buf, op.N, op.Off, op.Err, b.hostSize[i])
 		}
 		e.st.record(kind, path, r.N, d, r.Err)
 		if op.Write && op.N > 0 {
@@ -220,7 +226,10 @@ func (b *batch) run() {
 				if op.File.osync {
 					mode = pagecache.SyncFull
 				}
-				op.Err = op.File.ino.syncRange(op.Off, op.Off+int64(op.N), mode)
+				if err := op.File.ino.syncRange(op.Off, op.Off+int64(op.N), mode); err != nil {
+					op.File.checkErrs() // reported here, as by WriteAt: not again by Sync
+					op.Err = err
+				}
 			}
 		}
 		b.finish(op)

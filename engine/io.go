@@ -138,6 +138,7 @@ func alignedBuf(n int) []byte {
 // the range are written back first, then the host is read directly,
 // through an aligned bounce buffer when p or off is not aligned.
 func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, error) {
+	size := ino.cachedSize()
 	if ino.cf != nil {
 		if err := ino.cf.FlushRange(pagecache.Range{Start: off, End: off + int64(len(p))}); err != nil {
 			return 0, err
@@ -145,7 +146,16 @@ func (ino *inode) readDirect(f *File, p []byte, off int64, flags int) (int, erro
 	}
 	n, err := ino.directHostRead(f, p, off, flags)
 	n, err = ino.directReadRest(f, p, n, off, flags, err)
-	return ino.clampDirect(p, n, off, err), err
+	return ino.clampDirect(p, n, off, err, size), err
+}
+
+// cachedSize returns the file's cached size, or the largest int64 when
+// the file is not cached.
+func (ino *inode) cachedSize() int64 {
+	if ino.cf == nil {
+		return 1<<63 - 1
+	}
+	return ino.cf.Size()
 }
 
 // directHostRead reads p at off from the host through the handle's
@@ -202,12 +212,15 @@ func (ino *inode) directReadRest(f *File, p []byte, n int, off int64, flags int,
 // and it may end before it, when the cache extended the file and has not
 // written the end back; the bytes between the host's end and the
 // engine's are a hole (the range's dirty pages were flushed before the
-// read), so they read as zeros.
-func (ino *inode) clampDirect(p []byte, n int, off int64, err error) int {
+// read), so they read as zeros. size0 is the cached size from before the
+// flush (cachedSize): a write that extended the file after the flush
+// reached only the cache, and its bytes are not a hole, so the read ends
+// at the smaller of the two sizes, as if it ran before that write.
+func (ino *inode) clampDirect(p []byte, n int, off int64, err error, size0 int64) int {
 	if ino.cf == nil {
 		return n
 	}
-	want := int(max(0, min(int64(len(p)), ino.cf.Size()-off)))
+	want := int(max(0, min(int64(len(p)), min(size0, ino.cf.Size())-off)))
 	if n < want && err == nil {
 		clear(p[n:want])
 		return want
