@@ -70,9 +70,34 @@ func (c *Cache) ReadBatch(ops []ReadOp, extra []uring.Request) {
 	for first := true; len(misses) > 0 || (first && len(extra) > 0); first = false {
 		if !first {
 			extra = nil
+			misses = hitsNow(misses)
 		}
 		misses = c.fillBatch(misses, extra)
 	}
+}
+
+// hitsNow serves from the cache the misses that the last fillBatch
+// deferred and whose pages the fills before them brought in (the misses
+// of one readahead window wait for its first), and returns the others.
+// Without it every further submission would fill one window for one
+// miss, and n reads of one window would take n submissions.
+func hitsNow(misses []batchMiss) []batchMiss {
+	rest := misses[:0]
+	for _, m := range misses {
+		op := m.op
+		n, _, hit, ok := op.File.copyLocked(op.Buf[m.done:], op.Off+int64(m.done))
+		switch {
+		case !ok:
+			op.Err = syscall.EBADF
+		case hit:
+			op.N = m.done + n
+		default:
+			m.done += n
+			op.N = m.done
+			rest = append(rest, m)
+		}
+	}
+	return rest
 }
 
 // fillBatch fills as many misses as it can in one submission and returns

@@ -375,6 +375,17 @@ func (f *File) copyHit(p []byte, off int64) (n int, end int64, hit, ok bool) {
 	case miss:
 		return n, off + int64(len(p)), false, true
 	}
+	n, end, hit, ok = f.copyLocked(p, off)
+	if hit && n > 0 {
+		f.c.st.addHit(n)
+	}
+	return n, end, hit, ok
+}
+
+// copyLocked is copyHit under the read lock, without counting a hit.
+//
+// Preconditions: off ≥ 0; the caller holds no lock of f.
+func (f *File) copyLocked(p []byte, off int64) (n int, end int64, hit, ok bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.released {
@@ -386,11 +397,7 @@ func (f *File) copyHit(p []byte, off int64) (n int, end int64, hit, ok bool) {
 	}
 	end = off + min(int64(len(p)), size-off) // (off+len(p) may overflow)
 	n = f.copyOut(p[:end-off], off)
-	if off+int64(n) == end {
-		f.c.st.addHit(n)
-		return n, end, true, true
-	}
-	return n, end, false, true
+	return n, end, off+int64(n) == end, true
 }
 
 // optimisticHits says whether hits may be served with no lock

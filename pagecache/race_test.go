@@ -221,6 +221,33 @@ func TestReadBatch(t *testing.T) {
 	t.Logf("seed %d: %d batches, %d reads over %d files in a 24-page cache; all match, extra requests served, another cache's file refused", seed, batches, ops, files)
 }
 
+// TestReadBatchOneWindow: many misses of one readahead window in one
+// batch are served by a few submissions, not one each: the first fills
+// the window, the rest find its pages cached. Every read is checked.
+func TestReadBatchOneWindow(t *testing.T) {
+	data := pattern(11, 16*PageSize)
+	c := newCache(t, openBackend(t, uring.BackendPsync, nil), Options{Capacity: 64 * PageSize})
+	f := openFile(t, c, newHostFile(t, data, false), int64(len(data)))
+	const n = 2000
+	ops := make([]ReadOp, n)
+	for i := range ops {
+		ops[i] = ReadOp{File: f, Buf: make([]byte, 100), Off: int64(i%16)*PageSize + int64(i%7)}
+	}
+	before := c.Stats()
+	c.ReadBatch(ops, nil)
+	for i := range ops {
+		op := &ops[i]
+		if op.Err != nil || op.N != 100 || !bytes.Equal(op.Buf, data[op.Off:op.Off+100]) {
+			t.Fatalf("op %d: ReadAt(100 bytes at %d) = %d, %v", i, op.Off, op.N, op.Err)
+		}
+	}
+	// 16 pages are one window of 64 KiB, or at most a few when the
+	// first misses read no readahead.
+	if got := c.Stats().Sub(before).FillBatches; got > 4 {
+		t.Fatalf("%d reads of one window took %d submissions", n, got)
+	}
+}
+
 func slicesIndex(fs []*File, f *File) int {
 	for i, g := range fs {
 		if g == f {
