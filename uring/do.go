@@ -73,7 +73,7 @@ func (p *psync) runOne(r Request) (int, error) {
 // the registered buffers as the kernel checks it. Requests on registered
 // files go through the ring, whose kernel holds the table.
 func (r *Ring) Do(req Request) (int, error) {
-	if req.Fixed {
+	if req.Fixed || req.Op == OpCancel { // (see runsInline)
 		return submitOne(r, req)
 	}
 	if err := r.usable(); err != nil {

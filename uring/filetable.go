@@ -79,7 +79,7 @@ func (t *fileTable) update(off int, fds []int32) error {
 	if t.fds == nil {
 		return syscall.ENXIO
 	}
-	if off+len(fds) > len(t.fds) {
+	if off > len(t.fds) || len(fds) > len(t.fds)-off { // (off+len(fds) may overflow)
 		return syscall.EINVAL
 	}
 	for i, fd := range fds {

@@ -36,10 +36,11 @@ func InlineFile(fd int) bool {
 }
 
 // inlineOnly reports whether every request of reqs asks to run inline
-// (and none is on a registered file, which only the ring can resolve).
+// (and none is on a registered file, which only the ring can resolve, nor
+// a cancel, which only the ring can run).
 func inlineOnly(reqs []Request) bool {
 	for i := range reqs {
-		if !reqs[i].Inline || reqs[i].Fixed {
+		if !reqs[i].Inline || reqs[i].Fixed || reqs[i].Op == OpCancel {
 			return false
 		}
 	}
@@ -47,10 +48,11 @@ func inlineOnly(reqs []Request) bool {
 }
 
 // runsInline reports whether a ring runs req with a plain syscall rather
-// than submitting it: it asks to (Inline, not on a registered file), or
-// this kernel lacks its opcode.
+// than submitting it: it asks to (Inline, not on a registered file nor a
+// cancel), or this kernel lacks its opcode.
 //
 // Preconditions: req.Op < numOps.
 func (r *Ring) runsInline(req *Request) bool {
-	return (req.Inline && !req.Fixed) || !r.probe.Supported[kernelOp[req.Op]]
+	// A cancel acts on the ring's requests: it has no syscall of its own.
+	return (req.Inline && !req.Fixed && req.Op != OpCancel) || !r.probe.Supported[kernelOp[req.Op]]
 }

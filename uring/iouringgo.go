@@ -184,9 +184,6 @@ func (g *iouringgoRing) Submit(reqs []Request) error {
 		if (r.Op.IsRead() || r.Op.IsWrite()) && r.length() == 0 {
 			continue
 		}
-		if r.Op == OpCancel {
-			g.c.cancels.Add(1)
-		}
 		ops[i].req = r
 		q.push(&ops[i])
 	}
@@ -393,6 +390,9 @@ func (g *iouringgoRing) fd(r *Request) (int32, syscall.Errno) {
 // Preconditions: g.files.mu is held for reading (issue).
 func (g *iouringgoRing) prep(o *gop) (iouring.PrepRequest, syscall.Errno) {
 	r := o.req
+	if r.Op == OpCancel {
+		g.c.cancels.Add(1) // as the ring counts it (prepSQE)
+	}
 	o.prog.cancels = g.c.cancels.Load()
 	if r.Op == OpNop {
 		return iouring.Nop().WithInfo(o), 0

@@ -5,6 +5,7 @@ package uring
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"math/bits"
 	"runtime"
 	"sync"
@@ -386,8 +387,8 @@ func (r *Ring) UpdateFiles(off int, fds []int32) error {
 	if err := r.usable(); err != nil {
 		return err
 	}
-	if off < 0 || len(fds) == 0 {
-		return syscall.EINVAL
+	if off < 0 || len(fds) == 0 || off > math.MaxUint32 {
+		return syscall.EINVAL // (the kernel takes a 32-bit offset, as no table is larger)
 	}
 	u := rsrcUpdate{offset: uint32(off), data: uint64(uintptr(unsafe.Pointer(&fds[0])))}
 	err := r.register(regFilesUpdate, unsafe.Pointer(&u), len(fds))

@@ -84,9 +84,9 @@ type counters struct {
 	retryCQECanceled                                              atomic.Uint64
 	shortResubmits, cqOverflows, droppedCQEs, errors              atomic.Uint64
 	inflight, inflightHigh                                        atomic.Uint64
-	// cancels counts OpCancel requests accepted, so that a request can
-	// tell a cancellation it may have been the target of (see
-	// retryCanceled).
+	// cancels counts OpCancel requests handed to the kernel (counted as
+	// each is prepared), so that a request can tell a cancellation it
+	// may have been the target of (see retryCanceled).
 	cancels atomic.Uint64
 }
 

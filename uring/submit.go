@@ -168,9 +168,6 @@ func (r *Ring) enqueue(w *waiter, reqs []Request, i int) (*waiter, int, int, err
 		if r.runsInline(req) {
 			continue // run by Submit with a plain syscall (runLeft)
 		}
-		if req.Op == OpCancel {
-			r.c.cancels.Add(1)
-		}
 		idx := r.free[len(r.free)-1]
 		r.free = r.free[:len(r.free)-1]
 		s := &r.slots[idx]
@@ -281,6 +278,11 @@ func (r *Ring) fillSQ() {
 // Preconditions: r.mu and r.sqMu are held.
 func (r *Ring) prepSQE(e *sqe, idx uint32, s *slot) {
 	req := s.req
+	if req.Op == OpCancel {
+		// Counted as its SQE is written: the requests written before
+		// it may be its targets, those after it are not.
+		r.c.cancels.Add(1)
+	}
 	s.prog.cancels = r.c.cancels.Load()
 	*e = sqe{opcode: kernelOp[req.Op], fd: req.Fd, userData: uint64(s.gen)<<32 | uint64(idx)}
 	if req.Fixed {

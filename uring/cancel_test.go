@@ -1,0 +1,93 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// cancelPipe returns a pipe whose read end nothing writes to until the
+// test ends, so that a read of it waits until cancelled.
+func cancelPipe(t *testing.T) (r, w int) {
+	t.Helper()
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+	})
+	return p[0], p[1]
+}
+
+// TestCancelInBatchOrInline: an OpCancel cancels a read of its fd handed
+// to the ring before it, also when both are in one Submit and when the
+// cancel asks to run inline (a cancel has no syscall of its own); the
+// read ends with ECANCELED and is not resubmitted. Where the read never
+// ended, the pipe is written after 3 s so that the test ends.
+func TestCancelInBatchOrInline(t *testing.T) {
+	for _, how := range []string{"same batch", "inline", "Do"} {
+		t.Run(how, func(t *testing.T) {
+			be := openBackend(t, BackendUring, Options{})
+			rfd, wfd := cancelPipe(t)
+			rescue := time.AfterFunc(3*time.Second, func() { syscall.Write(wfd, []byte("late data!")) })
+			defer rescue.Stop()
+			read := Request{Op: OpRead, Fd: int32(rfd), Buf: make([]byte, 10)}
+			cancel := Request{Op: OpCancel, Fd: int32(rfd)}
+			if how == "same batch" {
+				reqs := []Request{read, cancel}
+				be.Submit(reqs)
+				read, cancel = reqs[0], reqs[1]
+			} else {
+				done := make(chan Request)
+				go func() {
+					reqs := []Request{read}
+					be.Submit(reqs)
+					done <- reqs[0]
+				}()
+				time.Sleep(50 * time.Millisecond) // the read waits in the kernel
+				if how == "inline" {
+					cancel.Inline = true
+					reqs := []Request{cancel}
+					be.Submit(reqs)
+					cancel = reqs[0]
+				} else {
+					cancel.N, cancel.Err = Do(be, cancel)
+				}
+				read = <-done
+			}
+			if !errors.Is(read.Err, syscall.ECANCELED) || cancel.Err != nil {
+				t.Fatalf("read N=%d Err=%v; cancel Err=%v: want the read cancelled", read.N, read.Err, cancel.Err)
+			}
+		})
+	}
+}
+
+// TestUpdateFilesOffsetRange: UpdateFiles with an offset past the table,
+// even one that overflows an int when added to the length or does not fit
+// the kernel's 32 bits, fails with EINVAL on every backend and leaves the
+// table as it was.
+func TestUpdateFilesOffsetRange(t *testing.T) {
+	f := tempFile(t, "f", []byte("hello"), os.O_RDONLY)
+	for _, name := range testBackends() {
+		for _, off := range []int{2, 1 << 32, int(^uint(0) >> 1)} {
+			b := openBackend(t, name, Options{})
+			if err := b.RegisterFiles([]int32{int32(f.Fd()), -1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.UpdateFiles(off, []int32{-1}); !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("%s: UpdateFiles(%d, one slot) = %v, want EINVAL", name, off, err)
+			}
+			reqs := []Request{{Op: OpRead, Fixed: true, Fd: 0, Buf: make([]byte, 5)}}
+			b.Submit(reqs)
+			if reqs[0].N != 5 || reqs[0].Err != nil {
+				t.Errorf("%s: after UpdateFiles(%d): read of slot 0: %d, %v", name, off, reqs[0].N, reqs[0].Err)
+			}
+		}
+	}
+}
