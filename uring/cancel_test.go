@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cancelPipe returns a pipe whose read end nothing writes to until the
@@ -87,6 +89,47 @@ func TestUpdateFilesOffsetRange(t *testing.T) {
 			b.Submit(reqs)
 			if reqs[0].N != 5 || reqs[0].Err != nil {
 				t.Errorf("%s: after UpdateFiles(%d): read of slot 0: %d, %v", name, off, reqs[0].N, reqs[0].Err)
+			}
+		}
+	}
+}
+
+// TestRegisterLimitsAsKernel: registrations the kernel refuses are refused
+// with its errno by every backend, whether the ring asks the kernel or
+// the backend checks itself: a file table larger than RLIMIT_NOFILE or
+// than the kernel's most (EMFILE), an empty or oversized buffer (EFAULT).
+func TestRegisterLimitsAsKernel(t *testing.T) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	mem := mmapBuffer(t, 4096)
+	huge, err := unix.Mmap(-1, 0, maxRegBuffer+4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(huge)
+	empty := func(n int) []int32 {
+		fds := make([]int32, n)
+		for i := range fds {
+			fds[i] = -1
+		}
+		return fds
+	}
+	tests := []struct {
+		name string
+		call func(Backend) error
+		want syscall.Errno
+	}{
+		{"files past RLIMIT_NOFILE", func(b Backend) error { return b.RegisterFiles(empty(int(min(rl.Cur, maxRegFiles)) + 1)) }, syscall.EMFILE},
+		{"files past the kernel's most", func(b Backend) error { return b.RegisterFiles(empty(maxRegFiles + 1)) }, syscall.EMFILE},
+		{"an empty buffer", func(b Backend) error { return b.RegisterBuffers([][]byte{mem[:0]}) }, syscall.EFAULT},
+		{"a buffer over 1 GiB", func(b Backend) error { return b.RegisterBuffers([][]byte{huge}) }, syscall.EFAULT},
+	}
+	for _, tt := range tests {
+		for _, name := range testBackends() {
+			if err := tt.call(openBackend(t, name, Options{})); !errors.Is(err, tt.want) {
+				t.Errorf("%s: %s: %v, want %v", name, tt.name, err, tt.want)
 			}
 		}
 	}

@@ -37,17 +37,21 @@ const (
 	regFilesSkip = -2
 )
 
-// register sets the table: -1 leaves a slot empty. It refuses an empty or
-// oversized table (EINVAL), a second table (EBUSY) and a descriptor that
+// register sets the table: -1 leaves a slot empty. It refuses, in the
+// kernel's order, a second table (EBUSY), an empty one (EINVAL), one
+// larger than maxRegFiles or RLIMIT_NOFILE (EMFILE) and a descriptor that
 // is not open (EBADF).
 func (t *fileTable) register(fds []int32) error {
-	if len(fds) == 0 || len(fds) > maxRegFiles {
-		return syscall.EINVAL
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.fds != nil {
+	var rl unix.Rlimit
+	switch {
+	case t.fds != nil:
 		return syscall.EBUSY
+	case len(fds) == 0:
+		return syscall.EINVAL
+	case len(fds) > maxRegFiles || unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil && uint64(len(fds)) > rl.Cur:
+		return syscall.EMFILE
 	}
 	table := make([]int32, len(fds))
 	for i, fd := range fds {

@@ -37,7 +37,7 @@ func TestRegisteredBuffersParity(t *testing.T) {
 			}{
 				{"unregister none", be.UnregisterBuffers, syscall.ENXIO},
 				{"register no buffers", func() error { return be.RegisterBuffers(nil) }, syscall.EINVAL},
-				{"register an empty buffer", func() error { return be.RegisterBuffers([][]byte{mem[:4096], mem[:0]}) }, syscall.EINVAL},
+				{"register an empty buffer", func() error { return be.RegisterBuffers([][]byte{mem[:4096], mem[:0]}) }, syscall.EFAULT},
 				{"register", func() error { return be.RegisterBuffers([][]byte{mem[:4096], mem[4096:]}) }, 0},
 				{"register again", func() error { return be.RegisterBuffers([][]byte{other}) }, syscall.EBUSY},
 			}

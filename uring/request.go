@@ -171,7 +171,7 @@ type Backend interface {
 	Submit(reqs []Request) error
 	// RegisterBuffers registers memory for OpReadFixed/OpWriteFixed. The
 	// memory must stay mapped until UnregisterBuffers or Close. Each buffer
-	// is at most 1 GiB.
+	// is at most 1 GiB, and not empty (EFAULT otherwise).
 	RegisterBuffers(bufs [][]byte) error
 	UnregisterBuffers() error
 	// RegisterFiles sets the registered file table; -1 marks an empty slot.
@@ -203,16 +203,18 @@ const (
 	maxRegBuffer  = 1 << 30
 )
 
-// checkRegBuffers refuses, with EINVAL as the kernel does, a buffer
-// registration with no buffers or too many, or with an empty or
-// oversized buffer.
+// checkRegBuffers refuses a buffer registration as the kernel does: with
+// EINVAL when it has no buffers or too many, with EFAULT when a buffer is
+// empty or larger than 1 GiB. (The kernel takes a nil buffer as an empty
+// slot, to be filled by an update; this package has no such updates and
+// refuses it as empty.)
 func checkRegBuffers(bufs [][]byte) syscall.Errno {
 	if len(bufs) == 0 || len(bufs) > maxRegBuffers {
 		return syscall.EINVAL
 	}
 	for _, b := range bufs {
 		if len(b) == 0 || len(b) > maxRegBuffer {
-			return syscall.EINVAL
+			return syscall.EFAULT
 		}
 	}
 	return 0
