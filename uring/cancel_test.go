@@ -134,3 +134,40 @@ func TestRegisterLimitsAsKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendsAgreeOnBadRequests: requests with two things wrong, or with
+// a file the kernel does not look at, get the same answer from every
+// backend, the kernel's: it looks up the file before the registered
+// buffer, looks up none for a NOP, and looks up a cancel's.
+func TestBackendsAgreeOnBadRequests(t *testing.T) {
+	const closed = 9999
+	tests := []struct {
+		name  string
+		req   Request
+		files bool // register a table of one empty slot first
+		want  syscall.Errno
+	}{
+		{"cancel on a closed fd", Request{Op: OpCancel, Fd: closed}, false, syscall.EBADF},
+		{"NOP on a slot past the table", Request{Op: OpNop, Fd: 77, Fixed: true}, true, 0},
+		{"fixed read: closed fd and a buffer not registered", Request{Op: OpReadFixed, Fd: closed, Buf: make([]byte, 10)}, false, syscall.EBADF},
+		{"fixed read: closed fd and a bad buffer index", Request{Op: OpReadFixed, Fd: closed, Buf: make([]byte, 10), BufIndex: 5}, false, syscall.EBADF},
+	}
+	for _, tt := range tests {
+		for _, name := range testBackends() {
+			b := openBackend(t, name, Options{})
+			if err := b.RegisterBuffers([][]byte{mmapBuffer(t, 4096)}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.files {
+				if err := b.RegisterFiles([]int32{-1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reqs := []Request{tt.req}
+			b.Submit(reqs)
+			if got := errnoOfErr(reqs[0].Err); got != tt.want || reqs[0].N != 0 {
+				t.Errorf("%s: %s: %d, %v; want 0, %v", name, tt.name, reqs[0].N, reqs[0].Err, tt.want)
+			}
+		}
+	}
+}

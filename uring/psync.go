@@ -101,6 +101,12 @@ func (p *psync) run(r *Request, iov []unix.Iovec) []unix.Iovec {
 	}
 }
 
+// fdOpen reports whether fd is an open descriptor.
+func fdOpen(fd int) bool {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	return err == nil
+}
+
 // once makes one attempt at the remainder of r and returns its result as
 // the kernel would report it in a CQE.
 func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, int32) {
@@ -113,7 +119,7 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 		}
 	}
 	fd, errno := int(r.Fd), syscall.Errno(0)
-	if r.Fixed {
+	if r.Fixed && r.Op != OpNop { // (the kernel looks up no file for a NOP)
 		// The table's descriptor must stay open until the syscall is done.
 		p.files.mu.RLock()
 		defer p.files.mu.RUnlock()
@@ -122,7 +128,9 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 		fd = int(tfd)
 	}
 	if errno == 0 && (r.Op == OpReadFixed || r.Op == OpWriteFixed) {
-		errno = p.checkFixedBuf(r)
+		if errno = p.checkFixedBuf(r); errno != 0 && !fdOpen(fd) {
+			errno = syscall.EBADF // the kernel looks at the file first
+		}
 	}
 	if errno != 0 {
 		return iov, -int32(errno)
@@ -137,7 +145,13 @@ func (p *psync) once(r *Request, pr *progress, iov []unix.Iovec) ([]unix.Iovec, 
 	off := r.Off + int64(pr.done)
 	flags := int(r.Flags)
 	switch r.Op {
-	case OpNop, OpCancel:
+	case OpNop:
+	case OpCancel:
+		// Nothing of psync's is in flight to cancel; the kernel still
+		// looks up the file.
+		if !fdOpen(fd) {
+			err = syscall.EBADF
+		}
 	case OpRead, OpReadFixed:
 		b := chunk(r.Buf, pr.done)
 		if flags != 0 {

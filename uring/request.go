@@ -60,7 +60,9 @@ var kernelOp = [numOps]uint8{opNop, opRead, opWrite, opReadv, opWritev, opReadFi
 // The Flags of a read or write are RWF_* flags, as preadv2 and pwritev2
 // take them. RWF_HIPRI is a hint there, and the io_uring backends drop it:
 // their rings do not poll for completions, and the kernel would refuse
-// it on them.
+// it on them. A buffered write with RWF_NOWAIT on a file system that
+// cannot write without blocking (ext4) gets the answer of the kernel's
+// path: EAGAIN through a ring, EOPNOTSUPP from pwritev2 (psync, Inline).
 //
 // Inline asks a ring to run the request with a plain syscall in the
 // calling goroutine, as Do does, instead of submitting it: for files on
