@@ -31,7 +31,11 @@ type Op struct {
 // aligned buffers, Shared mode, no cache), are handed to the backend
 // together in one submission. Writes to cached files are applied to the
 // cache in order. The operations of one batch have no order among
-// themselves: overlapping ones may be applied in any order. An operation
+// themselves: overlapping ones may be applied in any order. Where no
+// cache stands between them (Shared mode), a buffered and an O_DIRECT
+// write of the same pages in one batch reach the kernel together, as
+// from two goroutines: Linux may then fail to drop its cached copy of
+// those pages, and report EIO to the file's next fsync. An operation
 // on a handle of another Engine is run by itself, by that engine, as
 // ReadAt or WriteAt would run it. Each result is in its Op; Submit itself
 // fails only when the engine is closed.
