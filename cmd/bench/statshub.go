@@ -67,19 +67,8 @@ func newStatsHub(path string) (*statsHub, error) {
 const noEngineYet = "no ringfs engine has run yet"
 
 func (h *statsHub) serveStats(w http.ResponseWriter, _ *http.Request) {
-	h.mu.RLock()
 	var st engine.Stats
-	have := true
-	switch {
-	case h.cur != nil:
-		st = h.cur.Stats()
-	case h.last != nil:
-		st = *h.last
-	default:
-		have = false
-	}
-	h.mu.RUnlock()
-	if !have {
+	if !h.answer(func(e *engine.Engine) { st = e.Stats() }, func() { st = *h.last }) {
 		http.Error(w, noEngineYet, http.StatusServiceUnavailable)
 		return
 	}
@@ -95,26 +84,34 @@ func (h *statsHub) serveFiles(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h.mu.RLock()
 	var files []engine.FileStats
-	have := true
-	switch {
-	case h.cur != nil:
-		files = h.cur.FilesTop(n)
-	case h.last != nil:
+	if !h.answer(func(e *engine.Engine) { files = e.FilesTop(n) }, func() {
 		files = h.lastFiles
 		if n > 0 && len(files) > n {
 			files = files[:n]
 		}
-	default:
-		have = false
-	}
-	h.mu.RUnlock()
-	if !have {
+	}) {
 		http.Error(w, noEngineYet, http.StatusServiceUnavailable)
 		return
 	}
 	serveJSON(w, files)
+}
+
+// answer calls live with the engine running now or, between rounds, last
+// (which reads what the last engine left), with h.mu held for reading;
+// false before the first round.
+func (h *statsHub) answer(live func(*engine.Engine), last func()) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	switch {
+	case h.cur != nil:
+		live(h.cur)
+	case h.last != nil:
+		last()
+	default:
+		return false
+	}
+	return true
 }
 
 func serveJSON(w http.ResponseWriter, v any) {
