@@ -52,7 +52,7 @@ var forcedExit removals
 // removals is a set of paths to remove, safe for concurrent use.
 type removals struct {
 	mu    sync.Mutex
-	paths map[string]bool // guarded by mu
+	paths map[string]bool // +checklocks:mu
 }
 
 func (x *removals) add(path string) {
