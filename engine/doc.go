@@ -67,8 +67,12 @@
 //
 // # Errors and durability
 //
-// Every error is an *fs.PathError wrapping a syscall.Errno (or fs.ErrClosed
-// on a closed handle). Writeback errors follow Linux errseq: each handle
+// Every error of a call on an Engine, File or Mapping is an *fs.PathError
+// wrapping a syscall.Errno (or fs.ErrClosed once closed; the path is
+// "engine" for calls that name no file); Engine.Sync and Engine.Close
+// join one per failing file, and Close adds the cache's and backend's
+// own. New's errors wrap a syscall.Errno without a path. errors.Is finds
+// the errno in all of them. Writeback errors follow Linux errseq: each handle
 // samples the file's error sequence at open, and Sync, Datasync and Close
 // report each writeback error once to every handle open when it happened
 // (and to the next handle opened if no handle saw it). Data whose writeback

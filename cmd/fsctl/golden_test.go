@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -378,4 +379,29 @@ func TestGoldenHelp(t *testing.T) {
 		writeCommandHelp(&b, c)
 	}
 	golden(t, "help.golden", b.Bytes())
+}
+
+// TestInspectUnknownResidencyIsNull: where the residency is unavailable,
+// --json gives null resident pages and bytes, as for every value fsctl
+// could not learn, not 0, which would read as nothing resident.
+func TestInspectUnknownResidencyIsNull(t *testing.T) {
+	for _, method := range []string{"unavailable", "cachestat"} {
+		b, err := json.Marshal(pageCacheDoc{Method: method, PageSizeBytes: 4096, Pages: 3, Map: []residencyCell{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"resident_pages", "resident_bytes"} {
+			v, ok := m[k]
+			if !ok || (method == "unavailable") != (v == nil) {
+				t.Errorf("%s: %s is %v (present %v) in %s", method, k, v, ok, b)
+			}
+		}
+		if m["pages"] != float64(3) || m["method"] != method {
+			t.Errorf("%s: other fields lost: %s", method, b)
+		}
+	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -158,6 +159,20 @@ type pageCacheDoc struct {
 	// Map cuts the file into up to residencyCells runs of pages, the
 	// cells of the human view's bar.
 	Map []residencyCell `json:"map"`
+}
+
+// MarshalJSON writes resident_pages and resident_bytes as null when the
+// residency is unavailable: 0 would read as nothing resident.
+func (pc pageCacheDoc) MarshalJSON() ([]byte, error) {
+	type plain pageCacheDoc // (without this method)
+	if pc.Method != "unavailable" {
+		return json.Marshal(plain(pc))
+	}
+	return json.Marshal(struct {
+		plain
+		ResidentPages *int64 `json:"resident_pages"`
+		ResidentBytes *int64 `json:"resident_bytes"`
+	}{plain: plain(pc)})
 }
 
 type residencyCell struct {
