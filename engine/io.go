@@ -299,18 +299,17 @@ func (ino *inode) mmapRead(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	n, err := hm.ReadAt(p[:end-off], off)
-	for retried := false; errors.Is(err, syscall.EFAULT); retried = true {
+	if errors.Is(err, syscall.EFAULT) {
 		// A Truncate may have shrunk the host under the copy: then the
 		// size it set (read under the lock it holds) ends the read. If
-		// the file has grown back past the fault since, read on once.
+		// the file has grown back past the fault since, the rest is read
+		// holding that lock, so that no Truncate can shrink it again
+		// meanwhile: a fault then is not the engine's doing.
 		ino.mu.Lock()
+		defer ino.mu.Unlock()
 		size := ino.mmSize.Load()
-		ino.mu.Unlock()
 		if off+int64(n) >= size {
 			return int(max(min(int64(n), size-off), 0)), nil
-		}
-		if retried {
-			break
 		}
 		var m int
 		m, err = hm.ReadAt(p[n:min(end, size)-off], off+int64(n))

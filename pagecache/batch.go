@@ -109,7 +109,11 @@ func (c *Cache) fillBatch(misses []batchMiss, extra []uring.Request) []batchMiss
 		f := m.op.File
 		size := f.size.Load()
 		off := m.op.Off + int64(m.done)
-		m.req = Range{off, m.op.Off + int64(len(m.op.Buf))}
+		// Within this size: the pages planned below are those below it,
+		// and a size grown before the lock is taken must not leave
+		// required pages past them unplanned (the read ends at this
+		// size, as if it ran before the growth).
+		m.req = Range{off, max(off, min(m.op.Off+int64(len(m.op.Buf)), size))}
 		fr := FillRange(m.req, Range{off, size}, c.readahead)
 		m.p0, m.p1 = pageOf(fr.Start), min(pageEnd(fr.End), pageEnd(size))
 		m.fc = getFillCtx()
