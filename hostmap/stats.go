@@ -4,8 +4,10 @@ package hostmap
 
 import "sync/atomic"
 
-// Stats are a Mapper's counters and gauges. Counters are totals since
-// NewMapper; gauges describe the moment of the snapshot.
+// Stats are a Mapper's counters and gauges (of all the Mappers sharing
+// its Counters, see NewMapperCounting). Counters are totals since the
+// Counters were made, with NewMapper or by the caller; gauges describe the
+// moment of the snapshot.
 type Stats struct {
 	// Gauges.
 	MappedBytes  int64 `json:"mapped_bytes"`  // bytes of address space mapped now: chunks and spans
